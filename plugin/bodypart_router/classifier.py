@@ -1,0 +1,160 @@
+"""The ONNX model behind the router: load it once, check its labels, classify batches.
+
+The model contract (see ``models/MODEL_CARD.md``): input ``image`` float32
+``[N, 1, 224, 224]`` made of stacked :func:`~bodypart_router.preprocess.to_model_input`
+outputs, output ``probabilities`` float32 ``[N, 5]`` in ``CLASS_NAMES`` order.
+The class order is checked against the model's own ``labels`` metadata (or
+``labels.json`` beside it) so that a model trained with another order is
+refused instead of silently mislabelling every image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .classes import CLASS_NAMES
+from .errors import NotClassifiable, Reason
+from .preprocess import INPUT_SIZE
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, unreadable or does not follow the model contract."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The class of one image, its probability and all class probabilities."""
+
+    class_name: str
+    score: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Classifier:
+    """An onnxruntime session for the body-part model.
+
+    ``providers="auto"`` uses CUDA when the installed onnxruntime has it (the
+    optional ``onnxruntime-gpu`` install) and falls back to CPU; ``provider``
+    tells which one is actually in use. ``intra_op_threads`` bounds the
+    threads of one inference (None lets onnxruntime use every core).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        providers: str | Sequence[str] = "auto",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path} not found; set --model or $BODYPART_ROUTER_MODEL")
+        self.path = path
+        self.sha256 = file_sha256(path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = max(1, int(intra_op_threads))
+        options.log_severity_level = 3  # errors only: no provider chatter in the host's log
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=_choose_providers(providers))
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        self.provider: str = self._session.get_providers()[0]
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.model_name: str = meta.get("model_name") or path.stem
+        self.version: str = f"{self.model_name}@{self.sha256[:12]}"
+        self.labels: tuple[str, ...] = _read_labels(path, meta)
+        if self.labels != CLASS_NAMES:
+            raise ModelLoadError(
+                f"{path} outputs classes {list(self.labels)} but this version of bodypart-router expects "
+                f"{list(CLASS_NAMES)}; use a model exported for this version"
+            )
+        self._check_io()
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise ModelLoadError(
+                f"{self.path} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; "
+                f"it has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+            )
+        shape = inputs[INPUT_NAME].shape
+        if len(shape) != 4 or list(shape[1:]) != [1, INPUT_SIZE, INPUT_SIZE]:
+            raise ModelLoadError(f"{self.path} input {INPUT_NAME!r} has shape {shape}, expected [N, 1, {INPUT_SIZE}, {INPUT_SIZE}]")
+
+    def predict_batch(self, inputs: Sequence[np.ndarray]) -> list[Prediction]:
+        """Classify ``(1, 224, 224)`` float32 arrays from ``to_model_input`` in one run."""
+        if not inputs:
+            return []
+        batch = np.stack([np.asarray(x, dtype=np.float32) for x in inputs])
+        try:
+            (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        except Exception as exc:
+            raise NotClassifiable(Reason.MODEL_ERROR, f"onnxruntime failed on a batch of {len(inputs)}: {exc}") from exc
+        return [self._prediction(row) for row in np.asarray(probabilities, dtype=np.float64)]
+
+    def predict(self, model_input: np.ndarray) -> Prediction:
+        """Classify one ``(1, 224, 224)`` array."""
+        return self.predict_batch([model_input])[0]
+
+    def _prediction(self, row: np.ndarray) -> Prediction:
+        best = int(np.argmax(row))
+        scores = {name: round(float(p), 6) for name, p in zip(self.labels, row)}
+        return Prediction(class_name=self.labels[best], score=round(float(row[best]), 6), scores=scores)
+
+
+def _choose_providers(providers: str | Sequence[str]) -> list[str]:
+    available = ort.get_available_providers()
+    if providers == "auto":
+        chosen = [p for p in ("CUDAExecutionProvider",) if p in available]
+        return chosen + ["CPUExecutionProvider"]
+    wanted = [providers] if isinstance(providers, str) else list(providers)
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ModelLoadError(f"execution provider(s) {missing} not available; this onnxruntime has {available}")
+    return wanted
+
+
+def _read_labels(path: Path, meta: dict[str, str]) -> tuple[str, ...]:
+    """Class order from the model's ``labels`` metadata, else from ``labels.json`` beside it."""
+    if "labels" in meta:
+        source, text = f"{path} metadata 'labels'", meta["labels"]
+    else:
+        labels_file = path.with_name("labels.json")
+        if not labels_file.is_file():
+            raise ModelLoadError(f"{path} has no 'labels' metadata and there is no {labels_file}")
+        source, text = str(labels_file), labels_file.read_text(encoding="utf-8")
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{source} is not valid JSON: {exc}") from exc
+    if isinstance(labels, dict):  # {"labels": [...]} or {"0": "abdominal", ...}
+        labels = labels.get("labels", [labels[k] for k in sorted(labels, key=lambda k: int(k))] if all(
+            str(k).isdigit() for k in labels) else None)
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ModelLoadError(f"{source} must be a JSON list of class names")
+    return tuple(labels)

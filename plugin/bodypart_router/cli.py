@@ -1,0 +1,172 @@
+"""``bodypart-router``: classify or sort X-ray files from the command line, without Orthanc.
+
+    bodypart-router classify [--model PATH] [--json] PATH...
+    bodypart-router sort SRC DST [--model PATH] [--copy | --link]
+
+``classify`` prints one JSON object per input with ``--json``
+(``{"path", "class", "score", "scores"}`` or ``{"path", "error", "detail"}``),
+else a table. ``sort`` copies (or hard-links) every file under SRC into
+``DST/<class>/`` or ``DST/_unclassifiable/<reason>/``, keeping its path
+relative to SRC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .classes import CLASS_NAMES
+from .pipeline import Result, classify_paths, iter_files
+
+#: Environment variable naming the model when ``--model`` is not given.
+MODEL_ENV = "BODYPART_ROUTER_MODEL"
+#: The model shipped in the repository checkout this package lives in.
+REPO_MODEL = Path(__file__).resolve().parents[2] / "models" / "bodypart_router.onnx"
+#: Folder, under DST, for files that got a reason instead of a class.
+UNCLASSIFIABLE_DIR = "_unclassifiable"
+
+
+def default_model() -> Path:
+    """``$BODYPART_ROUTER_MODEL`` if set, else ``models/bodypart_router.onnx`` of the checkout."""
+    env = os.environ.get(MODEL_ENV)
+    return Path(env) if env else REPO_MODEL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bodypart-router", description="Classify X-rays by body part from their pixels.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    model_help = f"ONNX model (default: ${MODEL_ENV} or {REPO_MODEL})"
+    classify = sub.add_parser("classify", help="classify DICOM, PNG or JPEG files and folders (recursively)")
+    classify.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    classify.add_argument("--model", type=Path, default=None, help=model_help)
+    classify.add_argument("--json", action="store_true", help="one JSON object per input, one per line")
+    classify.add_argument("--batch-size", type=int, default=16, help="images per inference run (default 16)")
+
+    sort = sub.add_parser("sort", help="copy files into DST/<class>/ folders")
+    sort.add_argument("src", type=Path, metavar="SRC", help="folder (or file) to sort")
+    sort.add_argument("dst", type=Path, metavar="DST", help="destination folder, created if missing")
+    sort.add_argument("--model", type=Path, default=None, help=model_help)
+    how = sort.add_mutually_exclusive_group()
+    how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copy the files (default)")
+    how.add_argument("--link", dest="mode", action="store_const", const="link",
+                     help="hard-link the files instead of copying (same file system; copies otherwise)")
+    sort.set_defaults(mode="copy")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status (0 done, 2 bad usage or unusable model)."""
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    from .classifier import Classifier, ModelLoadError  # onnxruntime loads only once arguments are valid
+
+    model = args.model or default_model()
+    try:
+        classifier = Classifier(model)
+    except ModelLoadError as exc:
+        print(f"bodypart-router: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "classify":
+        return _classify(args, classifier)
+    return _sort(args, classifier)
+
+
+def _classify(args: argparse.Namespace, classifier) -> int:
+    files = list(iter_files(args.paths))
+    results = classify_paths(files, classifier, batch_size=max(1, args.batch_size))
+    if args.json:
+        for result in results:
+            print(json.dumps(result_to_json(result)), flush=True)
+        return 0
+    print(f"model {classifier.version} on {classifier.provider}", file=sys.stderr)
+    width = max([len(str(p)) for p in files] + [4])
+    print(f"{'path':<{width}}  {'class':<16}  score")
+    counts: Counter[str] = Counter()
+    with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None, leave=False) as bar:
+        for result in results:
+            tqdm.write(_table_row(result, width), file=sys.stdout)
+            counts[result.prediction.class_name if result.prediction else "error: " + result.error.reason.value] += 1
+            bar.update()
+    _print_summary(counts, file=sys.stderr)
+    return 0
+
+
+def _sort(args: argparse.Namespace, classifier) -> int:
+    src: Path = args.src
+    if not src.exists():
+        print(f"bodypart-router: SRC {src} does not exist", file=sys.stderr)
+        return 2
+    files = list(iter_files([src]))
+    counts: Counter[str] = Counter()
+    with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
+        for result in classify_paths(files, classifier):
+            folder = result.prediction.class_name if result.prediction else f"{UNCLASSIFIABLE_DIR}/{result.error.reason.value}"
+            relative = result.path.relative_to(src) if src.is_dir() else Path(result.path.name)
+            target = args.dst / folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _place(result.path, target, args.mode)
+            counts[folder] += 1
+            bar.update()
+    print(f"sorted {len(files)} file(s) from {src} into {args.dst} ({args.mode}), model {classifier.version}")
+    _print_summary(counts, file=sys.stdout)
+    return 0
+
+
+def result_to_json(result: Result) -> dict:
+    """The ``--json`` line for one result."""
+    if result.prediction is not None:
+        p = result.prediction
+        return {"path": str(result.path), "class": p.class_name, "score": p.score, "scores": p.scores}
+    assert result.error is not None
+    return {"path": str(result.path), "error": result.error.reason.value, "detail": result.error.detail}
+
+
+def _table_row(result: Result, width: int) -> str:
+    if result.prediction is not None:
+        return f"{str(result.path):<{width}}  {result.prediction.class_name:<16}  {result.prediction.score:.3f}"
+    assert result.error is not None
+    return f"{str(result.path):<{width}}  {'-':<16}  {result.error.reason.value}: {result.error.detail}"
+
+
+def _print_summary(counts: Counter[str], file) -> None:
+    order = [c for c in CLASS_NAMES if c in counts] + sorted(k for k in counts if k not in CLASS_NAMES)
+    width = max([len(k) for k in order] + [5])
+    print(f"{'class':<{width}}  files", file=file)
+    for key in order:
+        print(f"{key:<{width}}  {counts[key]:>5}", file=file)
+    print(f"{'total':<{width}}  {sum(counts.values()):>5}", file=file)
+
+
+def _place(source: Path, target: Path, mode: str) -> None:
+    if target.exists():
+        target.unlink()
+    if mode == "link":
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed: fall back to a copy
+            pass
+    shutil.copy2(source, target)
+
+
+def _quiet_libraries() -> None:
+    """pydicom warns about every odd-but-readable file; a CLI run over an archive would drown in them."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

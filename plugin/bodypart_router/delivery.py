@@ -1,0 +1,288 @@
+"""Forwarding: submit each delivery as an Orthanc job, track it to its outcome, retry, dead-letter.
+
+Orthanc does the actual sending (``POST /modalities/{m}/store``, ``/peers/{p}/store`` or
+``/dicom-web/servers/{s}/stow`` with ``"Asynchronous"``), so C-STORE, HTTP and STOW details,
+TLS and credentials all stay in Orthanc's configuration. Orthanc never retries a failed job
+and forgets old jobs (``JobsHistorySize``), so the retry state lives in the
+:class:`~bodypart_router.store.Store`, not in the job registry:
+
+* a failed job goes back to ``pending`` with exponential backoff (``Retry.BackoffSeconds``
+  doubling up to ``Retry.MaxBackoffSeconds``), and is dead-lettered after
+  ``Retry.MaxAttempts`` submissions;
+* a per-destination :class:`CircuitBreaker` stops submitting to a destination after
+  ``CircuitBreaker.FailureThreshold`` consecutive failures. While it is open only one
+  probe delivery is tried per backoff period, so an outage costs the other deliveries no
+  attempts, and the log gets one line when it opens and one when it closes.
+
+This module never imports ``orthanc``; the adapter passes an object with the small
+:class:`Rest` interface (the tests pass one that speaks to a real Orthanc over HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .config import Destination, RetryPolicy, RouterConfig
+from .store import Delivery, Store
+
+#: Submitted-but-unfinished jobs allowed per destination, so a backlog does not flood Orthanc's job engine.
+MAX_IN_FLIGHT_PER_DESTINATION = 8
+
+
+class RestError(Exception):
+    """A REST call into Orthanc failed; ``status`` is the HTTP status when known (404: not found)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Rest(Protocol):
+    """What the forwarder needs from Orthanc's REST API (bodies are JSON-decoded/encoded)."""
+
+    def get_json(self, uri: str) -> Any: ...
+
+    def post_json(self, uri: str, body: Any) -> Any: ...
+
+
+def backoff_delay(policy: RetryPolicy, attempts: int) -> float:
+    """Seconds to wait after the ``attempts``-th failure: base * 2**(attempts-1), capped."""
+    exponent = max(0, attempts - 1)
+    return min(policy.max_backoff_seconds, policy.backoff_seconds * (2.0 ** min(exponent, 30)))
+
+
+def store_request(destination: Destination, instance_id: str) -> tuple[str, dict[str, Any]]:
+    """The Orthanc REST call that forwards one instance to ``destination`` as an asynchronous job."""
+    if destination.kind == "modality":
+        return f"/modalities/{destination.name}/store", {"Resources": [instance_id], "Asynchronous": True}
+    if destination.kind == "peer":
+        return f"/peers/{destination.name}/store", {"Resources": [instance_id], "Asynchronous": True}
+    if destination.kind == "dicomweb":
+        return f"/dicom-web/servers/{destination.name}/stow", {"Resources": [instance_id], "Synchronous": False}
+    raise ValueError(f"unknown destination kind {destination.kind!r}")
+
+
+def job_outcome(job: dict[str, Any]) -> tuple[str, str]:
+    """Map an Orthanc job to ``("running"|"success"|"failure", detail)``."""
+    state = job.get("State")
+    if state == "Success":
+        return "success", ""
+    if state == "Failure":
+        detail = job.get("ErrorDescription") or f"error code {job.get('ErrorCode')}"
+        details = job.get("ErrorDetails")
+        return "failure", f"{detail}: {details}" if details else str(detail)
+    return "running", str(state)
+
+
+@dataclass
+class _Circuit:
+    failures: int = 0  # consecutive
+    open_until: float = 0.0
+    is_open: bool = False
+    probing: bool = False
+
+
+class CircuitBreaker:
+    """Per-destination circuit breaker. ``on_change(destination, "open"|"closed", detail)`` fires once per transition."""
+
+    def __init__(self, threshold: int, retry: RetryPolicy,
+                 on_change: Callable[[str, str, str], None] = lambda d, s, m: None) -> None:
+        self.threshold = threshold
+        self.retry = retry
+        self.on_change = on_change
+        self._circuits: dict[str, _Circuit] = {}
+
+    def _get(self, destination: str) -> _Circuit:
+        return self._circuits.setdefault(destination, _Circuit())
+
+    def is_open(self, destination: str) -> bool:
+        return self._get(destination).is_open
+
+    def blocked(self, now: float) -> set[str]:
+        """Destinations that must not get a new submission now (open and not yet due for a probe,
+        or with a probe in flight)."""
+        return {d for d, c in self._circuits.items() if c.is_open and (c.probing or now < c.open_until)}
+
+    def start_probe(self, destination: str) -> None:
+        c = self._get(destination)
+        if c.is_open:
+            c.probing = True
+
+    def success(self, destination: str) -> None:
+        c = self._get(destination)
+        was_open = c.is_open
+        self._circuits[destination] = _Circuit()
+        if was_open:
+            self.on_change(destination, "closed", "")
+
+    def failure(self, destination: str, now: float, detail: str) -> None:
+        c = self._get(destination)
+        c.failures += 1
+        c.probing = False
+        if c.failures >= self.threshold:
+            c.open_until = now + backoff_delay(self.retry, c.failures - self.threshold + 1)
+            if not c.is_open:
+                c.is_open = True
+                self.on_change(destination, "open", detail)
+
+    def states(self) -> dict[str, str]:
+        return {d: ("open" if c.is_open else "closed") for d, c in self._circuits.items()}
+
+
+@dataclass
+class DeliveryEvents:
+    """Callbacks the adapter (and metrics) hang on the forwarder. All optional."""
+
+    instance_state: Callable[[str, str, list[str]], None] = lambda inst, state, delivered: None
+    submitted: Callable[[Delivery], None] = lambda d: None
+    delivered: Callable[[Delivery, float], None] = lambda d, seconds: None
+    failed: Callable[[Delivery, str], None] = lambda d, error: None
+    dead: Callable[[Delivery, str], None] = lambda d, error: None
+    circuit: Callable[[str, str, str], None] = lambda dest, state, detail: None
+    log: Callable[[str, str], None] = lambda level, message: None
+
+
+@dataclass
+class Forwarder:
+    """One pass of :meth:`step` submits what is due and checks every submitted job.
+
+    Called in a loop by the adapter's forwarding thread; all state lives in the store,
+    so a fresh Forwarder after a restart carries on where the last one stopped.
+    """
+
+    store: Store
+    rest: Rest
+    config: RouterConfig
+    events: DeliveryEvents = field(default_factory=DeliveryEvents)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.breaker = CircuitBreaker(self.config.breaker_threshold, self.config.retry, self._circuit_changed)
+        self._submitted_at: dict[int, float] = {}
+
+    def _circuit_changed(self, destination: str, state: str, detail: str) -> None:
+        if state == "open":
+            self.events.log("warning", f"destination {destination} is down, pausing forwards to it ({detail})")
+        else:
+            self.events.log("info", f"destination {destination} is reachable again, resuming forwards")
+        self.events.circuit(destination, state, detail)
+
+    def step(self, limit: int = 64) -> int:
+        """Check submitted jobs, then submit due deliveries. Returns how many things changed."""
+        return self._poll_submitted() + self._submit_due(limit)
+
+    # -- submission -----------------------------------------------------------------------
+    def _submit_due(self, limit: int) -> int:
+        now = self.clock()
+        in_flight: dict[str, int] = {}
+        for d in self.store.submitted():
+            in_flight[d.destination] = in_flight.get(d.destination, 0) + 1
+        busy = {dest for dest, n in in_flight.items() if n >= MAX_IN_FLIGHT_PER_DESTINATION}
+        changed = 0
+        for d in self.store.due_deliveries(now, limit, skip_destinations=self.breaker.blocked(now) | busy):
+            if d.destination in self.breaker.blocked(now):
+                continue  # opened by an earlier delivery in this same pass
+            if in_flight.get(d.destination, 0) >= MAX_IN_FLIGHT_PER_DESTINATION:
+                continue
+            if self.breaker.is_open(d.destination):
+                self.breaker.start_probe(d.destination)
+            uri, body = store_request(Destination.from_key(d.destination), d.instance_id)
+            try:
+                answer = self.rest.post_json(uri, body)
+                job_id = str(answer["ID"])
+            except (RestError, KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, RestError) and exc.status == 404 and self._instance_gone(d.instance_id):
+                    self.store.forget(d.instance_id)
+                    continue
+                self._failed(d, f"submission refused: {exc}", counted=False)
+                changed += 1
+                continue
+            self.store.mark_submitted(d.id, job_id)
+            self._submitted_at[d.id] = self.clock()
+            in_flight[d.destination] = in_flight.get(d.destination, 0) + 1
+            self.events.submitted(d)
+            changed += 1
+        return changed
+
+    def _instance_gone(self, instance_id: str) -> bool:
+        try:
+            self.rest.get_json(f"/instances/{instance_id}")
+            return False
+        except RestError as exc:
+            return exc.status == 404
+
+    # -- tracking -------------------------------------------------------------------------
+    def _poll_submitted(self) -> int:
+        submitted = self.store.submitted()
+        if not submitted:
+            return 0
+        changed = 0
+        for d in submitted:
+            try:
+                job = self.rest.get_json(f"/jobs/{d.job_id}")
+            except RestError as exc:
+                if exc.status == 404:
+                    # The job left Orthanc's history (restart, or JobsHistorySize too small):
+                    # its outcome is unknown, so send again rather than lose the instance.
+                    self._failed(d, f"job {d.job_id} is no longer known to Orthanc", counted=True)
+                    changed += 1
+                continue
+            outcome, detail = job_outcome(job)
+            if outcome == "running":
+                continue
+            if outcome == "success":
+                self.breaker.success(d.destination)
+                state = self.store.mark_delivered(d.id)
+                started = self._submitted_at.pop(d.id, None)
+                self.events.delivered(d, self.clock() - started if started else 0.0)
+                if state:
+                    self.events.instance_state(d.instance_id, state,
+                                               self.store.delivered_destinations(d.instance_id))
+            else:
+                self._failed(d, detail, counted=True)
+            changed += 1
+        return changed
+
+    def _failed(self, d: Delivery, error: str, *, counted: bool) -> None:
+        """A submission or a job failed: retry with backoff, or dead-letter after MaxAttempts."""
+        now = self.clock()
+        attempts = d.attempts + (0 if counted else 1)
+        self.breaker.failure(d.destination, now, error)
+        self._submitted_at.pop(d.id, None)
+        self.events.failed(d, error)
+        if attempts >= self.config.retry.max_attempts:
+            state = self.store.mark_dead(d.id, error)
+            self.events.log("error", f"instance {d.instance_id}: forward to {d.destination} dead-lettered "
+                                     f"after {attempts} attempts ({error})")
+            self.events.dead(d, error)
+            self.events.instance_state(d.instance_id, state, self.store.delivered_destinations(d.instance_id))
+            return
+        delay = backoff_delay(self.config.retry, attempts)
+        self.store.mark_retry(d.id, error, now + delay, count_attempt=not counted)
+        if not self.breaker.is_open(d.destination):
+            self.events.log("info", f"instance {d.instance_id}: forward to {d.destination} failed "
+                                    f"(attempt {attempts}), retrying in {delay:.1f} s: {error}")
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    """The public JSON shape of a delivery (REST listing of failed forwards)."""
+    return {
+        "ID": d.id,
+        "Instance": d.instance_id,
+        "Destination": Destination.from_key(d.destination).name,
+        "DestinationKind": Destination.from_key(d.destination).kind,
+        "Model": d.model,
+        "State": d.state,
+        "Attempts": d.attempts,
+        "LastError": d.last_error,
+    }
+
+
+def parse_json(body: bytes | str | None) -> Any:
+    """Decode a REST body ('' -> None)."""
+    if not body:
+        return None
+    return json.loads(body)

@@ -1,0 +1,438 @@
+"""What the router did, counted once and shown twice: Prometheus metrics and the status JSON.
+
+Prometheus goes through Orthanc's own ``/tools/metrics-prometheus`` so that a site scrapes
+one endpoint. The Python plugin offers ``orthanc.SetMetricsValue(name, value, type)`` (in
+orthanc-python 4.0 the type is required; values are 32-bit floats, exact for integers up to
+16,777,216), which imposes three rules on this module:
+
+* names allow only ``[a-zA-Z0-9_]`` and there are no labels, so a label is encoded in the
+  name: ``bodypart_router_classified_adult_chest``, ``bodypart_router_forwards_ai_chest``
+  (see :func:`metric_name`);
+* there is no scrape-time callback in orthanc-python 4.0, so the adapter pushes every value
+  with :meth:`RouterMetrics.publish` from a :class:`MetricsPublisher` thread every few seconds;
+* Orthanc cannot forget a metric, so label sets are bounded (classes, configured
+  destinations, at most 256 sending stations).
+
+Metrics (all ``bodypart_router_`` + ...; counters count since Orthanc started):
+
+==========================================  =================================================
+``classified_<class>``                      instances classified, per class (and ``uncertain``)
+``skipped_<reason>``, ``failed_<reason>``   instances not classified, per reason; ``_total`` too
+``queue_depth``                             instances waiting for a worker
+``decode_seconds_{sum,count}``              decode time per instance; ``_bucket_le_<s>`` cumulative
+``inference_seconds_{sum,count}``           model time per instance (a batch's time / its size)
+``forwards_<dest>``                         instances delivered to a destination
+``forward_failures_<dest>``                 failed delivery attempts
+``dead_letters_<dest>``                     deliveries given up after the last retry
+``circuit_state_<dest>``                    0 closed, 1 half-open, 2 open
+``execution_provider_<provider>``           1 for the onnxruntime provider in use
+``shadow_mode``                             1 when the router forwards nothing
+``would_forward_<dest>_<class>``            shadow mode: forwards it would have made
+``header_{agree,disagree,no_header}_<aet>`` header audit verdicts per sending station
+``header_mismatch_rate_<aet>``              disagree / (agree + disagree) per station
+``backfill_{done,total,rate,eta_seconds}``  backfill progress (rate in instances per second)
+``backfill_running``                        1 while a backfill runs
+``uptime_seconds``                          since the router started
+==========================================  =================================================
+
+Status JSON, ``GET /bodypart-router/status`` (:meth:`RouterMetrics.snapshot`)::
+
+    {
+      "Version": "0.1.0",
+      "Mode": "live" | "shadow",
+      "StartedAt": "2026-11-23T07:30:00Z",
+      "UptimeSeconds": 12.5,
+      "Model": {"Name": "...", "Version": "name@sha256[:12]", "Sha256": "...",
+                "ExecutionProvider": "CPUExecutionProvider"} | null,
+      "QueueDepth": 0,
+      "Counts": {"Classified": {"abdominal": 0, ..., "uncertain": 0},
+                 "Skipped": {"non-projection-modality": 1}, "Failed": {"undecodable-pixels": 0}},
+      "Timings": {"Decode": {"Count": 3, "MeanSeconds": 0.05, "SumSeconds": 0.15},
+                  "Inference": {...}},
+      "Destinations": {"ai-chest": {"Forwards": 3, "Failures": 0, "DeadLetters": 0,
+                                    "Circuit": "closed" | "half-open" | "open"}},
+      "Shadow": {"ai-chest": {"adult_chest": 3}},          # would-be forwards, any mode
+      "HeaderAudit": {"CR_ROOM_1": {"agree": 3, "disagree": 1, "no-header": 0,
+                                    "mismatch_rate": 0.25}},
+      "Recent": [{"Instance": "<orthanc id>", "Time": "...Z", "Class": "adult_chest",
+                  "Score": 0.97, "State": "forwarded", "Destinations": ["ai-chest"],
+                  "HeaderAudit": "agree:adult_chest", "Source": "live" | "backfill"}],
+      "Failures": [{"Instance": "<orthanc id>", "Time": "...Z", "State": "failed:...",
+                    "Detail": "...", "Destination": "ai-chest" | null}],
+      "Backfill": {...} | null                               # bodypart_router.backfill.Progress
+    }
+
+Newest first in ``Recent`` and ``Failures``. Instances are named by Orthanc ID only: no
+patient identifier ever reaches this module.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from . import __version__
+from .audit import AGREE, DISAGREE, NO_HEADER, StationTally
+from .classes import CLASS_NAMES, UNCERTAIN
+
+PREFIX = "bodypart_router"
+
+#: Upper bounds (seconds) of the cumulative time buckets.
+TIME_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
+
+#: Setter the adapter passes to :meth:`RouterMetrics.publish`, e.g.
+#: ``lambda name, value: orthanc.SetMetricsValue(name, value, orthanc.MetricsType.DEFAULT)``.
+MetricSetter = Callable[[str, float], None]
+
+
+def metric_name(*parts: str) -> str:
+    """``metric_name("forwards", "AI-Chest")`` -> ``bodypart_router_forwards_ai_chest``.
+
+    Lower case; every run of characters outside ``[a-z0-9]`` becomes one ``_``, the only
+    separator Orthanc accepts. Distinct label values can collide (``AI-1``, ``ai_1``); names
+    in Orthanc's configuration rarely differ only by punctuation.
+    """
+    cleaned = [re.sub(r"[^a-z0-9]+", "_", p.lower()).strip("_") or "none" for p in parts]
+    return "_".join([PREFIX, *cleaned])
+
+
+def _bucket_suffix(bound: float) -> str:
+    return "bucket_le_" + f"{bound:g}".replace(".", "_")
+
+
+def _iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Timing:
+    """Sum, count and cumulative buckets of a duration, per instance."""
+
+    sum: float = 0.0
+    count: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(TIME_BUCKETS))
+
+    def observe(self, seconds: float, instances: int = 1) -> None:
+        """Record ``seconds`` spent on ``instances`` instances (a batch counts each one)."""
+        if instances <= 0:
+            return
+        per_instance = max(0.0, seconds) / instances
+        self.sum += max(0.0, seconds)
+        self.count += instances
+        for i, bound in enumerate(TIME_BUCKETS):
+            if per_instance <= bound:
+                self.buckets[i] += instances
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "Count": self.count,
+            "SumSeconds": round(self.sum, 6),
+            "MeanSeconds": round(self.sum / self.count, 6) if self.count else None,
+        }
+
+
+@dataclass
+class DestinationStats:
+    forwards: int = 0
+    failures: int = 0
+    dead_letters: int = 0
+    circuit: str = "closed"
+
+
+class _Stopwatch:
+    def __init__(self, timing: Timing, lock: threading.Lock, instances: int) -> None:
+        self._timing, self._lock, self._instances = timing, lock, instances
+
+    def __enter__(self) -> "_Stopwatch":
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self._start
+        with self._lock:
+            self._timing.observe(elapsed, self._instances)
+
+
+class RouterMetrics:
+    """The router's counters, gauges and recent history. Every method is thread-safe."""
+
+    def __init__(self, *, recent_size: int = 50, failures_size: int = 100, clock: Callable[[], float] = time.time) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._started = clock()
+        self._classified: Counter[str] = Counter({c: 0 for c in (*CLASS_NAMES, UNCERTAIN)})
+        self._not_classified: Counter[str] = Counter()  # "skipped:<reason>" / "failed:<reason>"
+        self._timings = {"decode": Timing(), "inference": Timing()}
+        self._destinations: dict[str, DestinationStats] = {}
+        self._would_forward: dict[str, Counter[str]] = {}
+        self.stations = StationTally()
+        self._recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
+        self._failures: deque[dict[str, Any]] = deque(maxlen=failures_size)
+        self._shadow_mode = False
+        self._model: dict[str, Any] | None = None
+        self._queue_depth: Callable[[], int] | None = None
+        self._backfill: Callable[[], Mapping[str, Any] | None] | None = None
+        self._published: dict[str, float] = {}
+
+    # ---- configuration, set once at start-up ------------------------------------------
+    def set_model(self, name: str, version: str, sha256: str, execution_provider: str) -> None:
+        """The model in use (shown on the status page) and its onnxruntime execution provider."""
+        with self._lock:
+            self._model = {"Name": name, "Version": version, "Sha256": sha256, "ExecutionProvider": execution_provider}
+
+    def set_shadow_mode(self, enabled: bool) -> None:
+        with self._lock:
+            self._shadow_mode = bool(enabled)
+
+    def register_destinations(self, names: Iterable[str]) -> None:
+        """Make every configured destination appear (at zero) before its first forward."""
+        with self._lock:
+            for name in names:
+                self._destinations.setdefault(name, DestinationStats())
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        """``depth()`` is read at each snapshot/publish (e.g. ``queue.qsize``)."""
+        self._queue_depth = depth
+
+    def watch_backfill(self, progress: Callable[[], Mapping[str, Any] | None]) -> None:
+        """``progress()`` returns the backfill's progress dict, or ``None`` when none ever ran."""
+        self._backfill = progress
+
+    # ---- events ------------------------------------------------------------------------
+    def classified(self, class_name: str) -> None:
+        with self._lock:
+            self._classified[class_name] += 1
+
+    def not_classified(self, state: str) -> None:
+        """An instance that got ``skipped:<reason>`` or ``failed:<reason>`` instead of a class."""
+        if not state.startswith(("skipped:", "failed:")):
+            raise ValueError(f"expected a 'skipped:<reason>' or 'failed:<reason>' state, got {state!r}")
+        with self._lock:
+            self._not_classified[state] += 1
+
+    def time_decode(self) -> _Stopwatch:
+        """``with metrics.time_decode(): ...`` records one decode."""
+        return _Stopwatch(self._timings["decode"], self._lock, 1)
+
+    def time_inference(self, instances: int = 1) -> _Stopwatch:
+        """``with metrics.time_inference(len(batch)): ...`` records one batch."""
+        return _Stopwatch(self._timings["inference"], self._lock, instances)
+
+    def observe(self, what: str, seconds: float, instances: int = 1) -> None:
+        """Record a duration measured elsewhere; ``what`` is ``decode`` or ``inference``."""
+        with self._lock:
+            self._timings[what].observe(seconds, instances)
+
+    def _dest(self, name: str) -> DestinationStats:
+        return self._destinations.setdefault(name, DestinationStats())
+
+    def forwarded(self, destination: str) -> None:
+        with self._lock:
+            self._dest(destination).forwards += 1
+
+    def forward_failed(self, destination: str) -> None:
+        with self._lock:
+            self._dest(destination).failures += 1
+
+    def dead_lettered(self, destination: str) -> None:
+        with self._lock:
+            self._dest(destination).dead_letters += 1
+
+    def circuit(self, destination: str, state: str) -> None:
+        """Circuit breaker state of a destination: ``closed``, ``half-open`` or ``open``."""
+        if state not in CIRCUIT_STATES:
+            raise ValueError(f"unknown circuit state {state!r} (expected one of {', '.join(CIRCUIT_STATES)})")
+        with self._lock:
+            self._dest(destination).circuit = state
+
+    def would_forward(self, destination: str, class_name: str) -> None:
+        """Shadow mode: count a forward that was not made."""
+        with self._lock:
+            self._would_forward.setdefault(destination, Counter())[class_name] += 1
+
+    def header_audit(self, remote_aet: str | None, verdict: str) -> None:
+        self.stations.record(remote_aet, verdict)
+
+    def decision(
+        self,
+        instance_id: str,
+        *,
+        class_name: str | None,
+        score: float | None,
+        state: str,
+        destinations: Iterable[str] = (),
+        header_audit: str | None = None,
+        source: str = "live",
+    ) -> None:
+        """Remember one outcome for the status page's "recent decisions" list."""
+        entry = {
+            "Instance": instance_id,
+            "Time": _iso(self._clock()),
+            "Class": class_name,
+            "Score": None if score is None else round(float(score), 4),
+            "State": state,
+            "Destinations": list(destinations),
+            "HeaderAudit": header_audit,
+            "Source": source,
+        }
+        with self._lock:
+            self._recent.appendleft(entry)
+
+    def failure(self, instance_id: str, state: str, detail: str = "", destination: str | None = None) -> None:
+        """Remember a failed instance (classification or delivery) so it can be resubmitted."""
+        entry = {"Instance": instance_id, "Time": _iso(self._clock()), "State": state, "Detail": detail, "Destination": destination}
+        with self._lock:
+            self._failures.appendleft(entry)
+
+    def clear_failure(self, instance_id: str) -> None:
+        """Forget an instance's failures, e.g. once it was resubmitted."""
+        with self._lock:
+            kept = [f for f in self._failures if f["Instance"] != instance_id]
+            self._failures.clear()
+            self._failures.extend(kept)
+
+    # ---- outputs -----------------------------------------------------------------------
+    def _read_sources(self) -> tuple[int | None, Mapping[str, Any] | None]:
+        """Call the watched gauges outside the lock (they take their own locks)."""
+        depth = self._queue_depth() if self._queue_depth else None
+        backfill = self._backfill() if self._backfill else None
+        return depth, backfill
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status JSON (shape in the module docstring)."""
+        depth, backfill = self._read_sources()
+        now = self._clock()
+        with self._lock:
+            skipped = {s.split(":", 1)[1]: n for s, n in sorted(self._not_classified.items()) if s.startswith("skipped:")}
+            failed = {s.split(":", 1)[1]: n for s, n in sorted(self._not_classified.items()) if s.startswith("failed:")}
+            snap = {
+                "Version": __version__,
+                "Mode": "shadow" if self._shadow_mode else "live",
+                "StartedAt": _iso(self._started),
+                "UptimeSeconds": round(now - self._started, 1),
+                "Model": dict(self._model) if self._model else None,
+                "QueueDepth": depth,
+                "Counts": {"Classified": dict(self._classified), "Skipped": skipped, "Failed": failed},
+                "Timings": {"Decode": self._timings["decode"].as_dict(), "Inference": self._timings["inference"].as_dict()},
+                "Destinations": {
+                    name: {"Forwards": d.forwards, "Failures": d.failures, "DeadLetters": d.dead_letters, "Circuit": d.circuit}
+                    for name, d in sorted(self._destinations.items())
+                },
+                "Shadow": {dest: dict(sorted(c.items())) for dest, c in sorted(self._would_forward.items())},
+                "Recent": list(self._recent),
+                "Failures": list(self._failures),
+            }
+        snap["HeaderAudit"] = self.stations.snapshot()
+        snap["Backfill"] = dict(backfill) if backfill else None
+        return snap
+
+    def values(self) -> dict[str, float]:
+        """Every Prometheus metric as ``{name: value}`` (names from :func:`metric_name`)."""
+        depth, backfill = self._read_sources()
+        out: dict[str, float] = {}
+        with self._lock:
+            for cls, n in self._classified.items():
+                out[metric_name("classified", cls)] = n
+            totals = {"skipped": 0, "failed": 0}
+            for state, n in self._not_classified.items():
+                kind, reason = state.split(":", 1)
+                out[metric_name(kind, reason)] = n
+                totals[kind] += n
+            for kind, n in totals.items():
+                out[metric_name(kind, "total")] = n
+            for what, timing in self._timings.items():
+                out[metric_name(what, "seconds_sum")] = timing.sum
+                out[metric_name(what, "seconds_count")] = timing.count
+                for bound, n in zip(TIME_BUCKETS, timing.buckets):
+                    out[metric_name(what, "seconds", _bucket_suffix(bound))] = n
+            for name, d in self._destinations.items():
+                out[metric_name("forwards", name)] = d.forwards
+                out[metric_name("forward_failures", name)] = d.failures
+                out[metric_name("dead_letters", name)] = d.dead_letters
+                out[metric_name("circuit_state", name)] = CIRCUIT_STATES[d.circuit]
+            for dest, counts in self._would_forward.items():
+                for cls, n in counts.items():
+                    out[metric_name("would_forward", dest, cls)] = n
+            out[metric_name("shadow_mode")] = 1.0 if self._shadow_mode else 0.0
+            if self._model:
+                out[metric_name("execution_provider", self._model["ExecutionProvider"])] = 1.0
+            out[metric_name("uptime_seconds")] = round(self._clock() - self._started, 1)
+        if depth is not None:
+            out[metric_name("queue_depth")] = depth
+        for aet, counts in self.stations.snapshot().items():
+            for verdict in (AGREE, DISAGREE, NO_HEADER):
+                out[metric_name("header", verdict, aet)] = counts[verdict]
+            if counts["mismatch_rate"] is not None:
+                out[metric_name("header_mismatch_rate", aet)] = counts["mismatch_rate"]
+        if backfill:
+            for key, name in (("Done", "done"), ("Total", "total"), ("Rate", "rate"), ("EtaSeconds", "eta_seconds")):
+                value = backfill.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out[metric_name("backfill", name)] = float(value)
+            out[metric_name("backfill_running")] = 1.0 if backfill.get("State") in ("planning", "running") else 0.0
+        return {k: float(v) for k, v in out.items()}
+
+    def publish(self, setter: MetricSetter, *, only_changed: bool = True) -> int:
+        """Push the metrics through ``setter``; returns how many were pushed.
+
+        Unchanged values are skipped: Orthanc keeps the last value it was given.
+        """
+        values = self.values()
+        pushed = 0
+        for name, value in sorted(values.items()):
+            if only_changed and self._published.get(name) == value:
+                continue
+            setter(name, value)
+            self._published[name] = value
+            pushed += 1
+        return pushed
+
+
+class MetricsPublisher:
+    """A thread that calls :meth:`RouterMetrics.publish` every ``interval`` seconds.
+
+    It is a daemon thread *and* must be stopped at ``ORTHANC_STOPPED``: Orthanc waits for
+    non-daemon threads, and a daemon thread calling into a stopping Orthanc is unsafe.
+    A setter failure is reported through ``on_error`` and never ends the thread.
+    """
+
+    def __init__(
+        self,
+        metrics: RouterMetrics,
+        setter: MetricSetter,
+        *,
+        interval: float = 5.0,
+        on_error: Callable[[BaseException], None] = lambda e: None,
+    ) -> None:
+        self._metrics, self._setter, self._interval, self._on_error = metrics, setter, interval, on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bodypart-router-metrics", daemon=True)
+
+    def start(self) -> "MetricsPublisher":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._metrics.publish(self._setter)
+            except Exception as exc:  # a metrics failure must never take the router down
+                self._on_error(exc)
+            if self._stop.wait(self._interval):
+                return
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

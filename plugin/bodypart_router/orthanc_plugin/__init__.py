@@ -1,0 +1,29 @@
+"""The thin Orthanc adapter: the only part of bodypart-router that imports ``orthanc``.
+
+Map of the package:
+
+- :mod:`.app`         lifecycle (load -> ORTHANC_STARTED -> ORTHANC_STOPPED), status
+- :mod:`.ingest`      OnStoredInstance fast path + durable recorder following /changes
+- :mod:`.workers`     classification threads (fetch, decode, classify, write results)
+- :mod:`.forwarding`  the thread driving the core's Forwarder (jobs, retries, breaker)
+- :mod:`.results`     metadata and labels
+- :mod:`.rest_api`    the plugin's REST routes
+- :mod:`.explorer`    Orthanc Explorer panel (explorer.js)
+- :mod:`.events`      event bus for extensions; :mod:`.extensions` lists them
+- :mod:`.host`        Orthanc REST/log wrappers
+"""
+
+from __future__ import annotations
+
+from .app import RouterApp
+
+_app: RouterApp | None = None
+
+
+def install() -> RouterApp:
+    """Create the router and register it with Orthanc. Called once by ``plugin/router.py``."""
+    global _app
+    if _app is None:
+        _app = RouterApp()
+        _app.load()
+    return _app

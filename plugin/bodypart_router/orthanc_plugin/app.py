@@ -1,0 +1,230 @@
+"""The router inside Orthanc: its lifecycle, in the order Orthanc drives it.
+
+1. **Load** (:meth:`RouterApp.load`, while Orthanc loads the script; REST is unavailable):
+   read and validate the ``BodyPartRouter`` section, check and load the model, open the
+   state store, register callbacks, REST routes, the Explorer script and extensions.
+   An invalid configuration or model is logged, one line per problem, and the router
+   stays **disabled** while Orthanc keeps running (an archive must keep accepting images);
+   ``GET /bodypart-router/status`` then reports why.
+2. **ORTHANC_STARTED** (:meth:`started`): detect the Orthanc version (labels need 1.12),
+   put interrupted work back in the queue, start the recorder, workers and forwarder.
+3. **ORTHANC_STOPPED** (:meth:`stopped`): signal every thread, join them within a few
+   seconds (Orthanc's shutdown must stay under 10 s), close the store. Whatever is not
+   finished stays in the store and resumes at the next start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import orthanc  # type: ignore[import-not-found]
+
+from .. import __version__
+from ..config import SECTION, ConfigError, RouterConfig, parse
+from ..store import Store
+from . import explorer, rest_api
+from .events import EventBus
+from .extensions import EXTENSIONS
+from .forwarding import ForwardingThread
+from .host import OrthancRest, log
+from .ingest import Recorder
+from .results import ResultWriter
+from .workers import ClassifyWorker
+
+#: Seconds allowed for all threads to finish at ORTHANC_STOPPED (Orthanc must stop in < 10 s).
+SHUTDOWN_BUDGET_SECONDS = 6.0
+STATE_DB = "state.sqlite"
+
+
+def configuration_directory() -> Path:
+    """Directory of the Orthanc configuration (relative paths in the section are resolved from it)."""
+    try:
+        path = Path(orthanc.GetConfigurationPath())
+    except Exception:
+        return Path.cwd()
+    return path if path.is_dir() else path.parent
+
+
+class RouterApp:
+    """Holds everything the router runs; extensions receive it in ``register(app)``."""
+
+    def __init__(self) -> None:
+        self.events = EventBus()
+        self.rest = OrthancRest()
+        self.config: RouterConfig | None = None
+        self.error: str | None = None
+        self.store: Store | None = None
+        self.classifier: Any = None
+        self.writer = ResultWriter(self.rest, "0")
+        self.recorder: Recorder | None = None
+        self.workers: list[ClassifyWorker] = []
+        self.forwarder: ForwardingThread | None = None
+        self.stop_event = threading.Event()
+        self.wake_workers = threading.Event()
+        self.wake_forwarder = threading.Event()
+        self.started_at: float | None = None
+        #: Extra sections of ``GET /bodypart-router/status``: name -> () -> JSON-able value.
+        self.status_sections: dict[str, Callable[[], Any]] = {}
+        #: Called after the router's threads started / before they stop (extensions' own threads).
+        self.on_started: list[Callable[[], None]] = []
+        self.on_stopping: list[Callable[[], None]] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.config is not None and self.config.enabled and self.error is None
+
+    # -- 1. load ------------------------------------------------------------------------
+    def load(self) -> None:
+        try:
+            self._configure()
+        except ConfigError as exc:
+            self._disable("the configuration is invalid", exc.problems)
+        except Exception as exc:  # model missing/tampered, state dir unwritable...
+            self._disable("it could not start", [str(exc)])
+        orthanc.RegisterOnChangeCallback(self._on_change)
+        if self.enabled:
+            assert self.recorder is not None
+            orthanc.RegisterOnStoredInstanceCallback(self.recorder.on_stored_instance)
+        rest_api.register(self)
+        explorer.register()
+        for name in EXTENSIONS:
+            try:
+                importlib.import_module(f".{name}", __package__).register(self)
+            except Exception as exc:
+                log("error", f"extension {name} failed to load: {exc!r}")
+
+    def _configure(self) -> None:
+        orthanc_config = json.loads(orthanc.GetConfiguration())
+        self.config = config = parse(orthanc_config.get(SECTION), orthanc_config, base_dir=configuration_directory())
+        if not config.enabled:
+            log("warning", f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
+            return
+        from ..classifier import Classifier  # heavy imports (onnxruntime) only when enabled
+        from ..modelcard import verify_model
+
+        verify_model(config.model_path, allowed_sha256=config.model_sha256)
+        self.classifier = Classifier(config.model_path)
+        self.store = Store(config.state_directory / STATE_DB)
+        self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
+        routes = "; ".join(f"{c} -> {', '.join(map(str, d)) or 'nowhere'}" for c, d in config.routes.items())
+        log("info", f"bodypart-router {__version__}: model {self.classifier.version} "
+                    f"({getattr(self.classifier, 'provider', 'cpu')}), routes: {routes or 'none'}"
+                    f"{'; SHADOW MODE: nothing is forwarded' if config.shadow_mode else ''}")
+
+    def _disable(self, why: str, problems: list[str]) -> None:
+        self.error = "; ".join(problems)
+        log("error", f"disabled because {why}; instances are stored but neither classified nor forwarded:")
+        for problem in problems:
+            log("error", "  " + problem)
+
+    # -- 2/3. lifecycle -------------------------------------------------------------------
+    def _on_change(self, change_type: int, level: int, resource: str) -> None:
+        try:
+            if change_type == orthanc.ChangeType.ORTHANC_STARTED:
+                self.started()
+            elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+                self.stopped()
+        except Exception as exc:
+            log("error", f"lifecycle: {exc!r}")
+
+    def started(self) -> None:
+        if not self.enabled:
+            return
+        assert self.config and self.store and self.recorder
+        self.writer.set_version(str(self.rest.get_json("/system").get("Version", "0")))
+        requeued = self.store.reset_in_flight()
+        pending = self.store.queued_count()
+        if requeued or pending:
+            log("info", f"resuming {pending} queued instance(s) left by the previous run")
+        self.recorder.start()
+        from ..decode import decode_dicom
+
+        policy = self.config.policy
+        self.workers = [
+            ClassifyWorker(i, self.config, self.store, self.rest, self.writer, self.classifier,
+                           lambda data: decode_dicom(data, policy=policy), self.events,
+                           self.wake_workers, self.wake_forwarder, self.stop_event)
+            for i in range(self.config.workers)
+        ]
+        for w in self.workers:
+            w.thread.start()
+        if not self.config.shadow_mode:
+            self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.writer, self.events,
+                                              self.wake_forwarder, self.stop_event)
+            self.forwarder.thread.start()
+        self.wake_workers.set()
+        self.started_at = time.time()
+        for hook in self.on_started:
+            self._safely(hook)
+        log("info", f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, "
+                    f"labels {'on' if self.writer.labels else 'off (Orthanc < 1.12)'})")
+
+    def stopped(self) -> None:
+        if not self.enabled or self.started_at is None:
+            return
+        t0 = time.monotonic()
+        for hook in self.on_stopping:
+            self._safely(hook)
+        self.stop_event.set()
+        self.wake_workers.set()
+        self.wake_forwarder.set()
+        assert self.recorder
+        self.recorder.stop()
+        threads = [w.thread for w in self.workers] + ([self.forwarder.thread] if self.forwarder else [])
+        deadline = t0 + SHUTDOWN_BUDGET_SECONDS
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.recorder.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in threads if t.is_alive()]
+        if alive:
+            log("warning", f"stopping without waiting for {', '.join(alive)}; unfinished work resumes at next start")
+        else:
+            assert self.store
+            self.store.close()
+        log("info", f"stopped in {time.monotonic() - t0:.2f} s")
+
+    @staticmethod
+    def _safely(hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception as exc:
+            log("error", f"hook {getattr(hook, '__qualname__', hook)} failed: {exc!r}")
+
+    # -- helpers for routes and extensions ----------------------------------------------------
+    def require_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError(f"the router is disabled: {self.error or 'Enabled is false'}")
+        return self.store
+
+    def writer_state(self, instance_id: str, state: str) -> None:
+        self.writer.state(instance_id, state)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "Version": __version__,
+            "Enabled": self.enabled,
+            "Error": self.error,
+            "ShadowMode": bool(self.config and self.config.shadow_mode),
+            "OrthancVersion": self.writer.version,
+        }
+        if self.enabled and self.store is not None:
+            out["Model"] = {
+                "Version": self.classifier.version,
+                "Provider": getattr(self.classifier, "provider", None),
+            }
+            out["Counts"] = self.store.counts()
+            out["QueueDepth"] = self.store.queued_count()
+            out["Circuits"] = self.forwarder.forwarder.breaker.states() if self.forwarder else {}
+            if self.config and self.config.shadow_mode:
+                out["WouldSend"] = self.store.shadow_counts()
+        for name, section in self.status_sections.items():
+            try:
+                out[name] = section()
+            except Exception as exc:
+                out[name] = {"Error": repr(exc)}
+        return out

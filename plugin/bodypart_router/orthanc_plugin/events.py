@@ -1,0 +1,39 @@
+"""A tiny event bus: the adapter announces what happened, extensions (metrics, audit...) listen.
+
+Events and their keyword arguments:
+
+* ``received``   instance_id, state ("queued" or "skipped:<reason>")
+* ``classified`` instance_id, decision (RoutingDecision), model, seconds, batch_size
+* ``not_classified`` instance_id, state ("skipped:<reason>" / "failed:<reason>")
+* ``submitted``  delivery (store.Delivery)
+* ``delivered``  delivery, seconds (submission -> job success)
+* ``forward_failed`` delivery, error
+* ``dead_lettered`` delivery, error
+* ``circuit``    destination, state ("open"/"closed"), detail
+
+A listener that raises is logged and ignored: an extension never breaks routing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable
+
+from .host import log
+
+Listener = Callable[..., None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+
+    def subscribe(self, event: str, listener: Listener) -> None:
+        self._listeners[event].append(listener)
+
+    def emit(self, event: str, **kwargs: Any) -> None:
+        for listener in self._listeners.get(event, ()):
+            try:
+                listener(**kwargs)
+            except Exception as exc:  # an extension's bug must not stop routing
+                log("warning", f"listener {getattr(listener, '__qualname__', listener)} for {event} failed: {exc!r}")

@@ -1,0 +1,83 @@
+/* bodypart-router: show the body-part class, score and state in Orthanc Explorer.
+ *
+ * Orthanc 1.10's Explorer does not display user metadata, so this panel reads the
+ * router's metadata (BodyPart, BodyPartScore, BodyPartState, BodyPartForwarded) through
+ * the REST API and shows it at the top of the instance, series and study pages.
+ * On a series or study it summarises the classes of (at most 200 of) its instances.
+ */
+(function () {
+  var MAX_INSTANCES = 200;
+
+  function panel(pageId) {
+    var id = 'bodypart-router-' + pageId;
+    $('#' + id).remove();
+    var box = $('<div>').attr('id', id)
+      .css({ border: '1px solid #88a', 'border-radius': '6px', padding: '0.5em 1em', margin: '0 0 1em 0',
+             background: '#f4f6ff' })
+      .append($('<strong>').text('Body part (bodypart-router)'))
+      .append($('<div>').addClass('bodypart-router-body').text('loading...'));
+    $('#' + pageId + ' div[data-role="content"]').first().prepend(box);
+    return box.find('.bodypart-router-body');
+  }
+
+  function escapeHtml(s) {
+    return $('<div>').text(s === undefined || s === null ? '' : String(s)).html();
+  }
+
+  function showInstance(uuid) {
+    var body = panel('instance');
+    $.ajax({ url: '../instances/' + uuid + '/metadata?expand', dataType: 'json', cache: false,
+      success: function (m) {
+        if (!m.BodyPartState) { body.text('not processed by the router'); return; }
+        body.html(
+          '<table>' +
+          '<tr><td>Class</td><td><b id="bodypart-class">' + escapeHtml(m.BodyPart || '-') + '</b></td></tr>' +
+          '<tr><td>Score</td><td>' + escapeHtml(m.BodyPartScore || '-') + '</td></tr>' +
+          '<tr><td>State</td><td>' + escapeHtml(m.BodyPartState) + '</td></tr>' +
+          '<tr><td>Forwarded to</td><td>' + escapeHtml(m.BodyPartForwarded || '-') + '</td></tr>' +
+          '<tr><td>Model</td><td>' + escapeHtml(m.BodyPartModel || '-') + '</td></tr>' +
+          '</table>');
+      },
+      error: function () { body.text('could not read the metadata'); } });
+  }
+
+  function showSummary(level, pageId, uuid) {
+    var body = panel(pageId);
+    $.ajax({ url: '../' + level + '/' + uuid + '/instances', dataType: 'json', cache: false,
+      success: function (instances) {
+        var ids = instances.slice(0, MAX_INSTANCES).map(function (i) { return i.ID; });
+        var classes = {}, states = {}, pending = ids.length;
+        if (pending === 0) { body.text('no instances'); return; }
+        ids.forEach(function (id) {
+          $.ajax({ url: '../instances/' + id + '/metadata?expand', dataType: 'json', cache: false,
+            success: function (m) {
+              var c = m.BodyPart || '(none)', s = m.BodyPartState || '(not processed)';
+              classes[c] = (classes[c] || 0) + 1;
+              states[s] = (states[s] || 0) + 1;
+            },
+            complete: function () {
+              pending -= 1;
+              if (pending > 0) { return; }
+              var fmt = function (o) {
+                return Object.keys(o).sort().map(function (k) {
+                  return '<b>' + escapeHtml(k) + '</b> &times; ' + o[k];
+                }).join(', ');
+              };
+              body.html('Classes: <span id="bodypart-classes">' + fmt(classes) + '</span><br>States: ' + fmt(states) +
+                        (instances.length > MAX_INSTANCES ? '<br>(first ' + MAX_INSTANCES + ' instances)' : ''));
+            } });
+        });
+      },
+      error: function () { body.text('could not list the instances'); } });
+  }
+
+  $('#instance').live('pageshow', function () {
+    if ($.mobile.pageData && $.mobile.pageData.uuid) { showInstance($.mobile.pageData.uuid); }
+  });
+  $('#series').live('pageshow', function () {
+    if ($.mobile.pageData && $.mobile.pageData.uuid) { showSummary('series', 'series', $.mobile.pageData.uuid); }
+  });
+  $('#study').live('pageshow', function () {
+    if ($.mobile.pageData && $.mobile.pageData.uuid) { showSummary('studies', 'study', $.mobile.pageData.uuid); }
+  });
+})();

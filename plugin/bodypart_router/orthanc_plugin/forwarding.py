@@ -1,0 +1,46 @@
+"""The forwarding thread: drives :class:`~bodypart_router.delivery.Forwarder` and mirrors outcomes into Orthanc."""
+
+from __future__ import annotations
+
+import threading
+
+from ..config import RouterConfig
+from ..delivery import DeliveryEvents, Forwarder
+from ..store import Store
+from .events import EventBus
+from .host import OrthancRest, log
+from .results import ResultWriter
+
+
+class ForwardingThread:
+    def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
+                 events: EventBus, wake: threading.Event, stop: threading.Event) -> None:
+        self.wake = wake
+        self.stop = stop
+        self.forwarder = Forwarder(
+            store=store,
+            rest=rest,
+            config=config,
+            events=DeliveryEvents(
+                instance_state=writer.forwarded,
+                submitted=lambda d: events.emit("submitted", delivery=d),
+                delivered=lambda d, s: events.emit("delivered", delivery=d, seconds=s),
+                failed=lambda d, e: events.emit("forward_failed", delivery=d, error=e),
+                dead=lambda d, e: events.emit("dead_lettered", delivery=d, error=e),
+                circuit=lambda dest, st, detail: events.emit("circuit", destination=dest, state=st, detail=detail),
+                log=log,
+            ),
+        )
+        self.poll_seconds = config.job_poll_seconds
+        self.thread = threading.Thread(target=self._run, name="bodypart-forwarder", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if self.forwarder.step():
+                    continue
+            except Exception as exc:
+                log("error", f"forwarder: {exc!r}")
+                self.stop.wait(1.0)
+            self.wake.wait(self.poll_seconds)
+            self.wake.clear()

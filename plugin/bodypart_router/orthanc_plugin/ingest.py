@@ -1,0 +1,182 @@
+"""Ingest: notice every stored instance without ever making the store wait, and never lose one.
+
+Why two paths:
+
+* **Fast path.** ``OnStoredInstance`` is serialised across *all* uploads, so anything slow in
+  it slows every modality sending to Orthanc. It therefore reads two tags from the dataset
+  Orthanc already parsed (Modality, SOP Class UID), applies the X-ray policy and appends a
+  tuple to a bounded in-memory queue with ``put_nowait``: no disk, no REST, no lock held
+  for longer than a deque append. If the queue is full the item is dropped (one warning
+  per overflow episode), which is safe because of the second path.
+* **Durable path.** The :class:`Recorder` thread drains that queue into the SQLite
+  :class:`~bodypart_router.store.Store` in batches, and follows Orthanc's ``/changes`` log
+  from a checkpoint kept in the same store. A ``NewInstance`` change whose instance is not
+  in the store (stored just before a crash, or dropped by a full queue) is looked up by
+  REST and recorded. The checkpoint only moves past changes that are recorded, so after a
+  ``kill -9`` the next start resumes exactly where the durable record ends.
+
+On the very first start (no checkpoint yet) the checkpoint is set to the newest change:
+what was in Orthanc before the router was installed is left to an explicit backfill.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from typing import Any
+
+from ..config import RouterConfig
+from ..delivery import RestError
+from ..errors import NotClassifiable
+from ..store import QUEUED, Received, Store
+from .events import EventBus
+from .host import OrthancRest, log
+from .results import ResultWriter
+
+CHECKPOINT_KEY = "changes_checkpoint"
+
+
+def policy_state(config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
+    """``queued`` for an X-ray to classify, or ``skipped:<reason>`` with the tag that decided it."""
+    return _policy_state("", config, modality, sop_class_uid)
+
+
+def _policy_state(instance_id: str, config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
+    try:
+        config.policy.check(modality, sop_class_uid)
+    except NotClassifiable as exc:
+        return Received(instance_id, exc.state, exc.detail)
+    return Received(instance_id, QUEUED)
+
+
+class Recorder:
+    """Owns the in-memory hand-off queue and the thread that makes ingest durable."""
+
+    def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
+                 events: EventBus, wake_workers: threading.Event) -> None:
+        self.config = config
+        self.store = store
+        self.rest = rest
+        self.writer = writer
+        self.events = events
+        self.wake_workers = wake_workers
+        self.queue: queue.Queue[Received] = queue.Queue(maxsize=config.queue_size)
+        self._overflowing = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
+
+    # -- the OnStoredInstance callback (runs on Orthanc's ingest path: keep it tiny) -------
+    def on_stored_instance(self, dicom: Any, instance_id: str) -> None:
+        try:
+            tags = json.loads(dicom.GetInstanceSimplifiedJson())
+            item = _policy_state(instance_id, self.config, tags.get("Modality"), tags.get("SOPClassUID"))
+        except Exception as exc:  # never let a callback error reach Orthanc's store
+            log("warning", f"instance {instance_id}: could not read Modality/SOPClassUID ({exc!r}); "
+                           "queued for classification")
+            item = Received(instance_id, QUEUED)
+        try:
+            self.queue.put_nowait(item)
+            self._overflowing = False
+        except queue.Full:
+            if not self._overflowing:
+                self._overflowing = True
+                log("warning", f"ingest queue full ({self.config.queue_size}); new instances are picked up "
+                               "from Orthanc's changes log instead (raise BodyPartRouter.QueueSize?)")
+        self._wake.set()
+
+    # -- thread ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_poll = 0.0
+        while not self._stop.is_set():
+            try:
+                self._drain()
+                now = time.monotonic()
+                if now - last_poll >= self.config.changes_poll_seconds:
+                    last_poll = now
+                    self.catch_up()
+            except Exception as exc:  # keep the thread alive through transient errors
+                log("error", f"recorder: {exc!r}")
+                self._stop.wait(1.0)
+            self._wake.wait(self.config.changes_poll_seconds)
+            self._wake.clear()
+        try:
+            self._drain()  # what is already queued at shutdown is still made durable
+        except Exception as exc:
+            log("warning", f"recorder: final drain failed ({exc!r}); the changes log will catch up at next start")
+
+    def _drain(self) -> None:
+        batch: list[Received] = []
+        while len(batch) < 500:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self._record(batch)
+
+    def _record(self, items: list[Received]) -> None:
+        added = self.store.add_received(items)
+        for item in added:
+            self.writer.state(item.instance_id, item.state)
+            self.events.emit("received", instance_id=item.instance_id, state=item.state)
+            if item.state != QUEUED:
+                log("info", f"instance {item.instance_id}: {item.state} ({item.detail})")
+        if any(item.state == QUEUED for item in added):
+            self.wake_workers.set()
+
+    # -- changes log ------------------------------------------------------------------------
+    def catch_up(self) -> None:
+        """Record every NewInstance change after the checkpoint that the store does not know yet."""
+        checkpoint = self.store.get_setting(CHECKPOINT_KEY)
+        if checkpoint is None:
+            last = int(self.rest.get_json("/changes?last")["Last"])
+            self.store.set_setting(CHECKPOINT_KEY, str(last))
+            log("info", f"following Orthanc's changes log from change {last}")
+            return
+        since = int(checkpoint)
+        while not self._stop.is_set():
+            answer = self.rest.get_json(f"/changes?since={since}&limit=500")
+            changes = answer.get("Changes", [])
+            new_ids = [c["ID"] for c in changes if c.get("ChangeType") == "NewInstance"]
+            deleted = [c["ID"] for c in changes
+                       if c.get("ChangeType") == "Deleted" and c.get("ResourceType") == "Instance"]
+            self._drain()  # let fast-path items land first, so known() is accurate
+            known = self.store.known(new_ids)
+            missing = [i for i in new_ids if i not in known]
+            if missing:
+                found = [r for r in (self._lookup(i) for i in missing) if r is not None]
+                self._record(found)
+                log("info", f"recovered {len(found)} instance(s) from Orthanc's changes log")
+            for instance_id in deleted:
+                self.store.forget(instance_id)
+            last = int(answer.get("Last", since))
+            if last > since:
+                self.store.set_setting(CHECKPOINT_KEY, str(last))
+                since = last
+            if answer.get("Done", True):
+                return
+
+    def _lookup(self, instance_id: str) -> Received | None:
+        """Policy check for an instance known only from the changes log (index lookups, no file read)."""
+        try:
+            meta = self.rest.get_json(f"/instances/{instance_id}/metadata?expand")
+            series = self.rest.get_json(f"/instances/{instance_id}")["ParentSeries"]
+            modality = self.rest.get_json(f"/series/{series}").get("MainDicomTags", {}).get("Modality")
+        except RestError as exc:
+            if exc.status == 404:  # deleted since: nothing to do
+                return None
+            raise
+        return _policy_state(instance_id, self.config, modality, meta.get("SopClassUid"))

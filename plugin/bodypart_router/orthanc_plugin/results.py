@@ -1,0 +1,90 @@
+"""Make results visible in Orthanc: instance metadata on every version, labels from Orthanc 1.12.
+
+Metadata (declared in ``UserMetadata``): ``BodyPart``, ``BodyPartScore``, ``BodyPartModel``,
+``BodyPartState``, ``BodyPartForwarded`` (comma-separated destination names).
+Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript extension of
+:mod:`.explorer` instead): ``bodypart-<class>`` on the series and the study, and
+``bodypart-dead-letter`` on both when a forward was dead-lettered.
+"""
+
+from __future__ import annotations
+
+from ..classes import label_for
+from ..config import Destination
+from ..delivery import RestError
+from ..routing import RoutingDecision
+from ..store import DEAD_LETTER_STATE
+from .host import OrthancRest, log
+
+DEAD_LETTER_LABEL = "bodypart-dead-letter"
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"1.12.7"`` -> ``(1, 12, 7)``; ``"mainline"`` (a development build) counts as newest."""
+    if text == "mainline":
+        return (999,)
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+class ResultWriter:
+    """Writes the router's results onto instances (and their series and study)."""
+
+    def __init__(self, rest: OrthancRest, orthanc_version: str) -> None:
+        self.rest = rest
+        self.set_version(orthanc_version)
+
+    def set_version(self, orthanc_version: str) -> None:
+        """Known only once Orthanc has started (``GET /system``); labels need 1.12."""
+        self.version = orthanc_version
+        self.labels = parse_version(orthanc_version) >= (1, 12)
+
+    def _meta(self, instance_id: str, name: str, value: str) -> None:
+        self.rest.put(f"/instances/{instance_id}/metadata/{name}", value)
+
+    def state(self, instance_id: str, state: str) -> None:
+        """Only the state (queued, skipped:<reason>, failed:<reason>)."""
+        self._safely(instance_id, lambda: self._meta(instance_id, "BodyPartState", state))
+
+    def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: str) -> None:
+        def write() -> None:
+            self._meta(instance_id, "BodyPart", decision.class_name)
+            self._meta(instance_id, "BodyPartScore", f"{decision.score:.4f}")
+            self._meta(instance_id, "BodyPartModel", model_version)
+            self._meta(instance_id, "BodyPartState", state)
+            if self.labels:
+                self._label_parents(instance_id, label_for(decision.class_name))
+
+        self._safely(instance_id, write)
+
+    def forwarded(self, instance_id: str, state: str, delivered: list[str]) -> None:
+        """After a delivery finished: the new state and where the instance has arrived."""
+
+        def write() -> None:
+            names = ",".join(Destination.from_key(k).name for k in delivered)
+            self._meta(instance_id, "BodyPartForwarded", names)
+            self._meta(instance_id, "BodyPartState", state)
+            if self.labels and state == DEAD_LETTER_STATE:
+                self._label_parents(instance_id, DEAD_LETTER_LABEL)
+
+        self._safely(instance_id, write)
+
+    def _label_parents(self, instance_id: str, label: str) -> None:
+        series = self.rest.get_json(f"/instances/{instance_id}")["ParentSeries"]
+        study = self.rest.get_json(f"/series/{series}")["ParentStudy"]
+        self.rest.put(f"/series/{series}/labels/{label}", "")
+        self.rest.put(f"/studies/{study}/labels/{label}", "")
+
+    @staticmethod
+    def _safely(instance_id: str, write: object) -> None:
+        """A deleted instance or a missing UserMetadata declaration must not stop the worker."""
+        try:
+            write()  # type: ignore[operator]
+        except RestError as exc:
+            if exc.status == 404:
+                log("info", f"instance {instance_id} was deleted before its results could be written")
+            else:
+                log("warning", f"instance {instance_id}: could not write results: {exc}")

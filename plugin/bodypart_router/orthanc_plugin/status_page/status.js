@@ -1,0 +1,190 @@
+// Status page of the body-part router: polls the status JSON and renders it.
+// Plain JS, no dependencies. Every URL is relative to /bodypart-router/status.html, so the
+// page also works behind a reverse proxy that mounts Orthanc under a prefix. Values from the
+// server are inserted as text nodes, never as HTML.
+(function () {
+  "use strict";
+
+  var REFRESH_MS = 2000;
+  var EXPLORER_INSTANCE = "../app/explorer.html#instance?uuid=";
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "onclick") node.addEventListener("click", attrs[k]);
+      else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
+    return node;
+  }
+
+  function fill(tbody, rows, emptyText, columns) {
+    tbody.textContent = "";
+    if (!rows.length) {
+      tbody.appendChild(el("tr", {}, [el("td", { colspan: String(columns), "class": "empty", text: emptyText })]));
+      return;
+    }
+    rows.forEach(function (r) { tbody.appendChild(r); });
+  }
+
+  function num(v) { return el("td", { "class": "num", text: v === null || v === undefined ? "-" : String(v) }); }
+  function txt(v) { return el("td", { text: v === null || v === undefined || v === "" ? "-" : String(v) }); }
+  function pct(v) { return v === null || v === undefined ? "-" : (100 * v).toFixed(1) + " %"; }
+  function time(iso) { return iso ? iso.replace("T", " ").replace("Z", "") : "-"; }
+
+  function duration(s) {
+    if (s === null || s === undefined) return "-";
+    s = Math.round(s);
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  }
+
+  function instanceLink(id) {
+    return el("td", {}, [el("a", { href: EXPLORER_INSTANCE + encodeURIComponent(id), title: id, text: id.slice(0, 8) + "\u2026" })]);
+  }
+
+  function showError(message) {
+    var box = $("error");
+    box.textContent = message || "";
+    box.style.display = message ? "block" : "none";
+  }
+
+  function request(method, url, body) {
+    return fetch(url, {
+      method: method,
+      credentials: "same-origin",
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body)
+    }).then(function (r) {
+      return r.text().then(function (t) {
+        var data = null;
+        try { data = t ? JSON.parse(t) : null; } catch (e) { data = { Message: t }; }
+        if (!r.ok) throw new Error((data && (data.Message || data.Details)) || (r.status + " " + r.statusText));
+        return data;
+      });
+    });
+  }
+
+  function render(s) {
+    var shadow = s.Mode === "shadow";
+    $("mode").textContent = shadow ? "SHADOW MODE - nothing is forwarded" : "LIVE";
+    $("mode").className = "badge" + (shadow ? " shadow" : "");
+    $("model").textContent = s.Model ? s.Model.Version : "not loaded";
+    $("provider").textContent = s.Model ? "(" + s.Model.ExecutionProvider + ")" : "";
+    $("queue").textContent = s.QueueDepth === null || s.QueueDepth === undefined ? "-" : String(s.QueueDepth);
+    $("uptime").textContent = duration(s.UptimeSeconds);
+    $("refreshed").textContent = new Date().toLocaleTimeString();
+
+    var classes = s.Counts.Classified;
+    fill($("classes"), Object.keys(classes).map(function (c) {
+      return el("tr", {}, [txt(c), num(classes[c])]);
+    }), "nothing yet", 2);
+
+    var reasons = [];
+    ["Skipped", "Failed"].forEach(function (kind) {
+      var m = s.Counts[kind];
+      Object.keys(m).forEach(function (r) { reasons.push(el("tr", {}, [txt(kind.toLowerCase() + ": " + r), num(m[r])])); });
+    });
+    fill($("reasons"), reasons, "none", 2);
+
+    var t = s.Timings;
+    function timing(name, x) { return x.Count ? name + " " + (1000 * x.MeanSeconds).toFixed(1) + " ms/instance" : name + " -"; }
+    $("timings").textContent = timing("decode", t.Decode) + " \u00b7 " + timing("inference", t.Inference);
+
+    var dests = s.Destinations;
+    fill($("destinations"), Object.keys(dests).map(function (d) {
+      var x = dests[d];
+      return el("tr", {}, [txt(d), num(x.Forwards), num(x.Failures), num(x.DeadLetters),
+        el("td", {}, [el("span", { "class": "badge " + x.Circuit, text: x.Circuit })])]);
+    }), "no destination configured", 5);
+
+    // would-be forwards: destination x class
+    var sh = s.Shadow || {};
+    var shClasses = {};
+    Object.keys(sh).forEach(function (d) { Object.keys(sh[d]).forEach(function (c) { shClasses[c] = true; }); });
+    var cols = Object.keys(shClasses).sort();
+    var head = $("shadow-head");
+    head.textContent = "";
+    head.appendChild(el("tr", {}, [el("th", { text: "Destination" })].concat(cols.map(function (c) { return el("th", { "class": "num", text: c }); }))));
+    fill($("shadow"), Object.keys(sh).map(function (d) {
+      return el("tr", {}, [txt(d)].concat(cols.map(function (c) { return num(sh[d][c] || 0); })));
+    }), shadow ? "nothing would have been sent yet" : "only counted in shadow mode", cols.length + 1);
+
+    var audit = s.HeaderAudit || {};
+    fill($("audit"), Object.keys(audit).map(function (aet) {
+      var a = audit[aet];
+      return el("tr", {}, [txt(aet), num(a.agree), num(a.disagree), num(a["no-header"]),
+        el("td", { "class": "num" + (a.mismatch_rate > 0.15 ? " disagree" : ""), text: pct(a.mismatch_rate) })]);
+    }), "no instance audited yet", 5);
+
+    renderBackfill(s.Backfill);
+
+    fill($("failures"), (s.Failures || []).map(function (f) {
+      var button = el("button", { type: "button", text: "Resubmit", onclick: function () { resubmit(f.Instance, button); } });
+      return el("tr", {}, [txt(time(f.Time)), instanceLink(f.Instance), txt(f.State), txt(f.Destination), txt(f.Detail),
+        el("td", {}, [button])]);
+    }), "no failures", 6);
+
+    fill($("recent"), (s.Recent || []).map(function (r) {
+      var headerCell = txt(r.HeaderAudit);
+      if (r.HeaderAudit && r.HeaderAudit.indexOf("disagree") === 0) headerCell.className = "disagree";
+      return el("tr", {}, [txt(time(r.Time)), instanceLink(r.Instance), txt(r.Class),
+        num(r.Score === null ? null : r.Score.toFixed(3)), txt(r.State), txt((r.Destinations || []).join(", ")),
+        headerCell, txt(r.Source)]);
+    }), "no instance processed yet", 8);
+  }
+
+  function renderBackfill(b) {
+    var active = b && (b.State === "planning" || b.State === "running");
+    $("bf-start").disabled = !!active;
+    $("bf-cancel").disabled = !active;
+    if (!b) return;
+    $("bf-state").textContent = b.State;
+    $("bf-state").className = "badge " + b.State;
+    $("bf-desc").textContent = b.Description + (b.Scope && b.Scope.Route ? ", classified and routed" : ", classified only") +
+      " \u00b7 started " + time(b.StartedAt) + (b.FinishedAt ? " \u00b7 finished " + time(b.FinishedAt) : "") +
+      (b.Error ? " \u00b7 error: " + b.Error : "");
+    $("bf-bar").style.width = (b.Total ? Math.min(100, 100 * b.Done / b.Total) : 0).toFixed(1) + "%";
+    var outcomes = Object.keys(b.Outcomes || {}).map(function (k) { return k + " " + b.Outcomes[k]; }).join(", ");
+    $("bf-figures").textContent = b.Done + " / " + b.Total + (b.Planned ? "" : " (still listing)") +
+      " \u00b7 " + (b.Rate === null ? "-" : b.Rate.toFixed(1)) + " instances/s \u00b7 ETA " + duration(b.EtaSeconds) +
+      (outcomes ? " \u00b7 " + outcomes : "") + (b.YieldedSeconds ? " \u00b7 yielded to live ingest " + duration(b.YieldedSeconds) : "");
+  }
+
+  function resubmit(instance, button) {
+    button.disabled = true;
+    request("POST", "resubmit", { Instances: [instance] })
+      .then(function () { button.textContent = "Queued"; refresh(); })
+      .catch(function (e) { button.disabled = false; showError("Resubmit failed: " + e.message); });
+  }
+
+  $("bf-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var body = { Route: $("bf-route").checked };
+    var since = $("bf-since").value;
+    var studies = $("bf-studies").value.split(/\s+/).filter(function (x) { return x; });
+    if (since) body.Since = since;
+    if (studies.length) body.Studies = studies;
+    request("POST", "backfill", body).then(function () { showError(""); refresh(); })
+      .catch(function (e) { showError("Backfill not started: " + e.message); });
+  });
+
+  $("bf-cancel").addEventListener("click", function () {
+    request("DELETE", "backfill").then(refresh).catch(function (e) { showError("Cancel failed: " + e.message); });
+  });
+
+  var timer = null;
+  function refresh() {
+    clearTimeout(timer);
+    request("GET", "status")
+      .then(function (s) { showError(""); render(s); })
+      .catch(function (e) { showError("Cannot read the router status: " + e.message); })
+      .then(function () { timer = setTimeout(refresh, REFRESH_MS); });
+  }
+
+  refresh();
+})();

@@ -1,0 +1,106 @@
+"""Files in, classes out: walk paths, decode each file, classify in batches.
+
+Used by the CLI (and usable from any script); the Orthanc adapter has its own
+queue but the same decode -> preprocess -> classify steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import Classifier, Prediction
+from .decode import decode_file
+from .errors import NotClassifiable, Reason
+from .preprocess import to_model_input
+from .xray_policy import XrayPolicy
+
+#: Images classified per onnxruntime run.
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome for one input file: a prediction, or the reason there is none."""
+
+    path: Path
+    prediction: Prediction | None = None
+    error: NotClassifiable | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.prediction is not None
+
+
+def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Every file under ``paths``: files as given, folders walked recursively in sorted order.
+
+    Hidden files and folders (``.name``) inside walked folders are skipped.
+    A path that does not exist is yielded as is, so that it gets a reason.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+def prepare(path: Path, policy: XrayPolicy | None) -> tuple[np.ndarray | None, Result | None]:
+    """Decode and preprocess one file; a failure comes back as a finished :class:`Result`."""
+    try:
+        if not path.exists():
+            raise NotClassifiable(Reason.NOT_DICOM, "no such file")
+        decoded = decode_file(path, policy=policy)
+        return to_model_input(decoded.pixels), None
+    except NotClassifiable as exc:
+        return None, Result(path=path, error=exc)
+
+
+def classify_paths(
+    paths: Iterable[str | os.PathLike],
+    classifier: Classifier,
+    *,
+    policy: XrayPolicy | None = XrayPolicy(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[Result]:
+    """Yield one :class:`Result` per file found under ``paths``, in input order.
+
+    Decoding happens file by file; inference waits until ``batch_size`` images
+    are ready (or the input ends), because one batched run is much cheaper
+    than as many single-image runs.
+    """
+    pending: list[tuple[Path, np.ndarray | None, Result | None]] = []
+
+    def flush() -> Iterator[Result]:
+        ready = [i for i, (_, x, _) in enumerate(pending) if x is not None]
+        outcomes: dict[int, Prediction | NotClassifiable] = {}
+        if ready:
+            try:
+                outcomes = dict(zip(ready, classifier.predict_batch([pending[i][1] for i in ready])))
+            except NotClassifiable as exc:  # the whole batch failed in the model
+                outcomes = {i: exc for i in ready}
+        for i, (path, _, failed) in enumerate(pending):
+            outcome = outcomes.get(i)
+            if failed is not None:
+                yield failed
+            elif isinstance(outcome, Prediction):
+                yield Result(path=path, prediction=outcome)
+            else:
+                yield Result(path=path, error=outcome)
+        pending.clear()
+
+    for path in iter_files(paths):
+        model_input, failed = prepare(path, policy)
+        pending.append((path, model_input, failed))
+        if sum(1 for _, x, _ in pending if x is not None) >= batch_size:
+            yield from flush()
+    yield from flush()

@@ -1,0 +1,415 @@
+"""The router's durable work list: a small transactional SQLite database (WAL mode).
+
+Why SQLite and not the in-memory queue or Orthanc's job history: Orthanc keeps only the
+last ``JobsHistorySize`` jobs and never retries a failed one, and an in-memory queue dies
+with the process. Every instance the router accepts is written here *before* any work is
+done on it, and every step (classified, forward submitted, delivered, retried, dead) is a
+committed transaction, so a ``kill -9`` loses nothing: at the next start the adapter puts
+interrupted work back in the queue and resumes tracking submitted forwards.
+
+Two tables:
+
+* ``instances``: one row per Orthanc instance the router has seen; ``state`` mirrors the
+  ``BodyPartState`` metadata (``queued``, ``processing``, ``classified``, ``forwarded``,
+  ``skipped:<reason>``, ``failed:<reason>``).
+* ``deliveries``: one row per (instance, destination, model version), with a UNIQUE
+  constraint on that triple. That constraint *is* the idempotence guarantee: storing an
+  instance again, by REST or C-STORE, or recovering it after a crash, can never create a
+  second forward to the same destination with the same model. Only :meth:`Store.resubmit`
+  (a person's decision) sends again.
+
+``synchronous=NORMAL`` with WAL survives process crashes (the case that matters for a
+plugin); use ``FULL`` through the constructor if power loss must be covered too.
+This module never imports ``orthanc``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    instance_id  TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    class_name   TEXT,
+    score        REAL,
+    model        TEXT,
+    detail       TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    received_at  REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_state ON instances (state, received_at);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    id               INTEGER PRIMARY KEY,
+    instance_id      TEXT NOT NULL,
+    destination      TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    job_id           TEXT,
+    last_error       TEXT,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    UNIQUE (instance_id, destination, model)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_instance ON deliveries (instance_id);
+
+CREATE TABLE IF NOT EXISTS settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+"""
+
+#: Delivery states. ``shadow`` rows record what shadow mode would have sent; they are never sent.
+PENDING, SUBMITTED, DELIVERED, DEAD, SHADOW = "pending", "submitted", "delivered", "dead", "shadow"
+
+#: Instance states owned by the router (``skipped:`` / ``failed:`` ones carry a reason).
+QUEUED, PROCESSING, CLASSIFIED, FORWARDED = "queued", "processing", "classified", "forwarded"
+DEAD_LETTER_STATE = "failed:dead-letter"
+
+
+@dataclass(frozen=True)
+class Received:
+    """An instance accepted at ingest: ``state`` is ``queued`` or ``skipped:<reason>``."""
+
+    instance_id: str
+    state: str = QUEUED
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    instance_id: str
+    destination: str  # Destination.key, e.g. "peer:ai-chest"
+    model: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    job_id: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    instance_id: str
+    state: str
+    class_name: str | None
+    score: float | None
+    model: str | None
+    detail: str | None
+    attempts: int
+
+
+class Store:
+    """Thread-safe access to the state database (one connection guarded by a lock; every call is short)."""
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own commit
+        version = self.get_setting("schema_version")
+        if version is None:
+            self.set_setting("schema_version", str(SCHEMA_VERSION))
+        elif int(version) > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"state database {self.path} has schema {version}, newer than this router ({SCHEMA_VERSION}); "
+                "upgrade the plugin or point StateDirectory elsewhere"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, store: "Store") -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            self.store._db.execute("BEGIN IMMEDIATE")
+            return self.store._db
+
+        def __exit__(self, exc_type: object, *_: object) -> None:
+            try:
+                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def _tx(self) -> "Store._Tx":
+        return Store._Tx(self)
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- settings (e.g. the changes-log checkpoint) -----------------------------------
+    def get_setting(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO settings(key, value) VALUES(?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- ingest -----------------------------------------------------------------------
+    def add_received(self, items: Iterable[Received]) -> list[Received]:
+        """Record newly stored instances; returns only those not seen before (duplicates are ignored)."""
+        now = time.time()
+        added: list[Received] = []
+        with self._tx() as db:
+            for item in items:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO instances(instance_id, state, detail, received_at, updated_at) "
+                    "VALUES(?, ?, ?, ?, ?)",
+                    (item.instance_id, item.state, item.detail, now, now),
+                )
+                if cur.rowcount:
+                    added.append(item)
+        return added
+
+    def known(self, instance_ids: Iterable[str]) -> set[str]:
+        ids = list(instance_ids)
+        found: set[str] = set()
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(r["instance_id"] for r in self._query(
+                f"SELECT instance_id FROM instances WHERE instance_id IN ({marks})", chunk))
+        return found
+
+    def reset_in_flight(self) -> int:
+        """At start-up: work that was being classified when the process died goes back to the queue."""
+        with self._tx() as db:
+            return db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE state = ?",
+                              (QUEUED, time.time(), PROCESSING)).rowcount
+
+    def claim_queued(self, limit: int) -> list[str]:
+        """Take up to ``limit`` queued instances, oldest first, marking them ``processing``."""
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE instances SET state = ?, attempts = attempts + 1, updated_at = ? WHERE instance_id IN "
+                "(SELECT instance_id FROM instances WHERE state = ? ORDER BY received_at LIMIT ?) "
+                "RETURNING instance_id, received_at",
+                (PROCESSING, time.time(), QUEUED, limit),
+            ).fetchall()
+        return [r["instance_id"] for r in sorted(rows, key=lambda r: r["received_at"])]
+
+    def queued_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM instances WHERE state IN (?, ?)",
+                               (QUEUED, PROCESSING))[0]["n"])
+
+    def requeue(self, instance_id: str, detail: str) -> int:
+        """Put an instance back after a transient error; returns how many attempts it has had."""
+        with self._tx() as db:
+            db.execute("UPDATE instances SET state = ?, detail = ?, updated_at = ? WHERE instance_id = ?",
+                       (QUEUED, detail, time.time(), instance_id))
+            row = db.execute("SELECT attempts FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+        return int(row["attempts"]) if row else 0
+
+    def set_state(self, instance_id: str, state: str, detail: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE instances SET state = ?, detail = ?, updated_at = ? WHERE instance_id = ?",
+                       (state, detail, time.time(), instance_id))
+
+    def forget(self, instance_id: str) -> None:
+        """The instance was deleted from Orthanc: drop its pending work (delivered rows stay, for idempotence)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
+            db.execute("DELETE FROM deliveries WHERE instance_id = ? AND state IN (?, ?)",
+                       (instance_id, PENDING, SUBMITTED))
+
+    def record_classification(
+        self,
+        instance_id: str,
+        *,
+        class_name: str,
+        score: float,
+        model: str,
+        destinations: Sequence[str],
+        shadow: bool = False,
+    ) -> str:
+        """Store a result and create its deliveries in one transaction; returns the instance's new state.
+
+        A delivery that already exists for (instance, destination, model) is left alone:
+        that is what makes a recovered or re-stored instance forward at most once.
+        """
+        now = time.time()
+        with self._tx() as db:
+            for dest in destinations:
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries(instance_id, destination, model, state, next_attempt_at, "
+                    "created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                    (instance_id, dest, model, SHADOW if shadow else PENDING, now, now, now),
+                )
+            state = self._instance_state(db, instance_id, model, CLASSIFIED)
+            db.execute(
+                "UPDATE instances SET state = ?, class_name = ?, score = ?, model = ?, detail = NULL, "
+                "updated_at = ? WHERE instance_id = ?",
+                (state, class_name, score, model, now, instance_id),
+            )
+        return state
+
+    def instance(self, instance_id: str) -> InstanceRecord | None:
+        rows = self._query("SELECT * FROM instances WHERE instance_id = ?", (instance_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return InstanceRecord(r["instance_id"], r["state"], r["class_name"], r["score"], r["model"],
+                              r["detail"], r["attempts"])
+
+    # -- deliveries -------------------------------------------------------------------
+    def due_deliveries(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
+        """Pending deliveries whose backoff has elapsed, oldest first, except to the given destinations."""
+        skip = list(skip_destinations)
+        marks = ",".join("?" * len(skip))
+        clause = f" AND destination NOT IN ({marks})" if skip else ""
+        rows = self._query(
+            f"SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?{clause} "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (PENDING, now, *skip, limit),
+        )
+        return [_delivery(r) for r in rows]
+
+    def submitted(self) -> list[Delivery]:
+        return [_delivery(r) for r in self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY id", (SUBMITTED,))]
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        rows = self._query("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        return _delivery(rows[0]) if rows else None
+
+    def deliveries_of(self, instance_id: str) -> list[Delivery]:
+        return [_delivery(r) for r in self._query(
+            "SELECT * FROM deliveries WHERE instance_id = ? ORDER BY id", (instance_id,))]
+
+    def mark_submitted(self, delivery_id: int, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET state = ?, job_id = ?, attempts = attempts + 1, updated_at = ? "
+                       "WHERE id = ?", (SUBMITTED, job_id, time.time(), delivery_id))
+
+    def mark_delivered(self, delivery_id: int) -> str:
+        """Record a successful forward; returns the instance's resulting state."""
+        return self._finish_delivery(delivery_id, DELIVERED, None)
+
+    def mark_retry(self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = False) -> None:
+        """Back to pending after a failure. Attempts are counted at submission; a failure before
+        submission (e.g. the destination refused the REST call) counts with ``count_attempt``."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?, job_id = NULL, "
+                f"attempts = attempts + {1 if count_attempt else 0}, updated_at = ? WHERE id = ?",
+                (PENDING, error[:500], next_attempt_at, time.time(), delivery_id),
+            )
+
+    def mark_dead(self, delivery_id: int, error: str) -> str:
+        """Dead-letter a delivery; returns the instance's resulting state (``failed:dead-letter``)."""
+        return self._finish_delivery(delivery_id, DEAD, error)
+
+    def _finish_delivery(self, delivery_id: int, state: str, error: str | None) -> str:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET state = ?, last_error = COALESCE(?, last_error), updated_at = ? "
+                       "WHERE id = ?", (state, error[:500] if error else None, now, delivery_id))
+            row = db.execute("SELECT instance_id, model FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if row is None:
+                return ""
+            new_state = self._instance_state(db, row["instance_id"], row["model"], CLASSIFIED)
+            db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
+                       "AND state NOT LIKE 'skipped:%'", (new_state, now, row["instance_id"]))
+        return new_state
+
+    @staticmethod
+    def _instance_state(db: sqlite3.Connection, instance_id: str, model: str, default: str) -> str:
+        """``forwarded`` once every delivery for this model is delivered, ``failed:dead-letter`` if any is dead."""
+        states = [r[0] for r in db.execute(
+            "SELECT state FROM deliveries WHERE instance_id = ? AND model = ?", (instance_id, model))]
+        if any(s == DEAD for s in states):
+            return DEAD_LETTER_STATE
+        if states and all(s == DELIVERED for s in states):
+            return FORWARDED
+        return default
+
+    def delivered_destinations(self, instance_id: str) -> list[str]:
+        return [r["destination"] for r in self._query(
+            "SELECT destination FROM deliveries WHERE instance_id = ? AND state = ? ORDER BY destination",
+            (instance_id, DELIVERED))]
+
+    def failed(self, limit: int = 1000) -> list[Delivery]:
+        """Dead-lettered deliveries, newest first (the ``/bodypart-router/failed`` listing)."""
+        return [_delivery(r) for r in self._query(
+            "SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC LIMIT ?", (DEAD, limit))]
+
+    def resubmit(self, *, delivery_ids: Iterable[int] | None = None, instance_ids: Iterable[str] | None = None,
+                 include_delivered: bool = False) -> list[Delivery]:
+        """A person asks to send again: matching dead (and, if asked, delivered) deliveries go back to
+        pending with a fresh attempt count. With no ids, every dead delivery is resubmitted."""
+        states = [DEAD] + ([DELIVERED] if include_delivered else [])
+        where = [f"state IN ({','.join('?' * len(states))})"]
+        params: list[object] = list(states)
+        ids, insts = list(delivery_ids or []), list(instance_ids or [])
+        if ids or insts:
+            parts = []
+            if ids:
+                parts.append(f"id IN ({','.join('?' * len(ids))})")
+                params.extend(ids)
+            if insts:
+                parts.append(f"instance_id IN ({','.join('?' * len(insts))})")
+                params.extend(insts)
+            where.append("(" + " OR ".join(parts) + ")")
+        now = time.time()
+        with self._tx() as db:
+            rows = db.execute(
+                f"UPDATE deliveries SET state = ?, attempts = 0, job_id = NULL, next_attempt_at = ?, updated_at = ? "
+                f"WHERE {' AND '.join(where)} RETURNING *",
+                (PENDING, now, now, *params),
+            ).fetchall()
+            for inst in {r["instance_id"] for r in rows}:
+                db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ?",
+                           (CLASSIFIED, now, inst))
+        return [_delivery(r) for r in rows]
+
+    # -- reporting --------------------------------------------------------------------
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{"instances": {state: n}, "deliveries": {state: n}}`` for status pages and tests."""
+        inst = {r["state"]: r["n"] for r in self._query(
+            "SELECT state, COUNT(*) AS n FROM instances GROUP BY state")}
+        dels = {r["state"]: r["n"] for r in self._query(
+            "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")}
+        return {"instances": inst, "deliveries": dels}
+
+    def shadow_counts(self) -> dict[str, dict[str, int]]:
+        """What shadow mode would have sent: ``{destination: {class: n}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._query(
+            "SELECT d.destination, i.class_name, COUNT(*) AS n FROM deliveries d JOIN instances i "
+            "USING (instance_id) WHERE d.state = ? GROUP BY d.destination, i.class_name", (SHADOW,)):
+            out.setdefault(r["destination"], {})[r["class_name"]] = r["n"]
+        return out
+
+
+def _delivery(r: sqlite3.Row) -> Delivery:
+    return Delivery(r["id"], r["instance_id"], r["destination"], r["model"], r["state"], r["attempts"],
+                    r["next_attempt_at"], r["job_id"], r["last_error"])
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

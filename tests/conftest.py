@@ -1,0 +1,51 @@
+"""Shared pytest fixtures: where the test data lives, and models to classify with.
+
+``tests/`` is on ``sys.path`` (pytest's rootdir conftest rule), so test modules
+import helpers as ``from support.<module> import ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: Small committed DICOM/PNG/JPEG files (see tests/fixtures/make_fixtures.py).
+FIXTURES = REPO / "tests" / "fixtures"
+#: Real CR/DX files outside the repository; tests needing them skip when absent.
+SHARED_DICOM = Path(os.environ.get("BODYPART_ROUTER_SHARED_DICOM", REPO.parent / "shared" / "data" / "dicom-xray"))
+#: The trained model shipped in the repository, once it exists.
+SHIPPED_MODEL = REPO / "models" / "bodypart_router.onnx"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def shared_dicom_dir() -> Path:
+    """The shared real-DICOM folder with its manifest.csv (skips the test when absent)."""
+    if not (SHARED_DICOM / "manifest.csv").is_file():
+        pytest.skip(f"shared DICOM data not found at {SHARED_DICOM}")
+    return SHARED_DICOM
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ONNX model with the real model's I/O contract (class chosen by mean gray level)."""
+    from support.tiny_model import build
+
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny.onnx"
+    build(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_model_path() -> Path:
+    """The trained model in models/ (skips the test while it has not been produced)."""
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"{SHIPPED_MODEL} not present")
+    return SHIPPED_MODEL

@@ -1,0 +1,177 @@
+"""The router plugin end to end, inside a real Orthanc, forwarding to real receivers.
+
+Setup (see conftest): adult_chest -> an Orthanc peer over HTTP; spine -> a DICOM SCP;
+pediatric_chest -> a slow DICOM SCP; abdominal -> a peer where nothing listens;
+others and uncertain -> nowhere. The tiny test model picks the class from the gray level.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from support import dicoms
+from support.dicom_net import c_store
+from support.orthanc import OrthancProcess
+from support.tiny_model import UNCERTAIN_GRAY, gray_for
+
+from support.router_setup import SLOW_SECONDS, RouterSetup
+
+pytestmark = pytest.mark.integration
+
+FINAL = ("forwarded", "classified", "failed:dead-letter")
+
+
+def _state(router: OrthancProcess, instance_id: str) -> str | None:
+    return router.metadata(instance_id).get("BodyPartState")
+
+
+def _wait_state(router: OrthancProcess, instance_id: str, states: tuple[str, ...] | str, timeout: float = 30) -> dict[str, str]:
+    wanted = (states,) if isinstance(states, str) else states
+    router.wait_for(lambda: _state(router, instance_id) in wanted, timeout=timeout,
+                    what=f"instance {instance_id} in state {wanted} (now {_state(router, instance_id)})")
+    return router.metadata(instance_id)
+
+
+def test_rest_upload_is_classified_labelled_and_forwarded_to_a_peer(setup: RouterSetup) -> None:
+    router, chest = setup.router, setup.chest
+    ds = dicoms.xray(gray_for("adult_chest"))
+    instance = router.upload(dicoms.to_bytes(ds))
+
+    meta = _wait_state(router, instance, "forwarded")
+    assert meta["BodyPart"] == "adult_chest"
+    assert float(meta["BodyPartScore"]) > 0.99
+    assert meta["BodyPartModel"].startswith("tiny-test-model@") and len(meta["BodyPartModel"].split("@")[1]) == 12
+    assert meta["BodyPartForwarded"] == "ai-chest"
+    # Orthanc IDs derive from the UIDs, so the peer stores it under the same ID.
+    assert chest.get_json(f"/instances/{instance}/simplified-tags")["SOPInstanceUID"] == ds.SOPInstanceUID
+    if router.get_json("/system")["Version"] >= "1.12":
+        series = router.get_json(f"/instances/{instance}")["ParentSeries"]
+        assert "bodypart-adult-chest" in router.get_json(f"/series/{series}/labels")
+
+
+def test_cstore_upload_is_forwarded_by_cstore(setup: RouterSetup) -> None:
+    router, general = setup.router, setup.general
+    ds = dicoms.xray(gray_for("spine"))
+    assert c_store([ds], router.dicom_port, called_aet=router.aet) == [0]
+    instance = router.wait_for(lambda: router.find_instance(ds.SOPInstanceUID), what="instance stored")
+    meta = _wait_state(router, instance, "forwarded")
+    assert (meta["BodyPart"], meta["BodyPartForwarded"]) == ("spine", "ai-general")
+    assert general.count(ds.SOPInstanceUID) == 1
+
+
+def test_duplicate_stores_forward_only_once(setup: RouterSetup) -> None:
+    router, general = setup.router, setup.general
+    ds = dicoms.xray(gray_for("spine"))
+    data = dicoms.to_bytes(ds)
+    instance = router.upload(data)
+    _wait_state(router, instance, "forwarded")
+    router.upload(data)                                       # again by REST
+    c_store([ds, ds], router.dicom_port, called_aet=router.aet)  # and twice by C-STORE
+    time.sleep(2.0)  # several recorder/forwarder cycles
+    assert general.count(ds.SOPInstanceUID) == 1
+    record = router.get_json(f"/bodypart-router/instances/{instance}")
+    assert [(d["Destination"], d["State"], d["Attempts"]) for d in record["Deliveries"]] == [("ai-general", "delivered", 1)]
+
+
+def test_non_xrays_are_skipped_with_their_reason(setup: RouterSetup) -> None:
+    router = setup.router
+    ct = router.upload(dicoms.to_bytes(dicoms.ct()))
+    sr = router.upload(dicoms.to_bytes(dicoms.sr()))
+    assert _wait_state(router, ct, "skipped:non-projection-modality")
+    assert _wait_state(router, sr, "skipped:non-image-sop-class")
+    assert "BodyPart" not in router.metadata(ct)
+    assert router.get_json(f"/bodypart-router/instances/{ct}")["Deliveries"] == []
+
+
+def test_low_score_becomes_uncertain_and_goes_nowhere(setup: RouterSetup) -> None:
+    router = setup.router
+    instance = router.upload(dicoms.to_bytes(dicoms.xray(UNCERTAIN_GRAY)))
+    meta = _wait_state(router, instance, "classified")
+    assert meta["BodyPart"] == "uncertain"
+    assert float(meta["BodyPartScore"]) < 0.6
+    assert router.get_json(f"/bodypart-router/instances/{instance}")["Deliveries"] == []
+
+
+def test_slow_destination_does_not_slow_ingest(setup: RouterSetup) -> None:
+    router, slow = setup.router, setup.slow
+    n = 6
+    datasets = [dicoms.xray(gray_for("pediatric_chest")) for _ in range(n)]
+    t0 = time.monotonic()
+    ids = [router.upload(dicoms.to_bytes(ds)) for ds in datasets]
+    ingest_seconds = time.monotonic() - t0
+    # Forwarding needs n * SLOW_SECONDS; storing must not wait for any of it.
+    assert ingest_seconds < SLOW_SECONDS, f"{n} uploads took {ingest_seconds:.2f} s"
+    assert sum(slow.count(ds.SOPInstanceUID) for ds in datasets) < n
+    for instance in ids:
+        _wait_state(router, instance, "forwarded", timeout=n * SLOW_SECONDS + 30)
+    assert all(slow.count(ds.SOPInstanceUID) == 1 for ds in datasets)
+
+
+def test_down_destination_is_retried_dead_lettered_and_resubmittable(setup: RouterSetup) -> None:
+    router = setup.router
+    t0 = time.monotonic()
+    instance = router.upload(dicoms.to_bytes(dicoms.xray(gray_for("abdominal"))))
+    assert time.monotonic() - t0 < 1.0
+    meta = _wait_state(router, instance, "failed:dead-letter", timeout=60)
+    assert meta["BodyPart"] == "abdominal"
+    failed = router.get_json("/bodypart-router/failed")["Failed"]
+    mine = [f for f in failed if f["Instance"] == instance]
+    assert len(mine) == 1 and mine[0]["Destination"] == "ai-down" and mine[0]["Attempts"] == 3
+    # The circuit opened once (one warning), not once per failure.
+    assert router.log_text().count("destination peer:ai-down is down") == 1
+
+    answer = router.post_json("/bodypart-router/failed/resubmit", {"Instances": [instance]})
+    assert [r["Instance"] for r in answer["Resubmitted"]] == [instance]
+    record = router.get_json(f"/bodypart-router/instances/{instance}")
+    assert record["Deliveries"][0]["State"] in ("pending", "submitted", "dead")
+    _wait_state(router, instance, "failed:dead-letter", timeout=60)  # still down: dead again
+
+
+def test_explorer_extension_is_served(setup: RouterSetup) -> None:
+    script = setup.router.request("GET", "/plugins/explorer.js").text
+    assert "bodypart-router" in script and "BodyPartState" in script
+
+
+def test_logs_hold_no_patient_identifiers(setup: RouterSetup) -> None:
+    log = setup.router.log_text()
+    assert "BodyPartRouter: instance" in log  # the router did log about instances...
+    for secret in ("Secretname", dicoms.PATIENT_ID, dicoms.BIRTH_DATE):  # ...never about patients
+        assert secret not in log
+
+
+def test_invalid_config_disables_the_router_with_a_clear_error(setup: RouterSetup) -> None:
+    config = dict(setup.router.config)
+    config.pop("HttpPort"), config.pop("DicomPort"), config.pop("StorageDirectory")
+    config["BodyPartRouter"] = {**config["BodyPartRouter"], "Routes": {"spine": ["ai-genral"]}, "MinimumScor": 1}
+    broken = OrthancProcess(config, runtime=setup.router.runtime, name="broken")
+    try:
+        broken.start()
+        status = broken.get_json("/bodypart-router/status")
+        assert status["Enabled"] is False
+        assert 'BodyPartRouter.Routes.spine[0]: "ai-genral" is not a DicomModalities or OrthancPeers name' in status["Error"]
+        assert 'did you mean "ai-general"' in status["Error"]
+        assert 'BodyPartRouter.MinimumScor: unknown key; did you mean "MinimumScore"?' in broken.log_text()
+        instance = broken.upload(dicoms.to_bytes(dicoms.xray(gray_for("spine"))))  # Orthanc still stores
+        assert broken.metadata(instance).get("BodyPartState") is None
+    finally:
+        broken.cleanup()
+
+
+def test_clean_shutdown_with_work_in_flight_then_resume(setup: RouterSetup) -> None:
+    """Stop Orthanc while forwards to the slow SCP are pending: < 10 s, and the rest resumes at restart."""
+    router, slow = setup.router, setup.slow
+    datasets = [dicoms.xray(gray_for("pediatric_chest")) for _ in range(4)]
+    ids = [router.upload(dicoms.to_bytes(ds)) for ds in datasets]
+    router.wait_for(lambda: slow.count(datasets[0].SOPInstanceUID) or None, timeout=30, what="first slow forward")
+    seconds = router.stop()
+    assert seconds < 10, f"shutdown took {seconds:.1f} s"
+    assert "BodyPartRouter: stopped in" in router.log_text()
+
+    router.start()
+    for instance in ids:
+        _wait_state(router, instance, "forwarded", timeout=60)
+    counts = [slow.count(ds.SOPInstanceUID) for ds in datasets]
+    assert all(c >= 1 for c in counts), counts  # nothing lost
+    assert all(c == 1 for c in counts), f"forwarded more than once: {counts}"

@@ -1,0 +1,130 @@
+"""Smoke tests of the benchmark helpers at tiny sizes (no timing is asserted: CI machines vary)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pydicom
+import pytest
+from onnx import TensorProto, helper
+
+from bench import baseline, classify, corpus, machine, model
+from bodypart_router.classes import CLASS_NAMES
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> corpus.Corpus:
+    return corpus.build(tmp_path_factory.mktemp("corpus"), rows=60, columns=50, images=2, small_side=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Smallest graph with the shipped model's I/O contract: mean pixel -> 5-way softmax."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 224, 224])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [1, 5], [0.0, 1.0, 2.0, 3.0, 4.0])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "model_name", "tiny-test"
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_every_syntax_is_lossless_and_labelled(tiny_corpus: corpus.Corpus) -> None:
+    for i, reference_path in enumerate(tiny_corpus.classify["uncompressed"]):
+        reference = pydicom.dcmread(reference_path).pixel_array
+        assert reference.shape == (60, 50)
+        assert reference.max() < 2**corpus.BITS_STORED
+        for syntax in corpus.SYNTAXES:
+            ds = pydicom.dcmread(tiny_corpus.classify[syntax.key][i])
+            assert ds.file_meta.TransferSyntaxUID == syntax.uid, syntax.key
+            np.testing.assert_array_equal(ds.pixel_array, reference, err_msg=syntax.key)
+
+
+def test_images_differ_and_are_deterministic() -> None:
+    a, b = corpus.radiograph(0, 40, 30), corpus.radiograph(1, 40, 30)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, corpus.radiograph(0, 40, 30))
+
+
+def test_build_reuses_a_matching_corpus(tiny_corpus: corpus.Corpus, tmp_path: Path) -> None:
+    out = tiny_corpus.ingest["small"].parent.parent
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")}
+    corpus.build(out, rows=60, columns=50, images=2, small_side=32)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")} == before
+    sizes = json.loads((out / "manifest.json").read_text())["bytes"]
+    assert sizes["ingest/small.dcm"] > 32 * 32 * 2
+
+
+def test_unique_copies_get_new_uids_and_keep_pixels(tiny_corpus: corpus.Corpus) -> None:
+    template = pydicom.dcmread(tiny_corpus.ingest["small"])
+    blobs = corpus.unique_copies(tiny_corpus.ingest["small"], 3, "t")
+    copies = [pydicom.dcmread(io.BytesIO(b)) for b in blobs]
+    uids = {(c.StudyInstanceUID, c.SeriesInstanceUID, c.SOPInstanceUID) for c in copies}
+    assert len(uids) == 3 and template.SOPInstanceUID not in {u[2] for u in uids}
+    for c in copies:
+        assert c.file_meta.MediaStorageSOPInstanceUID == c.SOPInstanceUID
+        assert c.PixelData == template.PixelData
+
+
+def test_baseline_inverts_monochrome1(tiny_corpus: corpus.Corpus) -> None:
+    mono1 = pydicom.dcmread(tiny_corpus.classify["uncompressed"][0])
+    mono2 = pydicom.dcmread(tiny_corpus.classify["uncompressed"][0])
+    mono2.PhotometricInterpretation = "MONOCHROME2"
+    mono2.PixelData = (2**corpus.BITS_STORED - 1 - mono1.pixel_array).astype("<u2").tobytes()
+    shown = baseline.display_image(mono1)
+    assert shown.dtype == np.uint8 and shown.shape == (60, 50)
+    assert np.abs(shown.astype(int) - baseline.display_image(mono2)).max() <= 1
+
+
+def test_baseline_classifies_with_the_model_contract(tiny_corpus: corpus.Corpus, tiny_model: Path) -> None:
+    naive = baseline.NaiveClassifier(tiny_model)
+    probabilities = naive.classify(tiny_corpus.classify["jpeg2000"][0].read_bytes())
+    assert probabilities.shape == (len(CLASS_NAMES),)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_measure_interleaves_and_reports_speedup() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def recorder(name: str) -> classify.ClassifyMany:
+        return lambda batch: calls.append((name, len(batch)))
+
+    variants = [classify.Variant("router", recorder("router"), 4), classify.Variant("baseline", recorder("baseline"), 2)]
+    result = classify.measure({"uncompressed": [b"a", b"b", b"c"]}, variants, rounds=2)
+    # warm-up on every input, then round 0 in order, round 1 reversed
+    assert calls == [("router", 3), ("baseline", 3), ("router", 4), ("baseline", 2), ("baseline", 2), ("router", 4)]
+    entry = result["uncompressed"]
+    assert len(entry["router"]["rounds"]) == 2 and entry["baseline"]["images_per_s"] > 0
+    assert set(entry["speedup"]) == {"router"}
+
+
+def test_model_resolution_prefers_explicit_then_shipped(tiny_model: Path, tmp_path: Path) -> None:
+    chosen = model.resolve(tmp_path, tmp_path / "build", model=tiny_model)
+    assert (chosen.path, chosen.name, chosen.standin) == (tiny_model, "tiny-test", False)
+    shipped = tmp_path / model.SHIPPED_MODEL
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(tiny_model.read_bytes())
+    assert model.resolve(tmp_path, tmp_path / "build") == model.ModelChoice(shipped, "tiny-test", False)
+
+
+def test_machine_facts_name_cpu_and_runtime() -> None:
+    facts = machine.facts(provider="CPUExecutionProvider")
+    assert facts["logical_cores"] >= 1 and facts["cpu_model"]
+    assert "CPUExecutionProvider" in facts["onnxruntime_providers"]
+    assert len(facts["load_average_at_start"]) == 3

@@ -1,0 +1,170 @@
+"""Router metrics: Prometheus names and values, the status JSON, thread safety, the publisher."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from bodypart_router.metrics import MetricsPublisher, RouterMetrics, metric_name
+
+ORTHANC_NAME = re.compile(r"^[a-zA-Z0-9_]+$")
+
+
+def test_metric_name_encodes_labels_in_orthanc_safe_names() -> None:
+    assert metric_name("classified", "adult_chest") == "bodypart_router_classified_adult_chest"
+    assert metric_name("forwards", "AI-Chest.2") == "bodypart_router_forwards_ai_chest_2"
+    assert metric_name("header", "disagree", "CR ROOM/1") == "bodypart_router_header_disagree_cr_room_1"
+    assert metric_name("header", "agree", "") == "bodypart_router_header_agree_none"
+    assert metric_name("execution_provider", "CUDAExecutionProvider") == "bodypart_router_execution_provider_cudaexecutionprovider"
+
+
+def _busy_metrics() -> RouterMetrics:
+    m = RouterMetrics(clock=lambda: 1_800_000_000.0)
+    m.set_model("effnet", "effnet@0123456789ab", "0123456789ab" + "0" * 52, "CPUExecutionProvider")
+    m.register_destinations(["ai-chest", "ai-spine"])
+    m.watch_queue(lambda: 7)
+    for cls in ("adult_chest", "adult_chest", "spine", "uncertain"):
+        m.classified(cls)
+    m.not_classified("skipped:non-projection-modality")
+    m.not_classified("failed:undecodable-pixels")
+    m.observe("decode", 0.04)
+    m.observe("inference", 0.8, instances=8)  # a batch of 8: 0.1 s each
+    m.forwarded("ai-chest")
+    m.forward_failed("ai-spine")
+    m.dead_lettered("ai-spine")
+    m.circuit("ai-spine", "open")
+    m.would_forward("ai-chest", "adult_chest")
+    m.header_audit("CR_ROOM_1", "agree")
+    m.header_audit("CR_ROOM_1", "disagree")
+    return m
+
+
+def test_prometheus_values_cover_every_required_family() -> None:
+    v = _busy_metrics().values()
+    assert all(ORTHANC_NAME.match(name) for name in v)
+    assert v["bodypart_router_classified_adult_chest"] == 2
+    assert v["bodypart_router_classified_abdominal"] == 0  # every class appears from the start
+    assert v["bodypart_router_classified_uncertain"] == 1
+    assert v["bodypart_router_skipped_non_projection_modality"] == 1
+    assert v["bodypart_router_failed_total"] == 1
+    assert v["bodypart_router_queue_depth"] == 7
+    assert v["bodypart_router_inference_seconds_count"] == 8
+    assert v["bodypart_router_inference_seconds_sum"] == pytest.approx(0.8)
+    assert v["bodypart_router_inference_seconds_bucket_le_0_05"] == 0
+    assert v["bodypart_router_inference_seconds_bucket_le_0_1"] == 8
+    assert v["bodypart_router_decode_seconds_bucket_le_0_05"] == 1
+    assert v["bodypart_router_forwards_ai_chest"] == 1
+    assert v["bodypart_router_forwards_ai_spine"] == 0
+    assert v["bodypart_router_forward_failures_ai_spine"] == 1
+    assert v["bodypart_router_dead_letters_ai_spine"] == 1
+    assert v["bodypart_router_circuit_state_ai_spine"] == 2
+    assert v["bodypart_router_circuit_state_ai_chest"] == 0
+    assert v["bodypart_router_execution_provider_cpuexecutionprovider"] == 1
+    assert v["bodypart_router_would_forward_ai_chest_adult_chest"] == 1
+    assert v["bodypart_router_header_disagree_cr_room_1"] == 1
+    assert v["bodypart_router_header_mismatch_rate_cr_room_1"] == 0.5
+    assert v["bodypart_router_shadow_mode"] == 0
+
+
+def test_status_snapshot_is_json_and_complete() -> None:
+    m = _busy_metrics()
+    m.set_shadow_mode(True)
+    m.watch_backfill(lambda: {"State": "running", "Done": 10, "Total": 40, "Rate": 5.0, "EtaSeconds": 6.0})
+    m.decision("inst-1", class_name="adult_chest", score=0.97123, state="forwarded", destinations=["ai-chest"], header_audit="agree:adult_chest")
+    m.decision("inst-2", class_name="spine", score=0.5, state="classified", source="backfill")
+    m.failure("inst-3", "failed:undecodable-pixels", "Pixel Data (7FE0,0010) is truncated")
+    snap = json.loads(json.dumps(m.snapshot()))
+    assert snap["Mode"] == "shadow"
+    assert snap["Model"]["ExecutionProvider"] == "CPUExecutionProvider"
+    assert snap["QueueDepth"] == 7
+    assert snap["Counts"]["Classified"]["adult_chest"] == 2
+    assert snap["Counts"]["Skipped"] == {"non-projection-modality": 1}
+    assert snap["Counts"]["Failed"] == {"undecodable-pixels": 1}
+    assert snap["Timings"]["Inference"] == {"Count": 8, "SumSeconds": 0.8, "MeanSeconds": 0.1}
+    assert snap["Destinations"]["ai-spine"] == {"Forwards": 0, "Failures": 1, "DeadLetters": 1, "Circuit": "open"}
+    assert snap["Shadow"] == {"ai-chest": {"adult_chest": 1}}
+    assert snap["HeaderAudit"]["CR_ROOM_1"]["mismatch_rate"] == 0.5
+    assert [r["Instance"] for r in snap["Recent"]] == ["inst-2", "inst-1"]  # newest first
+    assert snap["Recent"][1]["Score"] == 0.9712
+    assert snap["Failures"][0]["Detail"].startswith("Pixel Data (7FE0,0010)")
+    assert snap["Backfill"]["Done"] == 10
+    v = m.values()
+    assert v["bodypart_router_backfill_total"] == 40 and v["bodypart_router_backfill_running"] == 1
+    assert v["bodypart_router_shadow_mode"] == 1
+
+
+def test_recent_history_is_bounded_and_failures_can_be_cleared() -> None:
+    m = RouterMetrics(recent_size=3, failures_size=2)
+    for i in range(5):
+        m.decision(f"i{i}", class_name="spine", score=0.9, state="classified")
+        m.failure(f"f{i}", "failed:model-error")
+    snap = m.snapshot()
+    assert [r["Instance"] for r in snap["Recent"]] == ["i4", "i3", "i2"]
+    assert [f["Instance"] for f in snap["Failures"]] == ["f4", "f3"]
+    m.clear_failure("f4")
+    assert [f["Instance"] for f in m.snapshot()["Failures"]] == ["f3"]
+
+
+def test_bad_inputs_are_refused_with_a_clear_message() -> None:
+    m = RouterMetrics()
+    with pytest.raises(ValueError, match="skipped:<reason>"):
+        m.not_classified("classified")
+    with pytest.raises(ValueError, match="circuit state"):
+        m.circuit("ai", "broken")
+
+
+def test_counters_are_exact_under_concurrency() -> None:
+    m = RouterMetrics()
+
+    def work() -> None:
+        for _ in range(2000):
+            m.classified("spine")
+            m.forwarded("ai-spine")
+            with m.time_decode():
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    v = m.values()
+    assert v["bodypart_router_classified_spine"] == 16000
+    assert v["bodypart_router_forwards_ai_spine"] == 16000
+    assert v["bodypart_router_decode_seconds_count"] == 16000
+
+
+def test_publish_pushes_only_changed_values() -> None:
+    m = RouterMetrics()
+    pushed: dict[str, float] = {}
+    first = m.publish(pushed.__setitem__)
+    assert first == len(pushed) and pushed["bodypart_router_classified_spine"] == 0
+    m.classified("spine")
+    changed: dict[str, float] = {}
+    m.publish(changed.__setitem__)
+    assert changed.get("bodypart_router_classified_spine") == 1
+    assert "bodypart_router_classified_others" not in changed
+
+
+def test_publisher_thread_publishes_survives_errors_and_stops() -> None:
+    m = RouterMetrics()
+    calls: list[str] = []
+    errors: list[BaseException] = []
+
+    def flaky(name: str, value: float) -> None:
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("Orthanc is busy")
+
+    pub = MetricsPublisher(m, flaky, interval=0.02, on_error=errors.append).start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pub.stop()
+    assert errors and isinstance(errors[0], RuntimeError)
+    assert "bodypart_router_classified_spine" in calls
+    assert not pub.running

@@ -1,0 +1,156 @@
+"""Checks of the exported model beyond the test split: shortcuts, real DICOMs, latency."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.preprocess import to_model_input
+
+from .data import Sample, load_gray
+
+log = logging.getLogger(__name__)
+
+
+class OnnxModel:
+    """The exported model in ONNX Runtime, as the router runs it."""
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(["probabilities"], {"image": batch})[0]
+
+    def classify(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Probabilities for uint8 images, through the shared preprocessing."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            out.append(self(np.stack([to_model_input(im) for im in images[i:i + batch_size]])))
+        return np.concatenate(out)
+
+
+def squash_224(image: np.ndarray) -> np.ndarray:
+    """What the pediatric source did to its images: 224x224, aspect ratio ignored, JPEG q85."""
+    small = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else small
+
+
+def unsquash_large(image: np.ndarray) -> np.ndarray:
+    """A 224 px pediatric image blown up to a typical CR size with a portrait aspect (1400x1120)."""
+    return cv2.resize(image, (1120, 1400), interpolation=cv2.INTER_CUBIC)
+
+
+def shortcut_check(model: OnnxModel, samples: list[Sample], test_idx: list[int]) -> dict:
+    """Adult chests made to look like the pediatric source, and pediatric images made large.
+
+    If the model had learned "224x224 squashed = pediatric", squashed adult chests would flip to
+    pediatric_chest and enlarged pediatric images would flip away from it.
+    """
+    adult = CLASS_NAMES.index("adult_chest")
+    pediatric = CLASS_NAMES.index("pediatric_chest")
+    result = {}
+    for name, cls, transform in (("adult_chest_squashed_224", adult, squash_224),
+                                 ("pediatric_chest_upscaled_1400x1120", pediatric, unsquash_large)):
+        # thumbnails (64 px) are left out: squashing them to 224 is an upscale, not the shortcut
+        idx = [i for i in test_idx if samples[i].label == cls
+               and (cls == pediatric or max(samples[i].orig_width, samples[i].orig_height) > 224)]
+        originals = [load_gray(samples[i].path) for i in idx]
+        before = model.classify(originals).argmax(1)
+        after = model.classify([transform(im) for im in originals]).argmax(1)
+        result[name] = {
+            "n": len(idx),
+            "accuracy_before": float((before == cls).mean()) if idx else None,
+            "accuracy_after": float((after == cls).mean()) if idx else None,
+            "flipped": int((before != after).sum()),
+            "flip_rate": float((before != after).mean()) if idx else None,
+            "after_counts": {c: int((after == k).sum()) for k, c in enumerate(CLASS_NAMES)},
+        }
+        log.info("shortcut %s: %s", name, result[name])
+    return result
+
+
+def dicom_to_uint8(path: Path) -> tuple[np.ndarray, str]:
+    """Display-ready uint8 pixels of a DICOM file, and the name of the decoder used.
+
+    Prefers the project's decoder (:mod:`bodypart_router.decode`) so the check covers the serving
+    path. Without it, falls back to pydicom: Modality LUT, VOI LUT or window, MONOCHROME1
+    inverted, min-max to 8 bits.
+    """
+    try:
+        from bodypart_router import decode
+    except ImportError:
+        decode = None
+    if decode is not None and hasattr(decode, "decode_file"):
+        return np.asarray(decode.decode_file(path).pixels), "bodypart_router.decode"
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path, force=True)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    pixels = ds.pixel_array
+    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
+        pixels = pixels[0]
+    data = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    lo, hi = np.percentile(data, (0.0, 100.0))
+    data = (data - lo) / max(hi - lo, 1e-6)
+    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        data = 1.0 - data
+    return (data * 255.0 + 0.5).astype(np.uint8), "pydicom fallback (pixel_array + LUTs)"
+
+
+def dicom_check(model: OnnxModel, dicom_dir: Path) -> dict:
+    """Classify the shared real DICOMs and compare with their manifest's ``expected_class``."""
+    rows = list(csv.DictReader(open(dicom_dir / "manifest.csv", newline="")))
+    files, decoders = [], set()
+    for row in rows:
+        entry = {"file": row["file"], "expected": row["expected_class"] or None}
+        try:
+            image, decoder = dicom_to_uint8(dicom_dir / row["file"])
+            decoders.add(decoder)
+        except Exception as exc:  # noqa: BLE001 - a file the decoder rejects is reported, not fatal
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            files.append(entry)
+            continue
+        probs = model.classify([image])[0]
+        entry.update(predicted=CLASS_NAMES[int(probs.argmax())], score=float(probs.max()))
+        files.append(entry)
+    judged = [f for f in files if f["expected"] and "predicted" in f]
+    agree = sum(f["predicted"] == f["expected"] for f in judged)
+    return {"decoder": ", ".join(sorted(decoders)), "files": files, "with_expected_class": len(judged), "agree": agree,
+            "errors": sum("error" in f for f in files)}
+
+
+def latency(model_path: Path, sample_image: np.ndarray, runs: int = 50) -> dict:
+    """Median CPU latency per image: preprocessing, and the model at batch 1 with 2 threads."""
+    model = OnnxModel(model_path, threads=2)
+    x = to_model_input(sample_image)[None]
+    for _ in range(5):
+        model(x)
+    infer = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        model(x)
+        infer.append(time.perf_counter() - t)
+    big = cv2.resize(sample_image, (2000, 2500), interpolation=cv2.INTER_CUBIC)
+    prep = []
+    for _ in range(20):
+        t = time.perf_counter()
+        to_model_input(big)
+        prep.append(time.perf_counter() - t)
+    return {"onnxruntime_batch1_threads2_ms_median": 1000 * statistics.median(infer),
+            "onnxruntime_batch1_threads2_ms_p90": 1000 * float(np.percentile(infer, 90)),
+            "preprocess_2000x2500_ms_median": 1000 * statistics.median(prep)}
