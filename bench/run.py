@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import classify, corpus, machine, model
+from . import classify, corpus, ingest, latency, machine, memory, model
+from .servers import make_payload
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "bench"
@@ -45,9 +46,13 @@ class Target:
             if not isinstance(value, dict) or key not in value:
                 return None
             value = value[key]
+        if value is None:  # e.g. a latency percentile of instances that never arrived
+            return {"name": self.name, "value": None, "target": self._relation(), "met": False}
         met = value >= self.threshold if self.higher_is_better else value < self.threshold
-        relation = ">=" if self.higher_is_better else "<"
-        return {"name": self.name, "value": value, "target": f"{relation} {self.threshold:g}", "met": bool(met)}
+        return {"name": self.name, "value": value, "target": self._relation(), "met": bool(met)}
+
+    def _relation(self) -> str:
+        return f"{'>=' if self.higher_is_better else '<'} {self.threshold:g}"
 
 
 TARGETS = (
@@ -84,6 +89,33 @@ def run_classify(args: argparse.Namespace, chosen: model.ModelChoice, data: corp
     )
 
 
+def run_ingest(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
+    cases = (("small", 60), ("large", 10)) if args.quick else ingest.CASES
+    return ingest.measure(
+        data, chosen.path, BUILD / "work", cases=cases, rounds=1 if args.quick else 3,
+        on_trial=lambda case, variant, rate: _progress(f"  ingest {case:14s} {variant:15s} {rate:7.1f} instances/s"),
+    )
+
+
+def run_latency(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
+    rate, seconds = 10.0, (15 if args.quick else 60)
+    count = int(rate * seconds)
+    small = make_payload(f"latency-small-{count}", data.ingest["small"], count, BUILD / "work" / "payloads")
+    _progress(f"  latency: {count} x 0.5 MB at {rate:g}/s ...")
+    result = latency.measure(small, chosen.path, BUILD / "work", rate=rate)
+    if not args.quick:  # the same with full-size JPEG 2000 radiographs (6 MB each)
+        large = make_payload(f"latency-j2k-{count}", data.classify["jpeg2000"][0], count, BUILD / "work" / "payloads")
+        _progress(f"  latency: {count} x 2500x3000 JPEG 2000 at {rate:g}/s ...")
+        result["jpeg2000_2500x3000"] = latency.measure(large, chosen.path, BUILD / "work", rate=rate)
+    return result
+
+
+def run_rss(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
+    instances = 200 if args.quick else 1000
+    _progress(f"  rss: storing {instances} instances ...")
+    return memory.measure(data, chosen.path, BUILD / "work", instances=instances)
+
+
 def format_table(results: dict) -> str:
     """The human-readable summary: classification table, then the targets."""
     lines = []
@@ -106,6 +138,32 @@ def format_table(results: dict) -> str:
             cells = "".join(f"{entry[v]['images_per_s']:>22.1f}" for v in variants)
             speedup = entry.get("speedup", {}).get("router")
             lines.append(f"{title:20s}{cells}{(f'{speedup:.1f}x' if speedup else '-'):>10s}")
+    ingest_results = results.get("ingest_ratio")
+    if ingest_results:
+        lines.append("")
+        header = f"{'ingest instances/s':28s}{'with router':>13s}{'without':>10s}{'ratio':>8s}{'drain s':>9s}"
+        lines.append(header)
+        lines.append("-" * len(header))
+        for case, entry in ingest_results.items():
+            if not isinstance(entry, dict):
+                continue
+            size, protocol = case.split("_", 1)
+            title = f"{entry['instances']} x {entry['megabytes'] / entry['instances']:.1f} MB, {protocol.upper()}"
+            drain = max(entry["drain_after_last_store_s"], default=0.0)
+            lines.append(f"{title:28s}{entry['with_router_per_s']:>13.1f}{entry['without_router_per_s']:>10.1f}"
+                         f"{entry['ratio']:>8.2f}{drain:>9.1f}")
+    lat = results.get("e2e_latency_s")
+    if lat:
+        lines.append("")
+        for title, entry in (("0.5 MB", lat), ("2500x3000 JPEG 2000", lat.get("jpeg2000_2500x3000"))):
+            if entry:
+                lines.append(f"store -> peer at {entry['rate_per_s']:g}/s for {entry['duration_s']:g} s, {title}: "
+                             f"p50 {entry['p50']} s, p95 {entry['p95']} s, max {entry['max']} s"
+                             + (f", {entry['not_arrived']} NOT ARRIVED" if entry["not_arrived"] else ""))
+    rss = results.get("rss_mb")
+    if rss:
+        lines.append(f"Orthanc RSS with the router, {rss['instances']} instances: before {rss['before']:.0f} MB, "
+                     f"peak {rss['peak']:.0f} MB, after {rss['after']:.0f} MB")
     if results.get("targets"):
         lines.append("")
         for t in results["targets"]:
@@ -147,15 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"name": chosen.name, "path": os.path.relpath(chosen.path, REPO), "standin": chosen.standin},
         "corpus": json.loads((BUILD / "corpus" / "manifest.json").read_text()),
     }
-    runners: dict[str, Callable[[], None]] = {
-        "classify": lambda: results.__setitem__("classify_per_s", run_classify(args, chosen, data)),
+    runners: dict[str, tuple[str, Callable[..., dict]]] = {
+        "classify": ("classify_per_s", run_classify),
+        "ingest": ("ingest_ratio", run_ingest),
+        "latency": ("e2e_latency_s", run_latency),
+        "rss": ("rss_mb", run_rss),
     }
     for section in sections:
-        if section not in runners:
-            _progress(f"{section}: not implemented yet, skipped")
-            continue
+        key, runner = runners[section]
         _progress(f"running {section} ...")
-        runners[section]()
+        results[key] = runner(args, chosen, data)
 
     results["targets"] = [c for c in (t.check(results) for t in TARGETS) if c is not None]
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -66,16 +66,21 @@ def router_status(server: OrthancProcess) -> dict:
     return server.get_json("/bodypart-router/status")
 
 
-def wait_until_drained(server: OrthancProcess, expected: int, timeout: float = 600.0) -> float:
-    """Seconds until the router has a final state for ``expected`` instances (nothing queued)."""
+def wait_until_drained(server: OrthancProcess, expected: int, *, forwarded: bool = False,
+                       timeout: float = 600.0) -> float:
+    """Seconds until the router has classified ``expected`` instances (and, if ``forwarded``,
+    finished every delivery: none pending or submitted)."""
     start = time.monotonic()
 
     def drained() -> bool:
         status = router_status(server)
-        instances = status.get("Counts", {}).get("instances", {})
-        return status.get("QueueDepth", 1) == 0 and sum(instances.values()) >= expected
+        counts = status.get("Counts", {})
+        if status.get("QueueDepth", 1) != 0 or sum(counts.get("instances", {}).values()) < expected:
+            return False
+        deliveries = counts.get("deliveries", {})
+        return not forwarded or deliveries.get("pending", 0) + deliveries.get("submitted", 0) == 0
 
-    server.wait_for(drained, timeout=timeout, what=f"{expected} instances classified", interval=0.2)
+    server.wait_for(drained, timeout=timeout, what=f"{expected} instances handled", interval=0.2)
     return time.monotonic() - start
 
 

@@ -178,10 +178,12 @@ def host_mirror(etc_apt: Path = Path("/etc/apt"), os_release: Path = Path("/etc/
     """The Debian mirror the host's apt uses for its own release's main component."""
     if override := os.environ.get("BODYPART_TRIXIE_MIRROR"):
         return override
-    codename = ""
-    if os_release.is_file():
-        m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)", os_release.read_text(), re.M)
-        codename = m.group(1) if m else ""
+    release = os_release.read_text() if os_release.is_file() else ""
+    distro = re.search(r"^ID=\"?([a-z]+)", release, re.M)
+    if not distro or distro.group(1) != "debian":
+        raise SystemExit("this host's apt does not use a Debian mirror: set BODYPART_TRIXIE_MIRROR to one")
+    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)", release, re.M)
+    codename = m.group(1) if m else ""
     for src in _apt_sources(etc_apt):
         if ("deb" in src.get("Types", []) and codename in src.get("Suites", [])
                 and "main" in src.get("Components", []) and src.get("URIs")):

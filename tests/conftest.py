@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 #: Real CR/DX files outside the repository; tests needing them skip when absent.
 SHARED_DICOM = Path(os.environ.get("BODYPART_ROUTER_SHARED_DICOM", REPO.parent / "shared" / "data" / "dicom-xray"))
-#: The trained model shipped in the repository, once it exists.
-SHIPPED_MODEL = REPO / "models" / "bodypart_router.onnx"
+#: The trained model shipped in the repository, once it exists (override to test a candidate model).
+SHIPPED_MODEL = Path(os.environ.get("BODYPART_ROUTER_TEST_MODEL", REPO / "models" / "bodypart_router.onnx"))
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,8 @@ def test_status_snapshot_is_json_and_complete() -> None:
     m.watch_backfill(lambda: {"State": "running", "Done": 10, "Total": 40, "Rate": 5.0, "EtaSeconds": 6.0})
     m.decision("inst-1", class_name="adult_chest", score=0.97123, state="forwarded", destinations=["ai-chest"], header_audit="agree:adult_chest")
     m.decision("inst-2", class_name="spine", score=0.5, state="classified", source="backfill")
+    m.annotate("inst-2", HeaderAudit="disagree:others")
+    m.annotate("unknown-instance", HeaderAudit="agree:spine")  # nothing to annotate: ignored
     m.failure("inst-3", "failed:undecodable-pixels", "Pixel Data (7FE0,0010) is truncated")
     snap = json.loads(json.dumps(m.snapshot()))
     assert snap["Mode"] == "shadow"
@@ -90,6 +92,7 @@ def test_status_snapshot_is_json_and_complete() -> None:
     assert snap["HeaderAudit"]["CR_ROOM_1"]["mismatch_rate"] == 0.5
     assert [r["Instance"] for r in snap["Recent"]] == ["inst-2", "inst-1"]  # newest first
     assert snap["Recent"][1]["Score"] == 0.9712
+    assert snap["Recent"][0]["HeaderAudit"] == "disagree:others"
     assert snap["Failures"][0]["Detail"].startswith("Pixel Data (7FE0,0010)")
     assert snap["Backfill"]["Done"] == 10
     v = m.values()

@@ -58,7 +58,11 @@ ACTIVE_STATES = (PLANNING, RUNNING)
 
 
 class RestClient(Protocol):
-    """The part of Orthanc's REST API the backfill needs; answers are parsed JSON."""
+    """The part of Orthanc's REST API the backfill needs; answers are parsed JSON.
+
+    ``post`` sends a ``str`` body as is (``/tools/lookup`` takes a bare UID) and anything
+    else as JSON.
+    """
 
     def get(self, uri: str) -> Any: ...
 
@@ -355,9 +359,11 @@ class BackfillRunner:
         live_queue_depth: Callable[[], int] = lambda: 0,
         log: Callable[[str], None] = lambda line: None,
         clock: Callable[[], float] = time.monotonic,
+        thread_name: str = "bodypart-router-backfill",
     ) -> None:
         self._client, self._checkpoint, self._process = client, checkpoint, process
         self._live_depth, self._log, self._clock = live_queue_depth, log, clock
+        self._thread_name = thread_name
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -421,7 +427,7 @@ class BackfillRunner:
         self._stop = threading.Event()
         self._meter = RateMeter(clock=self._clock)
         self._yielded = 0.0
-        self._thread = threading.Thread(target=self._run, name="bodypart-router-backfill", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
         self._thread.start()
 
     # ---- status ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from tqdm import tqdm
 
@@ -29,10 +30,15 @@ from . import __version__
 from .classes import CLASS_NAMES
 from .pipeline import Result, classify_paths, iter_files
 
+if TYPE_CHECKING:
+    from .classifier import Classifier
+
 #: Environment variable naming the model when ``--model`` is not given.
 MODEL_ENV = "BODYPART_ROUTER_MODEL"
 #: The model shipped in the repository checkout this package lives in.
 REPO_MODEL = Path(__file__).resolve().parents[2] / "models" / "bodypart_router.onnx"
+#: Decoding processes by default: decoding, not inference, is the cost.
+DEFAULT_JOBS = max(1, min(4, os.cpu_count() or 1))
 #: Folder, under DST, for files that got a reason instead of a class.
 UNCLASSIFIABLE_DIR = "_unclassifiable"
 
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", type=Path, default=None, help=model_help)
     classify.add_argument("--json", action="store_true", help="one JSON object per input, one per line")
     classify.add_argument("--batch-size", type=int, default=16, help="images per inference run (default 16)")
+    classify.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                          help=f"processes decoding files in parallel (default {DEFAULT_JOBS})")
 
     sort = sub.add_parser("sort", help="copy files into DST/<class>/ folders")
     sort.add_argument("src", type=Path, metavar="SRC", help="folder (or file) to sort")
@@ -63,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copy the files (default)")
     how.add_argument("--link", dest="mode", action="store_const", const="link",
                      help="hard-link the files instead of copying (same file system; copies otherwise)")
+    sort.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                      help=f"processes decoding files in parallel (default {DEFAULT_JOBS})")
     sort.set_defaults(mode="copy")
     return parser
 
@@ -84,9 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _sort(args, classifier)
 
 
-def _classify(args: argparse.Namespace, classifier) -> int:
+def _classify(args: argparse.Namespace, classifier: Classifier) -> int:
     files = list(iter_files(args.paths))
-    results = classify_paths(files, classifier, batch_size=max(1, args.batch_size))
+    results = classify_paths(files, classifier, batch_size=max(1, args.batch_size), workers=args.jobs)
     if args.json:
         for result in results:
             print(json.dumps(result_to_json(result)), flush=True)
@@ -104,7 +114,7 @@ def _classify(args: argparse.Namespace, classifier) -> int:
     return 0
 
 
-def _sort(args: argparse.Namespace, classifier) -> int:
+def _sort(args: argparse.Namespace, classifier: Classifier) -> int:
     src: Path = args.src
     if not src.exists():
         print(f"bodypart-router: SRC {src} does not exist", file=sys.stderr)
@@ -112,7 +122,7 @@ def _sort(args: argparse.Namespace, classifier) -> int:
     files = list(iter_files([src]))
     counts: Counter[str] = Counter()
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
-        for result in classify_paths(files, classifier):
+        for result in classify_paths(files, classifier, workers=args.jobs):
             folder = result.prediction.class_name if result.prediction else f"{UNCLASSIFIABLE_DIR}/{result.error.reason.value}"
             relative = result.path.relative_to(src) if src.is_dir() else Path(result.path.name)
             target = args.dst / folder / relative
@@ -141,7 +151,7 @@ def _table_row(result: Result, width: int) -> str:
     return f"{str(result.path):<{width}}  {'-':<16}  {result.error.reason.value}: {result.error.detail}"
 
 
-def _print_summary(counts: Counter[str], file) -> None:
+def _print_summary(counts: Counter[str], file: TextIO) -> None:
     order = [c for c in CLASS_NAMES if c in counts] + sorted(k for k in counts if k not in CLASS_NAMES)
     width = max([len(k) for k in order] + [5])
     print(f"{'class':<{width}}  files", file=file)

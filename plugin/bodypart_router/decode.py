@@ -9,11 +9,15 @@ here is chosen for speed without changing the picture:
    Rows/Columns/BitsAllocated, a size limit, and a Pixel Data length that
    matches the geometry.
 2. Decode only what the model needs: one frame (the middle one of a
-   multi-frame image), at reduced resolution where the codec allows it
-   (JPEG 2000 resolution levels, JPEG DCT scaling), then an integer area
-   reduction to a short side of about ``2 x 224`` pixels.
+   multi-frame image, the most representative of a sweep), at reduced
+   resolution where the codec allows it (JPEG 2000 resolution levels, JPEG
+   DCT scaling), mask the unused high bits (Bits Stored < Bits Allocated,
+   sign-extending signed data), then an integer area reduction to a short
+   side of at least ``2 x 224`` pixels.
 3. Only then the float work on the small array: Modality LUT or Rescale
-   Slope/Intercept, VOI LUT or window (first value), MONOCHROME1 inversion.
+   Slope/Intercept; VOI LUT, else the first Window Center/Width, else the
+   0.5-99.5 percentile range; inversion of MONOCHROME1 (or of Presentation
+   LUT Shape INVERSE). Colour images become their BT.601 luma.
 
 Decoders, and why (all permissively licensed; no GPL code is loaded):
 
@@ -42,7 +46,6 @@ from __future__ import annotations
 
 import io
 import math
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -69,6 +72,8 @@ TARGET_SHORT_SIDE = 2 * INPUT_SIZE
 MAX_FRAME_PIXELS = 100_000_000
 #: Largest Number of Frames x Rows x Columns x Samples per Pixel accepted.
 MAX_TOTAL_SAMPLES = 1_000_000_000
+#: Largest file read at all.
+MAX_FILE_BYTES = 2 * 1024**3
 #: Largest PNG/JPEG (width x height) accepted.
 MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
 
@@ -136,7 +141,11 @@ def decode_dicom(
     accepts anything with pixels). Raises :class:`NotClassifiable` for every
     input that cannot be turned into an image, never anything else.
     """
-    ds, backing = (source, None) if isinstance(source, Dataset) else _open_dicom(source, policy)
+    if isinstance(source, Dataset):
+        ds, backing = source, None
+        _ensure_transfer_syntax(ds)
+    else:
+        ds, backing = _open_dicom(source, policy)
     try:
         if policy is not None:
             policy.check(_text(ds, "Modality"), _text(ds, "SOPClassUID"))
@@ -234,17 +243,22 @@ _DEFER_SIZE = 16384
 
 def _open_dicom(
     source: str | os.PathLike | bytes | bytearray | memoryview, policy: XrayPolicy | None = None
-) -> tuple[Dataset, "bytes | Path | None"]:
-    """Parse the header, deferring big values; also return what the Pixel Data can be viewed from."""
+) -> tuple[Dataset, bytes | None]:
+    """Parse the header, deferring big values; also return the bytes the Pixel Data can be viewed in.
+
+    Files are read whole, once: a memory map would save that copy but turns a
+    file truncated while being read into a SIGBUS that kills the process.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        head, size, backing = data[:132], len(data), data
-        fileobj: object = io.BytesIO(data)
     else:
-        path = Path(source)
-        head = _read_head(path)
-        size, backing, fileobj = path.stat().st_size, path, str(path)
-    if size == 0:
+        size = _file_size(source)
+        if size > MAX_FILE_BYTES:
+            raise NotClassifiable(Reason.IMAGE_TOO_LARGE, f"the file has {size} bytes, over the {MAX_FILE_BYTES} byte limit")
+        data = _read_bytes(source)
+    head, backing = data[:132], data
+    fileobj = io.BytesIO(data)  # shares ``data``: no copy
+    if not data:
         raise NotClassifiable(Reason.EMPTY_FILE, "the file is empty (0 bytes)")
     if head[128:132] != b"DICM" and not _looks_like_raw_dataset(head):
         raise NotClassifiable(Reason.NOT_DICOM, "no DICM prefix at byte 128 and no DICOM elements at the start")
@@ -254,18 +268,26 @@ def _open_dicom(
         _raise_for_unreadable(fileobj, exc, policy)
     if len(ds) == 0:  # pydicom gives up silently on some truncated files
         _raise_for_unreadable(fileobj, ValueError("no DICOM data elements could be read"), policy)
-    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
-        # No file meta: pydicom guessed the encoding while reading; record it for the decoders.
-        implicit, little = ds.original_encoding
-        if getattr(ds, "file_meta", None) is None:
-            ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = (
-            uids.ImplicitVRLittleEndian if implicit else
-            uids.ExplicitVRLittleEndian if little else uids.ExplicitVRBigEndian
-        )
+    _ensure_transfer_syntax(ds)
     if ds.file_meta.TransferSyntaxUID == uids.DeflatedExplicitVRLittleEndian:
         backing = None  # offsets refer to the inflated stream, not to the file
     return ds, backing
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """Record the encoding of a dataset without file meta, as pydicom guessed it while reading.
+
+    An in-memory dataset with no encoding at all is taken as explicit VR little endian.
+    """
+    if "TransferSyntaxUID" in getattr(ds, "file_meta", {}):
+        return
+    implicit, little = ds.original_encoding
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        uids.ImplicitVRLittleEndian if implicit else
+        uids.ExplicitVRBigEndian if little is False else uids.ExplicitVRLittleEndian
+    )
 
 
 def _raise_for_unreadable(fileobj: object, exc: Exception, policy: XrayPolicy | None) -> None:
@@ -286,10 +308,10 @@ def _raise_for_unreadable(fileobj: object, exc: Exception, policy: XrayPolicy | 
     ) from exc
 
 
-def _pixel_data(ds: Dataset, backing: "bytes | Path | None") -> "bytes | memoryview | np.ndarray":
-    """The Pixel Data value, as a zero-copy view of the file or buffer when it was deferred.
+def _pixel_data(ds: Dataset, backing: bytes | None) -> bytes | memoryview:
+    """The Pixel Data value, as a zero-copy view of the file's bytes when it was deferred.
 
-    Reading a 15 MB value into a new bytes object costs more than everything
+    Copying a 15 MB value into a new bytes object costs more than everything
     else the decoder does for an uncompressed image; a view costs nothing.
     May be shorter than declared when the file is truncated.
     """
@@ -299,15 +321,7 @@ def _pixel_data(ds: Dataset, backing: "bytes | Path | None") -> "bytes | memoryv
     tell = getattr(element, "value_tell", None)
     if backing is None or getattr(element, "value", b"") is not None or tell is None:
         return ds.PixelData
-    length = int(element.length)
-    if isinstance(backing, bytes):
-        return memoryview(backing)[tell : tell + length]
-    with open(backing, "rb") as fh:
-        try:
-            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # empty or special file: read it plainly
-            return ds.PixelData
-    return memoryview(mapped)[tell : tell + length]
+    return memoryview(backing)[tell : tell + int(element.length)]
 
 
 # --------------------------------------------------------------------------- header checks
@@ -487,14 +501,16 @@ def _jpeg2000_frame(ds: Dataset, g: _Geometry, factor: int, target: int) -> tupl
     if levels is not None:
         level = min(level, levels)
     try:
-        arr = jpeg2000.decode(stream, level)
+        decoded = jpeg2000.decode(stream, level)
     except jpeg2000.Jpeg2000Error as first:
         repaired = jpeg2000.without_trailing_segments(stream)
         if repaired is None:
             raise first
-        arr = jpeg2000.decode(repaired, level)
-    # Lower resolution levels can ring slightly outside the stored range: clip, don't wrap.
-    low, high = _stored_range(g)
+        decoded = jpeg2000.decode(repaired, level)
+    # Lower resolution levels ring slightly outside the sample range: clip to the range of the
+    # code-stream's own precision (which some writers set above Bits Stored), don't wrap.
+    arr, bits = decoded.pixels, max(1, min(decoded.precision, 31))
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if decoded.signed else (0, (1 << bits) - 1)
     np.clip(arr, low, high, out=arr)
     rest = _reduction_factor(arr.shape, target)
     reduced = _area_reduce(arr.astype(np.float32) if rest > 1 else arr, rest)
@@ -694,6 +710,13 @@ def _area_reduce(arr: np.ndarray, factor: int) -> np.ndarray:
 # --------------------------------------------------------------------------- small helpers
 
 
+def _file_size(path: str | os.PathLike) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError as exc:
+        raise NotClassifiable(Reason.NOT_DICOM, f"cannot read the file: {exc.strerror or exc}") from exc
+
+
 def _read_head(path: str | os.PathLike) -> bytes:
     try:
         with open(path, "rb") as fh:
@@ -708,7 +731,7 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
     try:
         return Path(path).read_bytes()
     except IsADirectoryError as exc:
-        raise NotClassifiable(Reason.NOT_DICOM, f"{os.fspath(path)!r} is a folder") from exc
+        raise NotClassifiable(Reason.NOT_DICOM, "this is a folder, not a file") from exc
     except OSError as exc:
         raise NotClassifiable(Reason.NOT_DICOM, f"cannot read the file: {exc.strerror or exc}") from exc
 

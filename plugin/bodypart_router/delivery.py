@@ -174,6 +174,28 @@ class Forwarder:
         """Check submitted jobs, then submit due deliveries. Returns how many things changed."""
         return self._poll_submitted() + self._submit_due(limit)
 
+    def drain(self, deadline: float, sleep: Callable[[float], None] = time.sleep) -> int:
+        """At shutdown, after the forwarding loop stopped: leave nothing whose outcome we would not see.
+
+        Jobs that have not started are cancelled and their deliveries go back to pending
+        (resubmitted at the next start, attempt not counted). Running ones are watched
+        until they finish or ``deadline`` (``clock()`` time) passes, so a forward that
+        completes during shutdown is recorded and never sent twice. Returns how many
+        deliveries are still submitted at the deadline.
+        """
+        for d in self.store.submitted():
+            try:
+                job = self.rest.get_json(f"/jobs/{d.job_id}")
+                if job.get("State") in ("Pending", "Paused", "Retry"):
+                    self.rest.post_json(f"/jobs/{d.job_id}/cancel", {})
+                    self.store.unsubmit(d.id, "job cancelled at shutdown, to be sent again")
+            except RestError:
+                continue  # left submitted: resolved at the next start
+        while self.store.submitted() and self.clock() < deadline:
+            self._poll_submitted()
+            sleep(0.1)
+        return len(self.store.submitted())
+
     # -- submission -----------------------------------------------------------------------
     def _submit_due(self, limit: int) -> int:
         now = self.clock()

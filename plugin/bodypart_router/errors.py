@@ -46,6 +46,10 @@ class NotClassifiable(Exception):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type, tuple[Reason, str]]:
+        """Rebuild from (reason, detail) so the error survives a trip through a process pool."""
+        return (type(self), (self.reason, self.detail))
+
     @property
     def state(self) -> str:
         """Value for the ``BodyPartState`` metadata, e.g. ``skipped:non-projection-modality``."""

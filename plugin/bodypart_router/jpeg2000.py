@@ -18,6 +18,7 @@ import ctypes.util
 import functools
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,14 @@ _READ_FN = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, c
 _SKIP_FN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 _SEEK_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int64, ctypes.c_void_p)
 _MSG_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class Jpeg2000Image(NamedTuple):
+    """The first component of a decoded code-stream, with its sample precision and signedness."""
+
+    pixels: np.ndarray  #: int32, as OpenJPEG returns samples
+    precision: int      #: bits per sample in the code-stream (may differ from DICOM Bits Stored)
+    signed: bool
 
 
 class Jpeg2000Error(RuntimeError):
@@ -151,11 +160,11 @@ def without_trailing_segments(codestream: bytes) -> bytes | None:
     return codestream[:pos] + b"\xff\xd9"
 
 
-def decode(codestream: bytes, reduce: int = 0) -> np.ndarray:
+def decode(codestream: bytes, reduce: int = 0) -> Jpeg2000Image:
     """Decode the first component of a JPEG 2000 code-stream at ``1 / 2**reduce`` resolution.
 
-    Returns an ``int32`` array (OpenJPEG's native sample type; signedness is
-    already applied). Raises :class:`Jpeg2000Error` when OpenJPEG refuses the
+    The samples come as ``int32`` (OpenJPEG's native type, signedness already
+    applied). Raises :class:`Jpeg2000Error` when OpenJPEG refuses the
     data, and :class:`RuntimeError` when no OpenJPEG library is loadable.
     """
     lib = _library()
@@ -222,7 +231,8 @@ def decode(codestream: bytes, reduce: int = 0) -> np.ndarray:
         h, w = comp.h, comp.w
         if not comp.data or h == 0 or w == 0:
             raise Jpeg2000Error("OpenJPEG returned an empty image")
-        return np.ctypeslib.as_array(comp.data, shape=(h, w)).copy()
+        pixels = np.ctypeslib.as_array(comp.data, shape=(h, w)).copy()
+        return Jpeg2000Image(pixels, int(comp.prec), bool(comp.sgnd))
     finally:
         if image:
             lib.opj_image_destroy(image)

@@ -285,6 +285,14 @@ class RouterMetrics:
         with self._lock:
             self._recent.appendleft(entry)
 
+    def annotate(self, instance_id: str, **fields: Any) -> None:
+        """Add facts learnt later (e.g. ``HeaderAudit``) to the instance's latest recent decision."""
+        with self._lock:
+            for entry in self._recent:
+                if entry["Instance"] == instance_id:
+                    entry.update(fields)
+                    return
+
     def failure(self, instance_id: str, state: str, detail: str = "", destination: str | None = None) -> None:
         """Remember a failed instance (classification or delivery) so it can be resubmitted."""
         entry = {"Instance": instance_id, "Time": _iso(self._clock()), "State": state, "Detail": detail, "Destination": destination}

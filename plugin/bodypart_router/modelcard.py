@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .classifier import file_sha256
 
-_SHA_LINE = re.compile(r"SHA-?256\s*[:=]\s*`?([0-9a-fA-F]{64})`?")
+#: ``SHA-256: <hex>``, tolerating Markdown emphasis and code spans (``**SHA-256:** `<hex>` ``).
+_SHA_LINE = re.compile(r"SHA-?256[*_\s]*[:=][*_\s]*`?([0-9a-fA-F]{64})\b")
 
 
 class ModelIntegrityError(RuntimeError):

@@ -6,8 +6,11 @@ queue but the same decode -> preprocess -> classify steps.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from .xray_policy import XrayPolicy
 
 #: Images classified per onnxruntime run.
 DEFAULT_BATCH_SIZE = 16
+#: Below this many files a process pool costs more to start than it saves.
+MIN_FILES_FOR_POOL = 16
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,14 @@ def classify_paths(
     *,
     policy: XrayPolicy | None = XrayPolicy(),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
 ) -> Iterator[Result]:
     """Yield one :class:`Result` per file found under ``paths``, in input order.
 
-    Decoding happens file by file; inference waits until ``batch_size`` images
-    are ready (or the input ends), because one batched run is much cheaper
-    than as many single-image runs.
+    Inference waits until ``batch_size`` images are ready (or the input ends),
+    because one batched run is much cheaper than as many single-image runs.
+    With ``workers > 1`` files are decoded in that many processes: decoding,
+    not the network, is the cost, and much of it holds the GIL.
     """
     pending: list[tuple[Path, np.ndarray | None, Result | None]] = []
 
@@ -98,9 +105,35 @@ def classify_paths(
                 yield Result(path=path, error=outcome)
         pending.clear()
 
-    for path in iter_files(paths):
-        model_input, failed = prepare(path, policy)
+    for path, model_input, failed in _prepared(iter_files(paths), policy, workers):
         pending.append((path, model_input, failed))
         if sum(1 for _, x, _ in pending if x is not None) >= batch_size:
             yield from flush()
     yield from flush()
+
+
+def _prepared(
+    files: Iterable[Path], policy: XrayPolicy | None, workers: int
+) -> Iterator[tuple[Path, np.ndarray | None, Result | None]]:
+    """``prepare`` every file, in order; in a process pool when ``workers > 1`` and there are enough files.
+
+    At most ``4 x workers`` files are in flight, which bounds the memory held
+    by decoded images waiting for the model.
+    """
+    files = list(files)
+    if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:
+        for path in files:
+            yield (path, *prepare(path, policy))
+        return
+    # "spawn": forking a process that already runs onnxruntime's thread pool is unsafe.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        window: deque[tuple[Path, Future]] = deque()
+        for path in files:
+            window.append((path, pool.submit(prepare, path, policy)))
+            if len(window) >= 4 * workers:
+                done, future = window.popleft()
+                yield (done, *future.result())
+        while window:
+            done, future = window.popleft()
+            yield (done, *future.result())

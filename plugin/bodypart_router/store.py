@@ -305,6 +305,13 @@ class Store:
             db.execute("UPDATE deliveries SET state = ?, job_id = ?, attempts = attempts + 1, updated_at = ? "
                        "WHERE id = ?", (SUBMITTED, job_id, time.time(), delivery_id))
 
+    def unsubmit(self, delivery_id: int, note: str) -> None:
+        """The job was cancelled before it ran (shutdown): back to pending, the attempt not counted."""
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET state = ?, job_id = NULL, attempts = MAX(0, attempts - 1), "
+                       "last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = ?",
+                       (PENDING, note, time.time(), time.time(), delivery_id, SUBMITTED))
+
     def mark_delivered(self, delivery_id: int) -> str:
         """Record a successful forward; returns the instance's resulting state."""
         return self._finish_delivery(delivery_id, DELIVERED, None)

@@ -174,4 +174,5 @@ def test_clean_shutdown_with_work_in_flight_then_resume(setup: RouterSetup) -> N
         _wait_state(router, instance, "forwarded", timeout=60)
     counts = [slow.count(ds.SOPInstanceUID) for ds in datasets]
     assert all(c >= 1 for c in counts), counts  # nothing lost
+    open("/tmp/plg/fail.log", "w").write(router.log_text()); print(ids, [d.SOPInstanceUID for d in datasets])
     assert all(c == 1 for c in counts), f"forwarded more than once: {counts}"

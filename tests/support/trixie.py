@@ -29,7 +29,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from support.orthanc import REPO, RUNTIMES, Runtime
 
@@ -46,9 +46,11 @@ def _load_builder() -> ModuleType:
 
 builder = _load_builder()
 
-#: Host paths that must never be bind-mounted over the root's own system directories.
-_SYSTEM_DIRS = ("/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev",
-                "/run", "/opt/bodypart-router")
+#: Directories of the root that a host directory must never be mounted over: these trees
+#: (the root's system and the router's venv) and these top-level directories themselves.
+_SYSTEM_TREES = ("/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev",
+                 "/run", "/opt/bodypart-router")
+_TOP_DIRS = ("/", "/var", "/opt", "/srv", "/home", "/root", "/mnt", "/media")
 #: Keys of an Orthanc config whose values are host paths the process reads or writes.
 _PATH_KEYS = ("StorageDirectory", "IndexDirectory", "PythonScript")
 _ROUTER_PATH_KEYS = ("ModelPath", "StateDirectory")
@@ -97,7 +99,7 @@ def host_dirs(config_path: Path, config: dict[str, Any]) -> list[Path]:
             wanted.setdefault(_nearest_existing_dir(Path(value)).resolve(), key)
     for directory, why in wanted.items():
         text = str(directory)
-        if text == "/" or any(text == d or text.startswith(d + "/") for d in _SYSTEM_DIRS):
+        if text in _TOP_DIRS or any(text == d or text.startswith(d + "/") for d in _SYSTEM_TREES):
             raise ValueError(
                 f"{why} ({text}) cannot be shown inside the Debian 13 root: it would hide the root's "
                 "own system files; put it under the temporary directory or the repository"
@@ -138,11 +140,6 @@ class TrixieRuntime(Runtime):
             root=self.root,
             env=env,
         )
-
-    def run(self, argv: Iterable[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run a command in the root (for checks such as importing the venv's packages)."""
-        cmd = builder.enter_command(list(argv), binds=[REPO], root=self.root)
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 RUNTIMES["trixie"] = TrixieRuntime

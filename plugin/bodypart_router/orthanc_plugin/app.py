@@ -36,8 +36,9 @@ from .ingest import Recorder
 from .results import ResultWriter
 from .workers import ClassifyWorker
 
-#: Seconds allowed for all threads to finish at ORTHANC_STOPPED (Orthanc must stop in < 10 s).
-SHUTDOWN_BUDGET_SECONDS = 6.0
+#: Seconds allowed for all threads to finish at ORTHANC_STOPPED (Orthanc must stop in < 10 s,
+#: and needs about 3 s of its own after this callback).
+SHUTDOWN_BUDGET_SECONDS = 5.5
 STATE_DB = "state.sqlite"
 
 
@@ -170,13 +171,15 @@ class RouterApp:
         t0 = time.monotonic()
         for hook in self.on_stopping:
             self._safely(hook)
+        deadline = t0 + SHUTDOWN_BUDGET_SECONDS
+        if self.forwarder:
+            self.forwarder.drain_until = time.time() + SHUTDOWN_BUDGET_SECONDS - 0.5
         self.stop_event.set()
         self.wake_workers.set()
         self.wake_forwarder.set()
         assert self.recorder
         self.recorder.stop()
         threads = [w.thread for w in self.workers] + ([self.forwarder.thread] if self.forwarder else [])
-        deadline = t0 + SHUTDOWN_BUDGET_SECONDS
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self.recorder.join(max(0.0, deadline - time.monotonic()))

@@ -32,6 +32,8 @@ class ForwardingThread:
             ),
         )
         self.poll_seconds = config.job_poll_seconds
+        #: Set by the app at shutdown: until when the thread may wait for running forwards.
+        self.drain_until = 0.0
         self.thread = threading.Thread(target=self._run, name="bodypart-forwarder", daemon=True)
 
     def _run(self) -> None:
@@ -44,3 +46,10 @@ class ForwardingThread:
                 self.stop.wait(1.0)
             self.wake.wait(self.poll_seconds)
             self.wake.clear()
+        try:
+            unresolved = self.forwarder.drain(self.drain_until)
+        except Exception as exc:
+            log("warning", f"forwarder: drain at shutdown failed: {exc!r}")
+            return
+        if unresolved:
+            log("warning", f"{unresolved} forward(s) still running at shutdown; they are checked again at the next start")

@@ -69,7 +69,12 @@
     });
   }
 
-  function render(s) {
+  // GET status answers the router's status; this page's figures are in its "Metrics" and
+  // "Backfill" sections (shapes documented in bodypart_router/metrics.py and backfill.py).
+  function render(top) {
+    var s = top.Metrics;
+    if (!s) { showError("The router status has no Metrics section: is the monitoring extension loaded?"); return; }
+    showError(top.Enabled === false ? "The router is disabled: " + (top.Error || "BodyPartRouter.Enabled is false") : "");
     var shadow = s.Mode === "shadow";
     $("mode").textContent = shadow ? "SHADOW MODE - nothing is forwarded" : "LIVE";
     $("mode").className = "badge" + (shadow ? " shadow" : "");
@@ -102,8 +107,11 @@
         el("td", {}, [el("span", { "class": "badge " + x.Circuit, text: x.Circuit })])]);
     }), "no destination configured", 5);
 
-    // would-be forwards: destination x class
-    var sh = s.Shadow || {};
+    // would-be forwards: destination x class; the store's WouldSend outlives restarts
+    var sh = {};
+    Object.keys(top.WouldSend || s.Shadow || {}).forEach(function (key) {
+      sh[key.replace(/^(peer|modality|dicomweb):/, "")] = (top.WouldSend || s.Shadow)[key];
+    });
     var shClasses = {};
     Object.keys(sh).forEach(function (d) { Object.keys(sh[d]).forEach(function (c) { shClasses[c] = true; }); });
     var cols = Object.keys(shClasses).sort();
@@ -121,7 +129,7 @@
         el("td", { "class": "num" + (a.mismatch_rate > 0.15 ? " disagree" : ""), text: pct(a.mismatch_rate) })]);
     }), "no instance audited yet", 5);
 
-    renderBackfill(s.Backfill);
+    renderBackfill(top.Backfill);
 
     fill($("failures"), (s.Failures || []).map(function (f) {
       var button = el("button", { type: "button", text: "Resubmit", onclick: function () { resubmit(f.Instance, button); } });
@@ -181,7 +189,7 @@
   function refresh() {
     clearTimeout(timer);
     request("GET", "status")
-      .then(function (s) { showError(""); render(s); })
+      .then(render)
       .catch(function (e) { showError("Cannot read the router status: " + e.message); })
       .then(function () { timer = setTimeout(refresh, REFRESH_MS); });
   }

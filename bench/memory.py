@@ -1,0 +1,76 @@
+"""rss_mb: resident memory of Orthanc running the router, after it has handled 1,000 instances.
+
+The router lives inside Orthanc's process (the Python plugin), so Orthanc's RSS is the
+router's footprint plus Orthanc's own. The instances are mostly 0.5 MB with one in ten a full
+2500x3000 radiograph (uncompressed 15 MB or JPEG 2000), so that the large decodes a real
+archive sees are part of the run. Every class routes to a real peer, as in production, so the
+forwarding jobs are part of the footprint too. RSS is sampled while storing (peak) and read
+once the router has finished every instance (after). Child processes, if the router starts
+any, are counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psutil
+
+from bodypart_router.classes import CLASS_NAMES
+from support.orthanc import peer_config
+
+from . import corpus
+from .servers import mixed_payload, orthanc_config, running, store_all, wait_until_drained
+
+SAMPLE_SECONDS = 0.25
+PEER = "ai-peer"
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its descendants, in MB (10^6 bytes)."""
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 1e6
+
+
+def payload_templates(data: corpus.Corpus) -> list[Path]:
+    """Eighteen small for one large uncompressed and one large JPEG 2000 (10 % large)."""
+    return [data.ingest["small"]] * 18 + [data.ingest["large"], data.classify["jpeg2000"][0]]
+
+
+def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 1000, senders: int = 2) -> dict:
+    payload = mixed_payload(f"rss-{instances}", payload_templates(data), instances, work / "payloads")
+    with running(peer_config(PEER), "rss-peer", work / "orthanc" / "rss-peer", router=False) as peer:
+        config = orthanc_config(model, peers={PEER: peer}, routes={c: [PEER] for c in CLASS_NAMES},
+                                router={"UncertainRoutes": [PEER]})
+        with running(config, "rss-router", work / "orthanc" / "rss-router", router=True) as router:
+            assert router.pid is not None
+            before = tree_rss_mb(router.pid)
+            peak = [before]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(SAMPLE_SECONDS):
+                    peak.append(tree_rss_mb(router.pid))
+
+            sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
+            sampler.start()
+            try:
+                store_all(router, payload.files, "rest", senders)
+                wait_until_drained(router, instances, forwarded=True)
+            finally:
+                done.set()
+                sampler.join()
+            after = tree_rss_mb(router.pid)
+    return {
+        "instances": instances,
+        "payload_megabytes": round(payload.total_bytes / 1e6),
+        "before": round(before, 1),
+        "peak": round(max(peak), 1),
+        "after": round(after, 1),
+    }

@@ -1,0 +1,162 @@
+"""Backfill in Orthanc: classify, and optionally route, instances stored before the router.
+
+Routes (they follow Orthanc's authentication like every REST route):
+
+* ``POST   /bodypart-router/backfill``  start: ``{"Since": "2024-01-01"}``, ``{"Studies": [...]}``
+  or ``{}`` for everything, plus ``"Route": true`` to forward too and ``"RatePerSecond"``.
+  Answers the progress; 409 while another backfill runs, 400 (naming the field) for a bad request.
+* ``GET    /bodypart-router/backfill``  the progress (``null`` if none ever ran).
+* ``DELETE /bodypart-router/backfill``  cancel the running backfill.
+
+Planning, the checkpoint, throttling and resuming live in :mod:`bodypart_router.backfill`.
+This module supplies what is Orthanc-specific: the REST client and ``process``, which runs
+one instance through the same :class:`~.workers.ClassifyWorker` code as live ingest, in the
+backfill thread, and only while the live queue is empty. Instances the router already
+knows (classified live, or by an earlier backfill) are left as they are.
+
+``"Route": false`` uses a copy of the configuration without routes, so it labels only. The
+instance is recorded in the store with the state ``backfill`` while it is processed: live
+workers never pick that state up, and after a restart the resumed backfill takes it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+import orthanc  # type: ignore[import-not-found]
+
+from ..backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
+from ..delivery import RestError
+from ..store import QUEUED, Received
+from .host import log
+from .http_answers import send_json, send_status
+from .ingest import policy_state
+from .monitoring import BACKFILL_THREAD_PREFIX, metrics_for
+from .workers import ClassifyWorker
+
+if TYPE_CHECKING:
+    from .app import RouterApp
+
+#: Store state of an instance the backfill is processing right now.
+BACKFILL_STATE = "backfill"
+
+
+class _Rest:
+    """:class:`bodypart_router.backfill.RestClient` over Orthanc's internal REST API."""
+
+    def __init__(self, app: "RouterApp") -> None:
+        self._rest = app.rest
+
+    def get(self, uri: str) -> Any:
+        return self._rest.get_json(uri)
+
+    def post(self, uri: str, body: Any) -> Any:
+        raw = body if isinstance(body, str) else json.dumps(body)  # /tools/lookup takes the bare UID
+        answer = self._rest.post(uri, raw)
+        return json.loads(answer) if answer else None
+
+
+class _Processor:
+    """``process(instance_id, route) -> state`` for the runner."""
+
+    def __init__(self, app: "RouterApp") -> None:
+        from ..decode import decode_dicom
+
+        assert app.config is not None and app.store is not None
+        self.app = app
+        policy = app.config.policy
+        decode: Callable[[bytes], Any] = lambda data: decode_dicom(data, policy=policy)
+
+        def worker(config: Any) -> ClassifyWorker:
+            return ClassifyWorker(0, config, app.store, app.rest, app.writer, app.classifier, decode, app.events,
+                                  threading.Event(), app.wake_forwarder, app.stop_event)
+
+        self.routing = worker(app.config)
+        self.labelling = worker(dataclasses.replace(app.config, routes={}, uncertain_routes=()))
+
+    def __call__(self, instance_id: str, route: bool) -> str:
+        store = self.app.store
+        assert store is not None
+        record = store.instance(instance_id)
+        if record is not None and record.state != BACKFILL_STATE:
+            return f"known:{record.state}"
+        if record is None:
+            received = self._policy(instance_id)
+            if received is None:
+                return "deleted"
+            if received.state != QUEUED:  # not an X-ray: recorded like live ingest does
+                store.add_received([received])
+                self.app.writer.state(instance_id, received.state)
+                self.app.events.emit("received", instance_id=instance_id, state=received.state)
+                return received.state
+            store.add_received([Received(instance_id, BACKFILL_STATE)])
+        (self.routing if route else self.labelling).process([instance_id])
+        after = store.instance(instance_id)
+        return after.state if after else "deleted"
+
+    def _policy(self, instance_id: str) -> Received | None:
+        """The X-ray policy on index data only (no file read), as ingest does for recovered instances."""
+        rest = self.app.rest
+        try:
+            meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
+            modality = rest.get_json(f"/instances/{instance_id}/series").get("MainDicomTags", {}).get("Modality")
+        except RestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        assert self.app.config is not None
+        found = policy_state(self.app.config, modality, meta.get("SopClassUid"))
+        return Received(instance_id, found.state, found.detail)
+
+
+def handle(runner: BackfillRunner, method: str, raw_body: bytes | None) -> tuple[int, Any]:
+    """One request to ``/bodypart-router/backfill`` -> (HTTP status, JSON body or message)."""
+    if method == "GET":
+        return 200, runner.progress()
+    if method == "DELETE":
+        return 200, {"Cancelled": runner.cancel(), "Progress": runner.progress()}
+    try:
+        body = json.loads(raw_body) if raw_body and raw_body.strip() else {}
+        return 200, runner.start(Scope.from_request(body))
+    except ValueError as exc:  # BackfillError, or a body that is not JSON
+        return 400, f"backfill: {exc}"
+    except BackfillBusy as exc:
+        return 409, str(exc)
+
+
+def register(app: "RouterApp") -> None:
+    if not app.enabled or app.config is None or app.store is None:
+        return
+    store = app.store
+    runner = BackfillRunner(
+        _Rest(app),
+        Checkpoint(app.config.state_directory / CHECKPOINT_NAME),
+        _Processor(app),
+        live_queue_depth=store.queued_count,
+        log=lambda line: log("info", line),
+        thread_name=BACKFILL_THREAD_PREFIX,
+    )
+
+    def callback(output: Any, uri: str, **request: Any) -> None:
+        method = request.get("method", "GET")
+        if method not in ("GET", "POST", "DELETE"):
+            output.SendMethodNotAllowed("GET,POST,DELETE")
+            return
+        try:
+            status, body = handle(runner, method, request.get("body"))
+        except Exception as exc:  # never let a route crash the host
+            log("error", f"{method} {uri}: {exc!r}")
+            status, body = 500, "internal error, see the Orthanc log"
+        if status == 200:
+            send_json(output, body)
+        else:
+            send_status(output, status, body)
+
+    orthanc.RegisterRestCallback("/bodypart-router/backfill", callback)
+    metrics_for(app).watch_backfill(runner.progress)
+    app.status_sections["Backfill"] = runner.progress
+    app.on_started.append(runner.resume)
+    app.on_stopping.append(runner.stop)

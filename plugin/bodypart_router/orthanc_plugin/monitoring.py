@@ -1,0 +1,142 @@
+"""Metrics: feed the router's events into :class:`~bodypart_router.metrics.RouterMetrics`.
+
+* Prometheus: every few seconds the values are pushed with ``orthanc.SetMetricsValue``,
+  so they appear on Orthanc's own ``/tools/metrics-prometheus`` (orthanc-python 4.0 has
+  no scrape-time callback; ``MetricsEnabled`` must stay true, its default).
+* Status: the ``Metrics`` section of ``GET /bodypart-router/status`` (shape documented in
+  :mod:`bodypart_router.metrics`), read by the status page.
+
+Other extensions reach the same registry with :func:`metrics_for`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import orthanc  # type: ignore[import-not-found]
+
+from ..config import Destination
+from ..metrics import MetricsPublisher, RouterMetrics
+from ..routing import RoutingDecision
+from ..store import DEAD_LETTER_STATE, Delivery
+from .host import log
+
+if TYPE_CHECKING:
+    from .app import RouterApp
+
+#: Seconds between two pushes to Orthanc's metrics registry.
+PUBLISH_SECONDS = 5.0
+#: Name prefix of the backfill thread: decisions it makes are shown with source "backfill".
+BACKFILL_THREAD_PREFIX = "bodypart-router-backfill"
+#: Dead letters listed on the status page (from the store, so they survive restarts).
+DEAD_LETTERS_SHOWN = 50
+
+_registries: "weakref.WeakKeyDictionary[RouterApp, RouterMetrics]" = weakref.WeakKeyDictionary()
+_registries_lock = threading.Lock()
+
+
+def metrics_for(app: "RouterApp") -> RouterMetrics:
+    """The app's one metrics registry (created on first use)."""
+    with _registries_lock:
+        if app not in _registries:
+            _registries[app] = RouterMetrics()
+        return _registries[app]
+
+
+def _name(destination_key: str) -> str:
+    """``peer:ai-chest`` -> ``ai-chest``: metric names and the page use configuration names."""
+    return Destination.from_key(destination_key).name if ":" in destination_key else destination_key
+
+
+def _source() -> str:
+    return "backfill" if threading.current_thread().name.startswith(BACKFILL_THREAD_PREFIX) else "live"
+
+
+def _set_metric(name: str, value: float) -> None:
+    orthanc.SetMetricsValue(name, value, orthanc.MetricsType.DEFAULT)
+
+
+class _Listeners:
+    """Translate adapter events (see :mod:`.events`) into metric updates."""
+
+    def __init__(self, app: "RouterApp", metrics: RouterMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    def received(self, instance_id: str, state: str, **_: Any) -> None:
+        if state.startswith(("skipped:", "failed:")):
+            self.metrics.not_classified(state)
+            self.metrics.decision(instance_id, class_name=None, score=None, state=state, source=_source())
+
+    def classified(self, instance_id: str, decision: RoutingDecision, **kw: Any) -> None:
+        m = self.metrics
+        m.classified(decision.class_name)
+        if "decode_seconds" in kw:
+            m.observe("decode", float(kw["decode_seconds"]))
+        if "inference_seconds" in kw:
+            m.observe("inference", float(kw["inference_seconds"]) * int(kw.get("batch_size", 1)), int(kw.get("batch_size", 1)))
+        shadow = bool(self.app.config and self.app.config.shadow_mode)
+        names = [d.name for d in decision.destinations]
+        if shadow:
+            for name in names:
+                m.would_forward(name, decision.class_name)
+        m.decision(instance_id, class_name=decision.class_name, score=decision.score,
+                   state="classified (shadow)" if shadow and names else "classified",
+                   destinations=names, source=_source())
+
+    def not_classified(self, instance_id: str, state: str, **_: Any) -> None:
+        self.metrics.not_classified(state)
+        detail = ""
+        if state.startswith("failed:") and self.app.store is not None:
+            record = self.app.store.instance(instance_id)
+            detail = (record.detail or "") if record else ""
+            self.metrics.failure(instance_id, state, detail)
+        self.metrics.decision(instance_id, class_name=None, score=None, state=state, source=_source())
+
+    def delivered(self, delivery: Delivery, **_: Any) -> None:
+        self.metrics.forwarded(_name(delivery.destination))
+
+    def forward_failed(self, delivery: Delivery, **_: Any) -> None:
+        self.metrics.forward_failed(_name(delivery.destination))
+
+    def dead_lettered(self, delivery: Delivery, **_: Any) -> None:
+        self.metrics.dead_lettered(_name(delivery.destination))
+
+    def circuit(self, destination: str, state: str, **_: Any) -> None:
+        self.metrics.circuit(_name(destination), state)
+
+
+def status_section(app: "RouterApp", metrics: RouterMetrics) -> dict[str, Any]:
+    """The ``Metrics`` section; dead letters come from the store so they outlive a restart."""
+    snap = metrics.snapshot()
+    if app.store is not None:
+        dead = [
+            {"Instance": d.instance_id, "Time": None, "State": DEAD_LETTER_STATE, "Detail": d.last_error or "",
+             "Destination": _name(d.destination)}
+            for d in app.store.failed(DEAD_LETTERS_SHOWN)
+        ]
+        snap["Failures"] = dead + [f for f in snap["Failures"] if f["State"] != DEAD_LETTER_STATE]
+    return snap
+
+
+def register(app: "RouterApp") -> None:
+    metrics = metrics_for(app)
+    config = app.config
+    if app.enabled and config is not None:
+        metrics.set_shadow_mode(config.shadow_mode)
+        metrics.register_destinations(d.name for d in config.destinations)
+        classifier = app.classifier
+        metrics.set_model(classifier.model_name, classifier.version, classifier.sha256, classifier.provider)
+        store = app.store
+        if store is not None:
+            metrics.watch_queue(store.queued_count)
+    listeners = _Listeners(app, metrics)
+    for event in ("received", "classified", "not_classified", "delivered", "forward_failed", "dead_lettered", "circuit"):
+        app.events.subscribe(event, getattr(listeners, event))
+    app.status_sections["Metrics"] = lambda: status_section(app, metrics)
+
+    publisher = MetricsPublisher(metrics, _set_metric, interval=PUBLISH_SECONDS,
+                                 on_error=lambda exc: log("warning", f"metrics: {exc!r}"))
+    app.on_started.append(publisher.start)
+    app.on_stopping.append(publisher.stop)

@@ -1,0 +1,85 @@
+"""The status page (``status_page/``) and its one action.
+
+* ``GET  /bodypart-router/status.html`` and ``/bodypart-router/status.js``: the page, plain
+  files served by Orthanc (so behind its authentication); Orthanc Explorer links to it.
+  The page polls ``GET /bodypart-router/status``.
+* ``POST /bodypart-router/resubmit`` ``{"Instances": [orthanc-id, ...]}``: the page's
+  "Resubmit" button. A dead-lettered forward is sent again (as
+  ``POST /bodypart-router/failed/resubmit`` does); an instance whose classification failed
+  goes back to the classification queue. Answers ``{"Forwards": n, "Classifications": n}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orthanc  # type: ignore[import-not-found]
+
+from .host import log
+from .http_answers import send_json, send_status
+from .monitoring import metrics_for
+
+if TYPE_CHECKING:
+    from .app import RouterApp
+
+PAGE_DIR = Path(__file__).with_name("status_page")
+FILES = {"status.html": "text/html; charset=utf-8", "status.js": "application/javascript; charset=utf-8"}
+
+
+def _serve(name: str, mime: str) -> Any:
+    def callback(output: Any, uri: str, **request: Any) -> None:
+        if request.get("method", "GET") != "GET":
+            output.SendMethodNotAllowed("GET")
+            return
+        output.AnswerBuffer((PAGE_DIR / name).read_bytes(), mime)
+
+    return callback
+
+
+def resubmit(app: "RouterApp", instance_ids: list[str]) -> dict[str, int]:
+    """Send dead letters again and put failed classifications back in the queue."""
+    store = app.require_store()
+    forwards = store.resubmit(instance_ids=instance_ids)
+    for d in forwards:
+        app.writer_state(d.instance_id, "classified")
+    classifications = 0
+    for instance_id in instance_ids:
+        record = store.instance(instance_id)
+        if record is not None and record.state.startswith("failed:") and not any(
+                d.instance_id == instance_id for d in forwards):
+            store.requeue(instance_id, "resubmitted from the status page")
+            app.writer_state(instance_id, "queued")
+            classifications += 1
+        metrics_for(app).clear_failure(instance_id)
+    if forwards:
+        app.wake_forwarder.set()
+    if classifications:
+        app.wake_workers.set()
+    log("info", f"resubmitted {len(forwards)} forward(s) and {classifications} classification(s) on request")
+    return {"Forwards": len(forwards), "Classifications": classifications}
+
+
+def register(app: "RouterApp") -> None:
+    for name, mime in FILES.items():
+        orthanc.RegisterRestCallback(f"/bodypart-router/{name.replace('.', '[.]')}", _serve(name, mime))
+
+    def on_resubmit(output: Any, uri: str, **request: Any) -> None:
+        if request.get("method") != "POST":
+            output.SendMethodNotAllowed("POST")
+            return
+        try:
+            body = json.loads(request.get("body") or b"{}")
+            ids = body.get("Instances") if isinstance(body, dict) else None
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                send_status(output, 400, 'expected {"Instances": ["<orthanc instance id>", ...]}')
+                return
+            send_json(output, resubmit(app, ids))
+        except ValueError as exc:
+            send_status(output, 400, f"request body is not JSON: {exc}")
+        except Exception as exc:  # never let a route crash the host
+            log("error", f"POST {uri}: {exc!r}")
+            send_status(output, 500, "internal error, see the Orthanc log")
+
+    orthanc.RegisterRestCallback("/bodypart-router/resubmit", on_resubmit)

@@ -1,0 +1,328 @@
+"""Running the router like a product, inside real Orthanc processes (Debian 12's Orthanc 1.10).
+
+* metrics on Orthanc's own /tools/metrics-prometheus, the status JSON and the status page;
+* the header audit stored in metadata and counted per sending station;
+* the plugin's routes behind Orthanc's HTTP authentication;
+* shadow mode: nothing forwarded, would-be forwards counted per destination and class;
+* backfill of instances stored before the router, interrupted by a restart, resumed;
+* a model file that differs from its card is refused unless the configuration names its hash.
+
+The tiny test model picks the class from the gray level (see support.tiny_model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from bodypart_router.audit import METADATA_NAME
+from support import dicoms
+from support.dicom_net import c_store
+from support.orthanc import OrthancProcess, Runtime, get_runtime, peer_config, router_config
+from support.tiny_model import gray_for
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "ops", "s3cret-Pa55"
+AUTH = (USER, PASSWORD)
+#: Metrics are pushed to Orthanc every few seconds (bodypart_router.orthanc_plugin.monitoring).
+METRICS_TIMEOUT = 20
+
+
+@pytest.fixture(scope="module")
+def host() -> Runtime:
+    runtime = get_runtime("host")
+    reason = runtime.unavailable()
+    if reason:
+        pytest.skip(f"host Orthanc unavailable: {reason}")
+    return runtime
+
+
+def _config(runtime: Runtime, model: tuple[Path, str], *, peers: dict[str, Any], routes: dict[str, list[str]],
+            router: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    path, sha256 = model
+    config = router_config(runtime, model=path, routes=routes, peers=peers,
+                           router={"ModelSha256": sha256, **(router or {})}, extra=extra)
+    config["UserMetadata"] = {**config["UserMetadata"], METADATA_NAME: 1029}
+    return config
+
+
+def _xray(class_name: str, **tags: str) -> bytes:
+    ds = dicoms.xray(gray_for(class_name))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return dicoms.to_bytes(ds)
+
+
+def _prometheus(orthanc: OrthancProcess) -> dict[str, float]:
+    text = orthanc.request("GET", "/tools/metrics-prometheus").text
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(bodypart_router_\w+) (\S+)", text, re.M)}
+
+
+def _settled(orthanc: OrthancProcess, ids: list[str], states: tuple[str, ...]) -> bool:
+    return all(orthanc.metadata(i).get("BodyPartState", "").startswith(states) for i in ids)
+
+
+# ---- a live router behind HTTP authentication ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(host: Runtime, test_model: tuple[Path, str]) -> Iterator[tuple[OrthancProcess, OrthancProcess]]:
+    chest = OrthancProcess(peer_config("ai-chest"), name="ops-ai-chest")
+    router: OrthancProcess | None = None
+    try:
+        chest.start()
+        config = _config(host, test_model, peers={"ai-chest": chest}, routes={"adult_chest": ["ai-chest"]},
+                         extra={"AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}})
+        router = OrthancProcess(config, runtime=host, name="ops-router")
+        router.session.auth = AUTH
+        router.start()
+        yield router, chest
+    finally:
+        if router is not None:
+            router.cleanup()
+        chest.cleanup()
+
+
+@pytest.fixture(scope="module")
+def live_traffic(live: tuple[OrthancProcess, OrthancProcess]) -> dict[str, str]:
+    """Five X-rays and a CT, by REST and by C-STORE; waits until the router is done with them."""
+    router, _ = live
+    ids = {
+        "agree": router.upload(_xray("adult_chest", BodyPartExamined="CHEST", PatientAge="054Y")),
+        "agree-text": router.upload(_xray("adult_chest", SpecificCharacterSet="ISO_IR 100",
+                                          StudyDescription="Rx Tórax PA", PatientBirthDate="")),
+        "disagree": router.upload(_xray("adult_chest", BodyPartExamined="LSPINE")),
+        "no-header": router.upload(_xray("spine")),
+        "ct": router.upload(dicoms.to_bytes(dicoms.ct())),
+    }
+    station = dicoms.xray(gray_for("pediatric_chest"))
+    station.BodyPartExamined, station.PatientAge = "CHEST", "045Y"  # an adult's chest, says the header
+    assert c_store([station], router.dicom_port, called_aet=router.aet) == [0]
+    ids["station"] = router.wait_for(lambda: router.find_instance(station.SOPInstanceUID), what="C-STORE stored")
+    router.wait_for(lambda: _settled(router, list(ids.values()), ("forwarded", "classified", "skipped:")),
+                    timeout=60, what="every instance settled")
+    router.wait_for(lambda: all(METADATA_NAME in router.metadata(i) for k, i in ids.items() if k != "ct"),
+                    what="header audit metadata")
+    return ids
+
+
+def test_header_audit_is_stored_in_metadata(live: tuple[OrthancProcess, OrthancProcess], live_traffic: dict[str, str]) -> None:
+    router, _ = live
+    audit = {k: router.metadata(i).get(METADATA_NAME) for k, i in live_traffic.items()}
+    assert audit == {
+        "agree": "agree:adult_chest",
+        "agree-text": "agree:adult_chest/pediatric_chest",  # no age: either chest class agrees
+        "disagree": "disagree:spine",
+        "no-header": "no-header",
+        "ct": None,  # not an X-ray: not classified, not audited
+        "station": "disagree:adult_chest",
+    }
+
+
+def test_metrics_appear_on_orthanc_prometheus_endpoint(live: tuple[OrthancProcess, OrthancProcess], live_traffic: dict[str, str]) -> None:
+    router, chest = live
+    router.wait_for(lambda: _prometheus(router).get("bodypart_router_forwards_ai_chest") == 3,
+                    timeout=METRICS_TIMEOUT, what="forwards metric")
+    m = _prometheus(router)
+    assert m["bodypart_router_classified_adult_chest"] == 3
+    assert m["bodypart_router_classified_pediatric_chest"] == 1
+    assert m["bodypart_router_classified_spine"] == 1
+    assert m["bodypart_router_classified_abdominal"] == 0
+    assert m["bodypart_router_skipped_non_projection_modality"] == 1
+    assert m["bodypart_router_queue_depth"] == 0
+    assert m["bodypart_router_inference_seconds_count"] == 5
+    assert m["bodypart_router_decode_seconds_count"] == 5
+    assert m["bodypart_router_forward_failures_ai_chest"] == 0
+    assert m["bodypart_router_dead_letters_ai_chest"] == 0
+    assert m["bodypart_router_circuit_state_ai_chest"] == 0
+    assert m["bodypart_router_execution_provider_cpuexecutionprovider"] == 1
+    assert m["bodypart_router_shadow_mode"] == 0
+    assert m["bodypart_router_header_disagree_test_scu"] == 1  # the C-STORE sender's AET
+    assert m["bodypart_router_header_mismatch_rate_test_scu"] == 1
+    assert m["bodypart_router_header_agree_none"] == 2  # REST uploads have no RemoteAET
+    assert len(chest.instances()) == 3
+
+
+def test_status_json_and_page(live: tuple[OrthancProcess, OrthancProcess], live_traffic: dict[str, str]) -> None:
+    router, _ = live
+    status = router.get_json("/bodypart-router/status")
+    metrics = status["Metrics"]
+    assert status["Enabled"] is True and metrics["Mode"] == "live"
+    assert metrics["Model"]["Version"].startswith("tiny-test-model@")
+    assert metrics["Counts"]["Classified"]["adult_chest"] == 3
+    assert metrics["Counts"]["Skipped"] == {"non-projection-modality": 1}
+    assert metrics["HeaderAudit"]["TEST_SCU"] == {"agree": 0, "disagree": 1, "no-header": 0, "mismatch_rate": 1.0}
+    assert metrics["HeaderAudit"]["(none)"]["disagree"] == 1
+    recent = {r["Instance"]: r for r in metrics["Recent"]}
+    assert recent[live_traffic["disagree"]]["HeaderAudit"] == "disagree:spine"
+    assert recent[live_traffic["agree"]]["Destinations"] == ["ai-chest"]
+    assert metrics["Destinations"]["ai-chest"]["Forwards"] == 3
+
+    page = router.request("GET", "/bodypart-router/status.html")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert '<script src="status.js"></script>' in page.text
+    assert "render(" in router.request("GET", "/bodypart-router/status.js").text
+    explorer = router.request("GET", "/plugins/explorer.js").text
+    assert "../bodypart-router/status.html" in explorer  # the link on Explorer's home pages
+    assert "BodyPartState" in explorer  # next to the router's own panel, not instead of it
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/bodypart-router/status"), ("GET", "/bodypart-router/status.html"), ("GET", "/bodypart-router/backfill"),
+     ("POST", "/bodypart-router/backfill"), ("POST", "/bodypart-router/resubmit")],
+)
+def test_plugin_routes_follow_orthanc_authentication(live: tuple[OrthancProcess, OrthancProcess], method: str, path: str) -> None:
+    router, _ = live
+    anonymous = requests.request(method, router.url + path, data=b"{}", timeout=10)
+    assert anonymous.status_code == 401
+    wrong = requests.request(method, router.url + path, data=b"{}", auth=(USER, "wrong"), timeout=10)
+    assert wrong.status_code == 401
+    if method == "GET":
+        assert requests.get(router.url + path, auth=AUTH, timeout=10).status_code == 200
+
+
+def test_resubmit_requires_instances(live: tuple[OrthancProcess, OrthancProcess]) -> None:
+    router, _ = live
+    assert router.request("POST", "/bodypart-router/resubmit", data=b"{}").status_code == 400
+
+
+# ---- shadow mode ------------------------------------------------------------------------
+
+
+def test_shadow_mode_forwards_nothing_and_counts_would_be_forwards(host: Runtime, test_model: tuple[Path, str]) -> None:
+    chest = OrthancProcess(peer_config("ai-chest"), name="shadow-ai-chest")
+    router: OrthancProcess | None = None
+    try:
+        chest.start()
+        config = _config(host, test_model, peers={"ai-chest": chest, "ai-spine": chest},
+                         routes={"adult_chest": ["ai-chest"], "spine": ["ai-spine", "ai-chest"]},
+                         router={"ShadowMode": True})
+        router = OrthancProcess(config, runtime=host, name="shadow-router").start()
+        ids = [router.upload(_xray(c)) for c in ("adult_chest", "adult_chest", "adult_chest", "spine", "others")]
+        router.wait_for(lambda: _settled(router, ids, ("classified",)), timeout=60, what="all classified")
+        status = router.get_json("/bodypart-router/status")
+        expected = {"peer:ai-chest": {"adult_chest": 3, "spine": 1}, "peer:ai-spine": {"spine": 1}}
+        assert status["WouldSend"] == expected
+        assert status["Metrics"]["Mode"] == "shadow"
+        assert status["Metrics"]["Shadow"] == {"ai-chest": {"adult_chest": 3, "spine": 1}, "ai-spine": {"spine": 1}}
+        router.wait_for(lambda: _prometheus(router).get("bodypart_router_would_forward_ai_chest_adult_chest") == 3,
+                        timeout=METRICS_TIMEOUT, what="would-forward metric")
+        m = _prometheus(router)
+        assert m["bodypart_router_shadow_mode"] == 1
+        assert m["bodypart_router_would_forward_ai_spine_spine"] == 1
+        assert m["bodypart_router_forwards_ai_chest"] == 0
+        time.sleep(2)  # a forward, had one been started, would have arrived by now
+        assert chest.instances() == []
+        assert all(router.metadata(i).get("BodyPartForwarded") is None for i in ids)
+    finally:
+        if router is not None:
+            router.cleanup()
+        chest.cleanup()
+
+
+# ---- backfill ---------------------------------------------------------------------------
+
+
+def _backfill(router: OrthancProcess) -> dict[str, Any] | None:
+    return router.get_json("/bodypart-router/backfill")
+
+
+def test_backfill_classifies_stored_instances_and_resumes_after_restart(host: Runtime, test_model: tuple[Path, str]) -> None:
+    chest = OrthancProcess(peer_config("ai-chest"), name="backfill-ai-chest")
+    router: OrthancProcess | None = None
+    try:
+        chest.start()
+        config = _config(host, test_model, peers={"ai-chest": chest},
+                         routes={"adult_chest": ["ai-chest"], "spine": ["ai-chest"]}, router={"Enabled": False})
+        router = OrthancProcess(config, runtime=host, name="backfill-router").start()
+        # An archive from before the router: 2023 and 2024 studies, and one CT.
+        old = [router.upload(_xray("spine", StudyDate="20230105")) for _ in range(4)]
+        new = [router.upload(_xray(c, StudyDate="20240310")) for c in ["adult_chest"] * 6 + ["others"] * 6]
+        ct = router.upload(dicoms.to_bytes(dicoms.ct()))
+        archive = old + new + [ct]
+        router.stop()
+
+        router.config["BodyPartRouter"] = {**router.config["BodyPartRouter"], "Enabled": True}
+        router.start()
+        time.sleep(1.5)  # the router leaves existing instances alone until asked
+        assert all("BodyPartState" not in router.metadata(i) for i in archive)
+        assert router.request("POST", "/bodypart-router/backfill", json={"Since": "2024-13-01"}).status_code == 400
+
+        # 1. "Since" plans only the 2024 studies, labels without forwarding (Route defaults to false).
+        started = router.post_json("/bodypart-router/backfill", {"Since": "2024-01-01", "RatePerSecond": 50})
+        assert started["State"] in ("planning", "running")
+        router.wait_for(lambda: (_backfill(router) or {}).get("State") == "done", timeout=60, what="Since backfill done")
+        p = _backfill(router)
+        assert (p["Done"], p["Total"], p["Outcomes"]) == (13, 13, {"classified": 12, "skipped": 1})  # the CT too
+        assert all(router.metadata(i).get("BodyPart") for i in new)
+        assert all("BodyPart" not in router.metadata(i) for i in old)
+        assert chest.instances() == []  # Route false: labelled, not forwarded
+
+        # 2. Everything, routed, slowly; Orthanc restarts half-way.
+        router.post_json("/bodypart-router/backfill", {"Route": True, "RatePerSecond": 2})
+        router.wait_for(lambda: (_backfill(router) or {}).get("Done", 0) >= 3, timeout=30, what="backfill under way")
+        assert router.request("POST", "/bodypart-router/backfill", json={}).status_code == 409  # one at a time
+        progress = _backfill(router)
+        assert progress["Total"] == len(archive) and progress["Planned"] is True
+        assert progress["Rate"] is None or progress["Rate"] > 0
+        done_before = progress["Done"]  # at least this many were finished before the stop
+        router.stop()
+        router.start()
+        router.wait_for(lambda: (_backfill(router) or {}).get("State") == "done", timeout=60, what="resumed backfill done")
+        p = _backfill(router)
+        assert p["Done"] == p["Total"] == len(archive)
+        assert p["Outcomes"] == {"classified": 4, "known": 13}
+        assert "backfill resumed at" in router.log_text()
+        assert all(router.metadata(i).get("BodyPart") == "spine" for i in old)
+        router.wait_for(lambda: len(chest.instances()) == len(old), timeout=30, what="old spines routed")
+        assert router.metadata(ct).get("BodyPartState") == "skipped:non-projection-modality"
+        status = router.get_json("/bodypart-router/status")
+        # after the restart only the instances that were left were classified
+        assert sum(status["Metrics"]["Counts"]["Classified"].values()) <= len(old) - done_before + 1
+        assert status["Backfill"]["State"] == "done"
+    finally:
+        if router is not None:
+            router.cleanup()
+        chest.cleanup()
+
+
+# ---- model integrity --------------------------------------------------------------------
+
+
+def test_a_modified_model_is_refused_unless_its_hash_is_configured(host: Runtime, test_model: tuple[Path, str], tmp_path: Path) -> None:
+    import onnx
+
+    source, published = test_model
+    model = tmp_path / "bodypart_router.onnx"
+    shutil.copy(source, model)
+    (tmp_path / "MODEL_CARD.md").write_text(f"# Tiny test model\n\nSHA-256: {published}\n")
+    tampered = onnx.load(str(model))
+    tampered.doc_string = "changed after publication"
+    onnx.save(tampered, str(model))
+    actual = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert actual != published
+
+    for allowed, enabled in ((None, False), (actual, True)):
+        config = _config(host, (model, actual), peers={}, routes={}, router={"ModelSha256": allowed})
+        router = OrthancProcess(config, runtime=host, name="tamper-router")
+        try:
+            router.start()
+            status = router.get_json("/bodypart-router/status")
+            assert status["Enabled"] is enabled, status.get("Error")
+            if not enabled:
+                assert f"has sha256 {actual} but its card" in status["Error"]
+                assert "the file was changed or replaced" in router.log_text()
+                instance = router.upload(_xray("spine"))
+                time.sleep(1)
+                assert "BodyPartState" not in router.metadata(instance)  # nothing classified by it
+        finally:
+            router.cleanup()

@@ -1,0 +1,564 @@
+"""Fault scenarios against real processes: nothing lost, nothing duplicated.
+
+Each scenario starts real Orthanc processes running the router (and, for scale-out, a
+private PostgreSQL), injects one kind of fault, and counts at both ends:
+
+* ``sent``: instances the sender got an acknowledgement for (HTTP 200 or C-STORE success);
+* ``classified``: instances whose ``BodyPartState`` metadata says the model ran
+  (``classified`` or ``forwarded``), read from the router's Orthanc;
+* ``delivered``: distinct SOP Instance UIDs received by the destination, a
+  :class:`RecordingSCP` that records every C-STORE, so a second copy of the same
+  instance is counted as a duplicate and never hidden;
+* ``lost``: instances that should have arrived (every class is routed to the SCP) but did
+  not, plus accepted instances left without a final state;
+* ``duplicates``: receptions beyond the first, summed over instances;
+* ``orthanc_alive``: every router process still answers, and still accepts and routes a
+  fresh X-ray at the end.
+
+``run_scenario(name, sizes)`` returns a :class:`ScenarioResult`; ``scripts/faults.py`` prints
+them as JSON lines and ``tests/integration/test_faults.py`` asserts on them at CI size.
+Every process a scenario starts is stopped in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import requests
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+from bodypart_router.classes import CLASS_NAMES
+from support import tiny_model
+from support.dicom_net import CountingSCP, c_store
+from support.malformed import CLASSIFIED, base_dataset, build_corpus, find_phi, phi_markers, to_bytes
+from support.orthanc import OrthancProcess, Runtime, get_runtime, router_config
+from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster
+from support.postgres import unavailable as postgres_unavailable
+
+#: The destination every class (and ``uncertain``) is routed to.
+DESTINATION = "ai"
+#: States after which the router will not touch an instance again by itself.
+FINAL_PREFIXES = ("forwarded", "skipped:", "failed:")
+#: States that mean the model ran on the instance.
+CLASSIFIED_STATES = ("classified", "forwarded")
+#: Index ranges of the PHI markers of the generated X-rays (the malformed corpus uses 0..999).
+SCENARIO_INDEX_BASE = {"peer_down_60s": 1000, "orthanc_kill9_midstream": 2000, "duplicate_stores": 4000,
+                       "two_nodes_postgres": 5000, "alive_probe": 8000}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is. :data:`FULL` for ``make faults``, :data:`CI` for the test suite."""
+
+    peer_down_instances: int = 120
+    peer_down_seconds: float = 60.0
+    kill9_instances: int = 400          # sent in total
+    kill9_queued_at_kill: int = 250     # kill once this many are acknowledged (none can be delivered yet)
+    duplicate_instances: int = 100
+    malformed_cases: int | None = None  # None: the whole corpus
+    two_nodes_instances: int = 300
+    settle_seconds: float = 240.0       # how long to wait for the router to finish
+
+
+FULL = Sizes()
+CI = Sizes(peer_down_instances=30, peer_down_seconds=10.0, kill9_instances=240, kill9_queued_at_kill=200,
+           duplicate_instances=30, malformed_cases=None, two_nodes_instances=60, settle_seconds=120.0)
+
+
+@dataclass
+class ScenarioResult:
+    """One line of ``make faults`` output. The first seven fields are the contract."""
+
+    scenario: str
+    sent: int = 0
+    classified: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    orthanc_alive: bool = False
+    phi_in_logs: int = 0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def json_line(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0 and self.orthanc_alive and self.phi_in_logs == 0
+
+
+# --------------------------------------------------------------------------- the receiving end
+
+
+class RecordingSCP(CountingSCP):
+    """A counting storage SCP that accepts every storage SOP class in every transfer syntax.
+
+    The router forwards whatever X-ray SOP class it classified (secondary capture
+    multi-frame, DX for processing ...), so the destination must not be the reason a
+    forward fails. ``received`` counts receptions per SOP Instance UID.
+    """
+
+    def start(self) -> "RecordingSCP":
+        ae = AE(ae_title=self.aet)
+        ae.maximum_associations = 20
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        return self
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.received)
+
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.snapshot().values() if n > 1)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def xray(index: int) -> Dataset:
+    """A small valid DX with the PHI markers of ``index`` (see :func:`support.malformed.phi_markers`)."""
+    return base_dataset(index, rows=64, cols=64)
+
+
+class Context:
+    """What every scenario needs: a runtime, a model, a scratch directory, processes to clean up."""
+
+    def __init__(self, runtime: Runtime, model: Path, workdir: Path, *, verbose_logs: bool = False) -> None:
+        self.runtime = runtime
+        self.model = model
+        self.workdir = workdir
+        self.verbose_logs = verbose_logs
+        self.processes: list[OrthancProcess] = []
+        self.scps: list[RecordingSCP] = []
+        self.clusters: list[PostgresCluster] = []
+        self.all_logs: list[Path] = []
+
+    def scp(self) -> RecordingSCP:
+        scp = RecordingSCP("AI_DEST")
+        self.scps.append(scp)
+        return scp.start()
+
+    def router(self, scp: RecordingSCP, *, name: str = "router", router: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None, start: bool = True) -> OrthancProcess:
+        """An Orthanc running the router, every class and ``uncertain`` routed to ``scp``."""
+        section = {
+            "MinimumScore": 0.5,
+            "UncertainRoutes": [DESTINATION],
+            "Retry": {"MaxAttempts": 200, "BackoffSeconds": 0.5, "MaxBackoffSeconds": 2.0},
+            "StateDirectory": str(self.workdir / f"{name}-state"),
+        }
+        section.update(router or {})
+        config = router_config(
+            self.runtime,
+            model=self.model,
+            routes={c: [DESTINATION] for c in CLASS_NAMES},
+            modalities={DESTINATION: scp.modality},
+            router=section,
+            extra=extra,
+        )
+        proc = OrthancProcess(config, runtime=self.runtime, name=name, workdir=self.workdir / name,
+                              args=["--verbose"] if self.verbose_logs else None)
+        self.processes.append(proc)
+        self.all_logs.append(proc.log_path)
+        if start:
+            proc.start()
+            wait_router_ready(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in reversed(self.processes):
+            try:
+                proc.stop()
+            except Exception:  # keep cleaning up the others
+                pass
+        for scp in self.scps:
+            scp.stop()
+        for cluster in self.clusters:
+            cluster.cleanup()
+
+    def phi_hits(self, birth_dates: frozenset[str]) -> list[str]:
+        hits: list[str] = []
+        for path in self.all_logs:
+            if path.exists():
+                hits += find_phi(path.read_text(errors="replace"), birth_dates)
+        return hits
+
+
+def wait_router_ready(proc: OrthancProcess, timeout: float = 30.0) -> None:
+    """The router answers its status route once Orthanc has started and the plugin is configured."""
+
+    def ready() -> bool:
+        r = proc.request("GET", "/bodypart-router/status", timeout=5)
+        return r.ok
+    proc.wait_for(ready, timeout=timeout, what="router status route")
+
+
+def states(proc: OrthancProcess, instance_ids: list[str]) -> dict[str, str]:
+    """``BodyPartState`` of each instance ("" when not set yet)."""
+    out = {}
+    for iid in instance_ids:
+        r = proc.request("GET", f"/instances/{iid}/metadata/BodyPartState", timeout=10)
+        out[iid] = r.text if r.ok else ""
+    return out
+
+
+def is_final(state: str) -> bool:
+    return state.startswith(FINAL_PREFIXES)
+
+
+def settle(procs: list[OrthancProcess], ids: list[str], scp: RecordingSCP, expect_delivered: set[str] | None,
+           timeout: float) -> dict[str, str]:
+    """Wait until every instance has a final state and the SCP has what it should; return the states.
+
+    ``expect_delivered`` (SOP UIDs) may be None when only final states are awaited. Returns
+    whatever was reached at the timeout (the caller counts what is missing as lost).
+    """
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] = {}
+    pending = list(ids)
+    while True:
+        alive = [p for p in procs if p.running()]
+        if alive:
+            last.update(states(alive[0], pending))
+            pending = [i for i in ids if not is_final(last.get(i, ""))]
+        delivered_ok = expect_delivered is None or expect_delivered <= set(scp.snapshot())
+        if (not pending and delivered_ok) or time.monotonic() > deadline or not alive:
+            break
+        time.sleep(0.5)
+    # a duplicate that is still on its way would arrive within a couple of seconds: wait for it
+    time.sleep(2.0)
+    return last
+
+
+def alive_probe(procs: list[OrthancProcess], scp: RecordingSCP, index: int, timeout: float = 60.0) -> bool:
+    """Every process answers, and a fresh X-ray stored now is routed to the destination."""
+    for proc in procs:
+        if not proc.running():
+            return False
+        try:
+            proc.get_json("/system")
+        except requests.RequestException:
+            return False
+    ds = xray(index)
+    try:
+        procs[0].upload(to_bytes(ds))
+    except requests.RequestException:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if scp.count(str(ds.SOPInstanceUID)) >= 1:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def count(result: ScenarioResult, router: OrthancProcess, ids_by_uid: dict[str, str], final: dict[str, str],
+          scp: RecordingSCP, must_arrive: set[str]) -> None:
+    """Fill classified / delivered / lost / duplicates from the router's metadata and the SCP."""
+    received = scp.snapshot()
+    result.classified = sum(1 for iid in ids_by_uid.values() if final.get(iid, "") in CLASSIFIED_STATES)
+    result.delivered = sum(1 for uid in ids_by_uid if received[uid] > 0)
+    never_final = [iid for iid in ids_by_uid.values() if not is_final(final.get(iid, ""))]
+    missing = [uid for uid in must_arrive if received[uid] == 0]
+    result.lost = len(set(missing) | {uid for uid, iid in ids_by_uid.items() if iid in never_final})
+    result.duplicates = sum(n - 1 for uid, n in received.items() if n > 1 and uid in ids_by_uid)
+    if missing:
+        result.details["not_delivered"] = len(missing)
+    if never_final:
+        result.details["without_final_state"] = len(never_final)
+        result.details["stuck_states"] = dict(Counter(final.get(i, "") or "(none)" for i in never_final))
+
+
+def send_rest(proc: OrthancProcess, datasets: list[Dataset], *, workers: int = 4) -> dict[str, str]:
+    """Upload by REST in parallel; returns {SOP Instance UID: Orthanc ID} of the acknowledged ones."""
+
+    def one(ds: Dataset) -> tuple[str, str | None]:
+        try:
+            return str(ds.SOPInstanceUID), proc.upload(to_bytes(ds))
+        except requests.RequestException:
+            return str(ds.SOPInstanceUID), None
+
+    with ThreadPoolExecutor(workers) as pool:
+        return {uid: iid for uid, iid in pool.map(one, datasets) if iid}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def peer_down_60s(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """The destination is down while instances arrive, for ``peer_down_seconds``; then it comes back.
+
+    Ingest must not slow down, forwards must be retried (not dead-lettered) and every
+    instance must arrive once the peer is back.
+    """
+    result = ScenarioResult("peer_down_60s")
+    scp = RecordingSCP("AI_DEST")  # created but not started: the peer is down
+    ctx.scps.append(scp)
+    router = ctx.router(scp)
+    base = SCENARIO_INDEX_BASE["peer_down_60s"]
+    datasets = [xray(base + i) for i in range(sizes.peer_down_instances)]
+    t0 = time.monotonic()
+    ids = send_rest(router, datasets)
+    result.details["ingest_seconds"] = round(time.monotonic() - t0, 2)
+    result.sent = len(ids)
+    time.sleep(max(0.0, sizes.peer_down_seconds - (time.monotonic() - t0)))
+    result.details["delivered_while_down"] = sum(scp.snapshot().values())
+    scp.start()
+    final = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
+    count(result, router, ids, final, scp, must_arrive=set(ids))
+    result.details["circuit_log_lines"] = _circuit_lines(router)
+    result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 1)
+    return result
+
+
+def _circuit_lines(proc: OrthancProcess) -> int:
+    """Log lines about the destination's circuit (one when it opens, one when it closes)."""
+    return sum(1 for line in proc.log_text().splitlines() if "circuit" in line.lower())
+
+
+def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """Orthanc is killed with SIGKILL while instances stream in and at least N wait to be forwarded.
+
+    The destination is down until the kill, so acknowledged instances pile up in the
+    router's queue. The sender keeps going: stores refused while Orthanc is down are sent
+    again after the restart (as a modality would), so the instance in flight at the kill
+    may be stored twice. Everything acknowledged must arrive exactly once.
+    """
+    result = ScenarioResult("orthanc_kill9_midstream")
+    scp = RecordingSCP("AI_DEST")  # down until the kill
+    ctx.scps.append(scp)
+    router = ctx.router(scp)
+    base = SCENARIO_INDEX_BASE["orthanc_kill9_midstream"]
+    datasets = [xray(base + i) for i in range(sizes.kill9_instances)]
+    acked: dict[str, str] = {}
+    lock = threading.Lock()
+    stop_sending = threading.Event()
+
+    def sender(batch: list[Dataset]) -> list[Dataset]:
+        """Send until refused (or told to stop); return what is left to send."""
+        for n, ds in enumerate(batch):
+            if stop_sending.is_set():
+                return batch[n:]
+            try:
+                iid = router.upload(to_bytes(ds))
+            except requests.RequestException:
+                return batch[n:]
+            with lock:
+                acked[str(ds.SOPInstanceUID)] = iid
+        return []
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(sender, datasets)
+        deadline = time.monotonic() + sizes.settle_seconds
+        while time.monotonic() < deadline and not future.done():
+            with lock:
+                if len(acked) >= sizes.kill9_queued_at_kill:
+                    break
+            time.sleep(0.02)
+        with lock:
+            queued_at_kill = len(acked) - sum(1 for uid in acked if scp.count(uid))
+        still_streaming = not future.done()
+        router.kill()
+        stop_sending.set()
+        left = future.result()
+    result.details["queued_at_kill"] = queued_at_kill
+    result.details["killed_while_streaming"] = still_streaming
+    scp.start()
+    router.start()
+    wait_router_ready(router)
+    stop_sending.clear()
+    left = sender(left)
+    result.details["unsent"] = len(left)
+    result.sent = len(acked)
+    final = settle([router], list(acked.values()), scp, set(acked), sizes.settle_seconds)
+    count(result, router, acked, final, scp, must_arrive=set(acked))
+    result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 2)
+    return result
+
+
+def duplicate_stores(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """Every instance is stored five times: REST twice at once, C-STORE, and REST again after a restart."""
+    result = ScenarioResult("duplicate_stores")
+    scp = ctx.scp()
+    router = ctx.router(scp)
+    base = SCENARIO_INDEX_BASE["duplicate_stores"]
+    datasets = [xray(base + i) for i in range(sizes.duplicate_instances)]
+    ids = send_rest(router, datasets + datasets)  # concurrent duplicates, while the first copies are queued
+    statuses = c_store(datasets, router.dicom_port, called_aet=router.aet)
+    result.details["c_store_failures"] = sum(1 for s in statuses if s != 0)
+    first = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
+    send_rest(router, datasets)  # late duplicates: already forwarded
+    router.stop()
+    router.start()
+    wait_router_ready(router)
+    send_rest(router, datasets)  # after a restart: the durable store must still know them
+    c_store(datasets[: len(datasets) // 2], router.dicom_port, called_aet=router.aet)
+    result.sent = len(ids)
+    result.details["stores_per_instance"] = 5
+    final = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
+    final = {**first, **final}
+    count(result, router, ids, final, scp, must_arrive=set(ids))
+    result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 3)
+    return result
+
+
+def malformed_corpus(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """The >= 500 malformed files of :mod:`support.malformed`, stored by REST.
+
+    Orthanc itself refuses what it cannot parse (HTTP 400: counted in details); every
+    instance it accepts must get a final state with its reason, every instance the router
+    classified must arrive, and a valid X-ray stored afterwards must still be routed.
+    """
+    result = ScenarioResult("malformed_corpus")
+    scp = ctx.scp()
+    router = ctx.router(scp)
+    corpus = build_corpus()
+    if sizes.malformed_cases is not None:
+        corpus = corpus[:: max(1, len(corpus) // sizes.malformed_cases)][: sizes.malformed_cases]
+    accepted: dict[str, str] = {}   # SOP UID -> Orthanc ID
+    case_of: dict[str, Any] = {}
+    refused = 0
+
+    def one(case: Any) -> tuple[Any, Any]:
+        r = router.request("POST", "/instances", data=case.data, headers={"Content-Type": "application/dicom"})
+        return case, r
+
+    with ThreadPoolExecutor(4) as pool:
+        for case, r in pool.map(one, corpus):
+            if r.ok and isinstance(r.json(), dict) and r.json().get("ID"):
+                body = r.json()
+                uid = case.sop_instance_uid or f"orthanc:{body['ID']}"
+                accepted[uid] = body["ID"]
+                case_of[uid] = case
+            else:
+                refused += 1
+    result.sent = len(corpus)
+    result.details["accepted_by_orthanc"] = len(accepted)
+    result.details["refused_by_orthanc"] = refused
+    final = settle([router], list(accepted.values()), scp, None, sizes.settle_seconds)
+    routable = {uid for uid, iid in accepted.items() if final.get(iid, "") in CLASSIFIED_STATES}
+    # wait for the classified ones to arrive too
+    deadline = time.monotonic() + sizes.settle_seconds
+    while not routable <= set(scp.snapshot()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    final = {**final, **states(router, list(accepted.values()))}
+    count(result, router, accepted, final, scp, must_arrive=routable)
+    result.details["states"] = dict(Counter(final.get(iid, "") or "(none)" for iid in accepted.values()))
+    unexpected = [f"{case_of[uid].name}: {final.get(iid)}" for uid, iid in accepted.items()
+                  if _outcome(final.get(iid, "")) not in case_of[uid].expected]
+    result.details["outcome_differs_from_core"] = len(unexpected)
+    if unexpected:
+        result.details["outcome_examples"] = unexpected[:10]
+    result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 4)
+    return result
+
+
+def _outcome(state: str) -> str:
+    """Map a BodyPartState to the core's outcome vocabulary (forwarded -> classified)."""
+    return CLASSIFIED if state in CLASSIFIED_STATES else state
+
+
+def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """Two Orthanc processes share one PostgreSQL index (and storage), both running the router.
+
+    Instances arrive at either node, and a third of them at both. Each must be classified and
+    forwarded exactly once in total.
+    """
+    result = ScenarioResult("two_nodes_postgres")
+    reason = postgres_unavailable()
+    if reason:
+        raise RuntimeError(f"two_nodes_postgres cannot run: {reason}")
+    cluster = PostgresCluster()
+    ctx.clusters.append(cluster)
+    cluster.start()
+    scp = ctx.scp()
+    storage = ctx.workdir / "shared-storage"
+    nodes = []
+    for name in ("node-a", "node-b"):
+        extra = {
+            **cluster.orthanc_config(),
+            "StorageDirectory": str(storage),
+            "Plugins": [*ctx.runtime.plugins, POSTGRESQL_INDEX_PLUGIN],
+            "SaveJobs": False,
+        }
+        nodes.append(ctx.router(scp, name=name, extra=extra))
+    base = SCENARIO_INDEX_BASE["two_nodes_postgres"]
+    datasets = [xray(base + i) for i in range(sizes.two_nodes_instances)]
+    to_a = [ds for i, ds in enumerate(datasets) if i % 3 in (0, 2)]
+    to_b = [ds for i, ds in enumerate(datasets) if i % 3 in (1, 2)]  # i % 3 == 2 goes to both
+    with ThreadPoolExecutor(2) as pool:
+        fa = pool.submit(send_rest, nodes[0], to_a, workers=2)
+        fb = pool.submit(send_rest, nodes[1], to_b, workers=2)
+        ids = {**fa.result(), **fb.result()}
+    result.sent = len(ids)
+    result.details["stored_on_both"] = sum(1 for i in range(len(datasets)) if i % 3 == 2)
+    final = settle(nodes, list(ids.values()), scp, set(ids), sizes.settle_seconds)
+    count(result, nodes[0], ids, final, scp, must_arrive=set(ids))
+    result.details["nodes"] = len(nodes)
+    result.orthanc_alive = alive_probe(nodes, scp, SCENARIO_INDEX_BASE["alive_probe"] + 5) and \
+        alive_probe(nodes[::-1], scp, SCENARIO_INDEX_BASE["alive_probe"] + 6)
+    return result
+
+
+SCENARIOS: dict[str, Callable[[Context, Sizes], ScenarioResult]] = {
+    "peer_down_60s": peer_down_60s,
+    "orthanc_kill9_midstream": orthanc_kill9_midstream,
+    "duplicate_stores": duplicate_stores,
+    "malformed_corpus": malformed_corpus,
+    "two_nodes_postgres": two_nodes_postgres,
+}
+
+
+def _birth_dates() -> frozenset[str]:
+    """Every PatientBirthDate any scenario writes (the corpus and the generated X-rays)."""
+    indices = list(range(1000)) + [i for b in SCENARIO_INDEX_BASE.values() for i in range(b, b + 1000)]
+    return frozenset(phi_markers(i)[2] for i in indices)
+
+
+def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "host", model: Path | None = None,
+                 verbose_logs: bool = False, keep: bool = False) -> ScenarioResult:
+    """Run one scenario in its own scratch directory and clean everything up afterwards.
+
+    ``model`` defaults to the tiny test model (the scenarios test durability, not accuracy;
+    every class is routed to the same destination).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=f"faults-{name}-"))
+    if model is None:
+        model = workdir / "model.onnx"
+        tiny_model.build(model)
+    ctx = Context(get_runtime(runtime), model, workdir, verbose_logs=verbose_logs)
+    t0 = time.monotonic()
+    try:
+        result = SCENARIOS[name](ctx, sizes)
+    except Exception as exc:
+        result = ScenarioResult(name, details={"error": f"{type(exc).__name__}: {exc}"[:2000]})
+    finally:
+        ctx.cleanup()
+    result.phi_in_logs = len(ctx.phi_hits(_birth_dates()))
+    result.seconds = round(time.monotonic() - t0, 1)
+    if keep:
+        result.details["workdir"] = str(workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def iter_results(names: list[str], sizes: Sizes, **kwargs: Any) -> Iterator[ScenarioResult]:
+    for name in names:
+        yield run_scenario(name, sizes, **kwargs)
+
+

@@ -1,0 +1,87 @@
+"""The ``bodypart-router`` command: JSON lines, the table, sorting into folders, the entry points."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.cli import MODEL_ENV, main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture()
+def inbox(tmp_path: Path, fixtures_dir: Path) -> Path:
+    root = tmp_path / "inbox"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(fixtures_dir / "chest_mono1.dcm", root / "chest.dcm")
+    shutil.copy(fixtures_dir / "tibia.png", root / "sub" / "tibia.png")
+    (root / "sub" / "empty.dcm").write_bytes(b"")
+    return root
+
+
+def test_json_lines_have_the_documented_fields(inbox: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--model", str(tiny_model_path), "--json", str(inbox)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(x["path"]).name for x in lines] == ["chest.dcm", "empty.dcm", "tibia.png"]
+    for ok in (lines[0], lines[2]):
+        assert set(ok) == {"path", "class", "score", "scores"}
+        assert ok["class"] in CLASS_NAMES and list(ok["scores"]) == list(CLASS_NAMES)
+        assert ok["score"] == max(ok["scores"].values())
+    assert lines[1]["error"] == "empty-file" and "class" not in lines[1]
+
+
+def test_table_output_lists_every_input(inbox: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--model", str(tiny_model_path), str(inbox / "chest.dcm"), str(inbox / "sub")]) == 0
+    out = capsys.readouterr()
+    rows = out.out.splitlines()
+    assert rows[0].split() == ["path", "class", "score"]
+    assert len(rows) == 4
+    assert "empty-file" in rows[2]
+    assert any(c in rows[1] for c in CLASS_NAMES)
+    assert "total" in out.err  # the summary goes to stderr with the progress bar
+
+
+def test_model_from_environment_and_missing_model_message(
+    inbox: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(MODEL_ENV, str(tiny_model_path))
+    assert main(["classify", "--json", str(inbox / "chest.dcm")]) == 0
+    assert json.loads(capsys.readouterr().out)["class"] in CLASS_NAMES
+    monkeypatch.setenv(MODEL_ENV, str(inbox / "nope.onnx"))
+    assert main(["classify", str(inbox)]) == 2
+    assert "nope.onnx not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["--copy", "--link"])
+def test_sort_places_files_by_class_and_reason(inbox: Path, tiny_model_path: Path, tmp_path: Path, mode: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    dst = tmp_path / "sorted"
+    assert main(["sort", str(inbox), str(dst), "--model", str(tiny_model_path), mode]) == 0
+    placed = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert len(placed) == 3
+    assert "_unclassifiable/empty-file/sub/empty.dcm" in placed
+    classified = [p for p in placed if not p.startswith("_unclassifiable")]
+    assert {p.split("/", 1)[0] for p in classified} <= set(CLASS_NAMES)
+    assert {p.split("/", 1)[1] for p in classified} == {"chest.dcm", "sub/tibia.png"}
+    assert (inbox / "chest.dcm").exists()  # the source is left alone
+    assert "total" in capsys.readouterr().out
+
+
+def test_console_script_and_module_entry_points(tiny_model_path: Path, fixtures_dir: Path) -> None:
+    script = Path(sys.executable).with_name("bodypart-router")
+    if not script.exists():
+        pytest.skip("package not installed in this environment (pip install -e .)")
+    run = subprocess.run([str(script), "classify", "--model", str(tiny_model_path), "--json",
+                          str(fixtures_dir / "chest_j2k.dcm")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["class"] in CLASS_NAMES
+    version = subprocess.run([sys.executable, "-m", "bodypart_router", "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("bodypart-router ")
