@@ -128,3 +128,54 @@ def test_machine_facts_name_cpu_and_runtime() -> None:
     assert facts["logical_cores"] >= 1 and facts["cpu_model"]
     assert "CPUExecutionProvider" in facts["onnxruntime_providers"]
     assert len(facts["load_average_at_start"]) == 3
+
+
+def test_targets_read_results_and_fail_on_missing_arrivals() -> None:
+    from bench.run import TARGETS, Target
+
+    latency = next(t for t in TARGETS if t.path[0] == "e2e_latency_s")
+    assert latency.check({"e2e_latency_s": {"p95": 0.4}})["met"] is True
+    assert latency.check({"e2e_latency_s": {"p95": 1.2}})["met"] is False
+    assert latency.check({"e2e_latency_s": {"p95": None}})["met"] is False  # some never arrived
+    assert latency.check({}) is None  # section not run: no verdict
+    ratio = Target("r", ("ingest_ratio", "worst"), 0.95, True)
+    assert ratio.check({"ingest_ratio": {"worst": 0.95}})["met"] is True
+
+
+def test_orthanc_config_without_router_differs_only_by_the_router(tiny_model: Path) -> None:
+    from bench.servers import orthanc_config
+
+    with_router = orthanc_config(tiny_model)
+    without = orthanc_config(None)
+    assert with_router["BodyPartRouter"]["ModelPath"] == str(tiny_model.resolve())
+    assert "BodyPartRouter" not in without and "PythonScript" not in without
+    assert not any("Python" in p for p in without["Plugins"])
+    same = set(with_router) - {"BodyPartRouter", "PythonScript", "PythonVerbose", "Plugins", "HttpPort", "DicomPort"}
+    assert {k: with_router[k] for k in same} == {k: without[k] for k in same}
+
+
+def test_mixed_payload_interleaves_unique_copies(tiny_corpus: corpus.Corpus, tmp_path: Path) -> None:
+    from bench.servers import mixed_payload
+
+    templates = [tiny_corpus.ingest["small"], tiny_corpus.ingest["small"], tiny_corpus.ingest["large"]]
+    payload = mixed_payload("mix", templates, 7, tmp_path)
+    rows = [pydicom.dcmread(f).Rows for f in payload.files]
+    assert rows == [32, 32, 60, 32, 32, 60, 32]
+    assert len({pydicom.dcmread(f).SOPInstanceUID for f in payload.files}) == 7
+
+
+@pytest.mark.integration
+def test_senders_store_by_rest_and_c_store(tiny_corpus: corpus.Corpus, tmp_path: Path) -> None:
+    """The benchmark's senders against a real Orthanc (without the router: only the senders are tested)."""
+    from bench.servers import make_payload, orthanc_config, running, store_all
+    from support.orthanc import get_runtime
+
+    reason = get_runtime("host").unavailable()
+    if reason:
+        pytest.skip(reason)
+    payload = make_payload("senders", tiny_corpus.ingest["small"], 6, tmp_path)
+    with running(orthanc_config(None), "bench-senders", tmp_path / "orthanc", router=False) as server:
+        assert store_all(server, [f.read_bytes() for f in payload.files[:3]], "rest", senders=2) > 0
+        assert store_all(server, payload.files[3:], "c-store", senders=2) > 0
+        assert server.get_json("/statistics")["CountInstances"] == 6
+    assert not (tmp_path / "orthanc").exists()

@@ -281,7 +281,7 @@ def test_backfill_classifies_stored_instances_and_resumes_after_restart(host: Ru
         p = _backfill(router)
         assert p["Done"] == p["Total"] == len(archive)
         assert p["Outcomes"] == {"classified": 4, "known": 13}
-        assert "backfill resumed at" in router.log_text()
+        assert p["StartedAt"] == progress["StartedAt"]  # the same run, resumed, not a new one
         assert all(router.metadata(i).get("BodyPart") == "spine" for i in old)
         router.wait_for(lambda: len(chest.instances()) == len(old), timeout=30, what="old spines routed")
         assert router.metadata(ct).get("BodyPartState") == "skipped:non-projection-modality"
@@ -324,5 +324,6 @@ def test_a_modified_model_is_refused_unless_its_hash_is_configured(host: Runtime
                 instance = router.upload(_xray("spine"))
                 time.sleep(1)
                 assert "BodyPartState" not in router.metadata(instance)  # nothing classified by it
+                assert router.request("POST", "/bodypart-router/backfill", json={}).status_code == 503
         finally:
             router.cleanup()

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 #: Store state of an instance the backfill is processing right now.
 BACKFILL_STATE = "backfill"
+#: At shutdown, how long to wait for the instance in hand (Orthanc must stop within 10 s).
+STOP_SECONDS = 2.0
 
 
 class _Rest:
@@ -128,22 +130,24 @@ def handle(runner: BackfillRunner, method: str, raw_body: bytes | None) -> tuple
 
 
 def register(app: "RouterApp") -> None:
-    if not app.enabled or app.config is None or app.store is None:
-        return
-    store = app.store
-    runner = BackfillRunner(
-        _Rest(app),
-        Checkpoint(app.config.state_directory / CHECKPOINT_NAME),
-        _Processor(app),
-        live_queue_depth=store.queued_count,
-        log=lambda line: log("info", line),
-        thread_name=BACKFILL_THREAD_PREFIX,
-    )
+    runner: BackfillRunner | None = None
+    if app.enabled and app.config is not None and app.store is not None:
+        runner = BackfillRunner(
+            _Rest(app),
+            Checkpoint(app.config.state_directory / CHECKPOINT_NAME),
+            _Processor(app),
+            live_queue_depth=app.store.queued_count,
+            log=lambda line: log("info", line),
+            thread_name=BACKFILL_THREAD_PREFIX,
+        )
 
     def callback(output: Any, uri: str, **request: Any) -> None:
         method = request.get("method", "GET")
         if method not in ("GET", "POST", "DELETE"):
             output.SendMethodNotAllowed("GET,POST,DELETE")
+            return
+        if runner is None:
+            send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
             return
         try:
             status, body = handle(runner, method, request.get("body"))
@@ -156,7 +160,8 @@ def register(app: "RouterApp") -> None:
             send_status(output, status, body)
 
     orthanc.RegisterRestCallback("/bodypart-router/backfill", callback)
-    metrics_for(app).watch_backfill(runner.progress)
-    app.status_sections["Backfill"] = runner.progress
-    app.on_started.append(runner.resume)
-    app.on_stopping.append(runner.stop)
+    if runner is not None:
+        metrics_for(app).watch_backfill(runner.progress)
+        app.status_sections["Backfill"] = runner.progress
+        app.on_started.append(runner.resume)
+        app.on_stopping.append(lambda: runner.stop(timeout=STOP_SECONDS))

@@ -69,6 +69,9 @@ def register(app: "RouterApp") -> None:
         if request.get("method") != "POST":
             output.SendMethodNotAllowed("POST")
             return
+        if app.store is None:
+            send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
+            return
         try:
             body = json.loads(request.get("body") or b"{}")
             ids = body.get("Instances") if isinstance(body, dict) else None
