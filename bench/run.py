@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import classify, corpus, ingest, latency, machine, memory, model
+from bodypart_router.config import RouterConfig
+
+from . import classify, corpus, ingest, latency, machine, memory, model, scale
 from .servers import make_payload
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "bench"
 RESULTS = REPO / "bench" / "results.json"
-SECTIONS = ("classify", "ingest", "latency", "rss")
+SECTIONS = ("classify", "ingest", "latency", "rss", "index")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def run_latency(args: argparse.Namespace, chosen: model.ModelChoice, data: corpu
     small = make_payload(f"latency-small-{count}", data.ingest["small"], count, BUILD / "work" / "payloads")
     _progress(f"  latency: {count} x 0.5 MB at {rate:g}/s ...")
     result = latency.measure(small, chosen.path, BUILD / "work", rate=rate)
-    if not args.quick:  # the same with full-size JPEG 2000 radiographs (6 MB each)
+    if not args.quick:  # also with full-size radiographs: 2500x3000 JPEG 2000 (6 MB each), 30 s
+        count = int(rate * 30)
         large = make_payload(f"latency-j2k-{count}", data.classify["jpeg2000"][0], count, BUILD / "work" / "payloads")
         _progress(f"  latency: {count} x 2500x3000 JPEG 2000 at {rate:g}/s ...")
         result["jpeg2000_2500x3000"] = latency.measure(large, chosen.path, BUILD / "work", rate=rate)
@@ -116,6 +119,12 @@ def run_rss(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Co
     return memory.measure(data, chosen.path, BUILD / "work", instances=instances)
 
 
+def run_index(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
+    instances = 60 if args.quick else 300
+    _progress(f"  index: {instances} instances on a PostgreSQL index, with and without the router ...")
+    return scale.measure(data, chosen.path, BUILD / "work", instances=instances, rounds=1 if args.quick else 2)
+
+
 def format_table(results: dict) -> str:
     """The human-readable summary: classification table, then the targets."""
     lines = []
@@ -126,6 +135,9 @@ def format_table(results: dict) -> str:
     lines.append(f"Machine: {facts['cpu_model']}, {facts['usable_cores']} cores, {facts['memory_gb']} GB, "
                  f"onnxruntime {facts['onnxruntime']} ({facts['provider']}), "
                  f"load at start {facts['load_average_at_start'][0]:.2f}")
+    cores = facts["usable_cores"] or 1
+    if max(facts["load_average_at_start"][0], results.get("load_average_at_end", [0])[0]) > 0.5 * cores:
+        lines.append("WARNING: the machine was busy with other work during the run; figures are too low.")
     table = results.get("classify_per_s")
     if table:
         variants = [k for k in next(iter(table.values())) if k != "speedup"]
@@ -164,6 +176,15 @@ def format_table(results: dict) -> str:
     if rss:
         lines.append(f"Orthanc RSS with the router, {rss['instances']} instances: before {rss['before']:.0f} MB, "
                      f"peak {rss['peak']:.0f} MB, after {rss['after']:.0f} MB")
+    index = results.get("index_load")
+    if index and "skipped" not in index:
+        tx, rows, rate = (index["index_transactions_per_instance"], index["index_rows_written_per_instance"],
+                          index["ingest_per_s"])
+        lines.append(f"PostgreSQL index per stored instance: {tx['with_router']} transactions / {rows['with_router']} "
+                     f"rows written with the router, {tx['without_router']} / {rows['without_router']} without; "
+                     f"ingest {rate['with_router']} vs {rate['without_router']} instances/s")
+    elif index:
+        lines.append(f"PostgreSQL index: skipped ({index['skipped']})")
     if results.get("targets"):
         lines.append("")
         for t in results["targets"]:
@@ -203,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": machine.facts(provider),
         "model": {"name": chosen.name, "path": os.path.relpath(chosen.path, REPO), "standin": chosen.standin},
+        # The plugin defaults the router variant runs with (BodyPartRouter.Workers / BatchSize).
+        "router_defaults": {"workers": RouterConfig.workers, "batch_size": RouterConfig.batch_size},
         "corpus": json.loads((BUILD / "corpus" / "manifest.json").read_text()),
     }
     runners: dict[str, tuple[str, Callable[..., dict]]] = {
@@ -210,12 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": ("ingest_ratio", run_ingest),
         "latency": ("e2e_latency_s", run_latency),
         "rss": ("rss_mb", run_rss),
+        "index": ("index_load", run_index),
     }
     for section in sections:
         key, runner = runners[section]
         _progress(f"running {section} ...")
         results[key] = runner(args, chosen, data)
 
+    results["load_average_at_end"] = list(os.getloadavg())
     results["targets"] = [c for c in (t.check(results) for t in TARGETS) if c is not None]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(args.output.name + ".tmp")

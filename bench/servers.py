@@ -41,8 +41,9 @@ def orthanc_config(model: Path | None, *, peers: Mapping[str, OrthancProcess] | 
     config = router_config(runtime, model=model or Path("unused.onnx"), routes=routes or {},
                            peers=peers, router={**section, **(router or {})},
                            extra={"ConcurrentJobs": 4, "JobsHistorySize": 1000})
-    if model is None:
-        del config["BodyPartRouter"], config["PythonScript"], config["PythonVerbose"]
+    if model is None:  # everything the router brings, and nothing else, goes
+        for key in ("BodyPartRouter", "PythonScript", "PythonVerbose", "LuaScripts"):
+            config.pop(key, None)
         config["Plugins"] = [p for p in config["Plugins"] if "Python" not in Path(p).name]
     return config
 

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import orthanc  # type: ignore[import-not-found]
 
-import faulthandler, signal as _sig
-faulthandler.register(_sig.SIGUSR1, all_threads=True)
 PLUGIN_DIR = Path(__file__).resolve().parent
 
 

@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -41,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose-logs", action="store_true",
                         help="start Orthanc with --verbose, so the PHI log check sees more")
     parser.add_argument("--keep", action="store_true", help="keep each scenario's work directory and logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per association otherwise
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

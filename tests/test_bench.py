@@ -150,7 +150,8 @@ def test_orthanc_config_without_router_differs_only_by_the_router(tiny_model: Pa
     assert with_router["BodyPartRouter"]["ModelPath"] == str(tiny_model.resolve())
     assert "BodyPartRouter" not in without and "PythonScript" not in without
     assert not any("Python" in p for p in without["Plugins"])
-    same = set(with_router) - {"BodyPartRouter", "PythonScript", "PythonVerbose", "Plugins", "HttpPort", "DicomPort"}
+    router_keys = {"BodyPartRouter", "PythonScript", "PythonVerbose", "LuaScripts", "Plugins"}
+    same = set(with_router) - router_keys
     assert {k: with_router[k] for k in same} == {k: without[k] for k in same}
 
 

@@ -29,6 +29,8 @@ class FitConfig:
     label_smoothing: float = 0.05
     #: BatchNorm momentum of the trained layers: their ImageNet statistics must move to X-rays.
     bn_momentum: float = 0.1
+    #: Loss weight of a class = (1 / its share of views) ** power: 1 = inverse frequency, 0 = none.
+    class_weight_power: float = 1.0
 
 
 def trainable_modules(model: EfficientNetLite0) -> list[nn.Module]:
@@ -50,10 +52,10 @@ def set_trainable(model: EfficientNetLite0, bn_momentum: float) -> list[nn.Param
     return params
 
 
-def class_weights(labels: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over the classes present) for the loss."""
+def class_weights(labels: np.ndarray, power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights raised to ``power`` (1 for a perfectly balanced set) for the loss."""
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(CLASS_NAMES), 0.0)
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1) / len(CLASS_NAMES)) ** power, 0.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -86,7 +88,7 @@ def fit_top(model: EfficientNetLite0, train_x: np.ndarray, train_y: np.ndarray, 
     warmup = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_y), label_smoothing=cfg.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_y, cfg.class_weight_power), label_smoothing=cfg.label_smoothing)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.from_numpy(train_y.astype(np.int64))
     best_f1, best_state, history = -1.0, None, []

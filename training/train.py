@@ -35,6 +35,7 @@ from .export import export_onnx
 from .features import TrunkRunner, View, export_trunk, extract, render_view
 from .fit import FitConfig, fit_top, predict_top
 from .metrics import report
+from .openset import choose_others_bias
 from .model import load_imagenet, replace_classifier
 
 log = logging.getLogger("training")
@@ -112,15 +113,17 @@ def subsample_views(samples: list[Sample], views: list[View], seed: int, per_cla
     return sorted(keep)
 
 
-def leave_one_region_out(base, samples, views_by_split, feats_by_split, cfg: FitConfig, seed: int) -> dict:
+def leave_one_region_out(base, samples, views_by_split, feats_by_split, cfg: FitConfig,
+                         seed: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Retrain the top without one region of ``others`` and count how often it still says others.
 
     Evaluated on every view of the held-out region (augmented training views and clean
-    validation/test views), none of which that run has seen.
+    validation/test views), none of which that run has seen. Returns the per-region summary and
+    the held-out probabilities (for :mod:`training.openset`).
     """
     others = CLASS_NAMES.index("others")
     loro_train = subsample_views(samples, views_by_split["train"], seed)
-    results = {}
+    results, heldout = {}, {}
     for region in OTHERS_REGIONS:
         def keep(v: View) -> bool:
             return samples[v.sample].region() != region
@@ -134,14 +137,15 @@ def leave_one_region_out(base, samples, views_by_split, feats_by_split, cfg: Fit
         net, _ = fit_top(base, feats_by_split["train"][tr], labels_of(samples, views_by_split["train"])[tr],
                          feats_by_split["val"][va], labels_of(samples, views_by_split["val"])[va], cfg, seed,
                          label=f"loro[{region}]")
-        pred = predict_top(net, held_x).argmax(1)
+        heldout[region] = predict_top(net, held_x)
+        pred = heldout[region].argmax(1)
         results[region] = {
             "n_views": int(len(pred)),
             "others_rate": float((pred == others).mean()),
             "predicted_counts": {c: int((pred == k).sum()) for k, c in enumerate(CLASS_NAMES)},
         }
         log.info("loro %s: %s", region, results[region])
-    return results
+    return results, heldout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     views = {
         "train": train_views,
         "val": [View(i, None) for i in splits["val"]],
+        "val_aug": [View(i, view_seed(args.seed, i, 20_000)) for i in splits["val"]],
         "test_clean": [View(i, None) for i in splits["test"]],
         "test_aug": [View(i, view_seed(args.seed, i, 10_000)) for i in splits["test"]],
     }
@@ -205,6 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     net, history = fit_top(base, feats["train"], labels_of(samples, views["train"]), feats["val"],
                            labels_of(samples, views["val"]), cfg, args.seed, label="main")
     fit_s = time.monotonic() - t0
+
+    loro_summary, openset = None, None
+    if not args.skip_loro:
+        t0 = time.monotonic()
+        regions, heldout = leave_one_region_out(
+            base, samples, {k: views[k] for k in ("train", "val", "test_clean")},
+            {k: feats[k] for k in ("train", "val", "test_clean")}, FitConfig(epochs=args.loro_epochs), args.seed)
+        loro_summary = {"epochs": args.loro_epochs, "regions": regions}
+        openset = choose_others_bias(predict_top(net, feats["val_aug"]), labels_of(samples, views["val_aug"]), heldout)
+        loro_s = time.monotonic() - t0
+        with torch.no_grad():
+            net._fc.bias[CLASS_NAMES.index("others")] += openset["bias"]
+        log.info("others logit offset %.2f (held-out others rate %.3f at 0, %.3f chosen)", openset["bias"],
+                 openset["curve"][0]["heldout_others_rate_mean"],
+                 next(c for c in openset["curve"] if c["bias"] == openset["bias"])["heldout_others_rate_mean"])
 
     onnx_path = args.out / ONNX_NAME
     check = np.stack([render_view(samples[i], None) for i in splits["test"][:: max(1, len(splits["test"]) // 16)][:16]])
@@ -249,17 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("dicom check: %d/%d agree, %d errors", metrics["dicom_check"]["agree"],
                  metrics["dicom_check"]["with_expected_class"], metrics["dicom_check"]["errors"])
     metrics["timing_s"] = {"features": feature_s, "fit": fit_s}
-    write_outputs(args.out, metrics, samples, splits)
-
-    if not args.skip_loro:
-        feats_loro = {"train": feats["train"], "val": feats["val"], "test_clean": feats["test_clean"]}
-        views_loro = {"train": views["train"], "val": views["val"], "test_clean": views["test_clean"]}
-        t0 = time.monotonic()
-        metrics["leave_one_region_out"] = {
-            "epochs": args.loro_epochs,
-            "regions": leave_one_region_out(base, samples, views_loro, feats_loro,
-                                            FitConfig(epochs=args.loro_epochs), args.seed)}
-        metrics["timing_s"]["loro"] = time.monotonic() - t0
+    if loro_summary is not None:
+        metrics["leave_one_region_out"] = loro_summary
+        metrics["openset_calibration"] = openset
+        metrics["timing_s"]["loro_and_calibration"] = loro_s
     metrics["timing_s"]["total"] = time.monotonic() - started
     write_outputs(args.out, metrics, samples, splits)
     log.info("done in %.0f s", metrics["timing_s"]["total"])

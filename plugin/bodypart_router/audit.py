@@ -105,7 +105,11 @@ _VOCABULARY: Final[tuple[tuple[str, tuple[Region, ...]], ...]] = (
     # --- chest
     (r"\b(CHEST|THORAX|THORAKS|TORAX|TORACE)[A-Z0-9]*", (_C,)),  # also CHEST2V, Thoraxaufnahme
     (r"\b(THX|CXR)\b", (_C,)),
-    (r"\b(LUNG|LUNGS|LUNGE|LUNGEN|PULMON|PULMONAR|PULMONAIRE|POUMON|POUMONS|POLMONI|POLMONE|PECHO|POITRINE|BORST|BORSTKAS|BRUSTKORB)\b", (_C,)),
+    (
+        r"\b(LUNG|LUNGS|LUNGE|LUNGEN|PULMON|PULMONAR|PULMONAIRE|POUMON|POUMONS|POLMONI|POLMONE|"
+        r"PECHO|POITRINE|BORST|BORSTKAS|BRUSTKORB)\b",
+        (_C,),
+    ),
     (r"\b(RIB|RIBS|RIPPE|RIPPEN|COSTILLAS|COTES|COSTE|STERNUM|STERNO|ESTERNON)\b", (_C, _O)),
     (r"\bBABYGRAM\b", (_C, _A)),
     # --- abdomen
@@ -192,10 +196,8 @@ def age_in_years(tags: Mapping[str, Any]) -> float | None:
     if age is not None:
         return age
     birth = _parse_date(_text(tags.get("PatientBirthDate")))
-    when = next(
-        (d for d in (_parse_date(_text(tags.get(k))) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d),
-        None,
-    )
+    dates = (_parse_date(_text(tags.get(k))) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"))
+    when = next((d for d in dates if d), None)
     if birth is None or when is None or when < birth:
         return None
     return (when - birth).days / _DAYS_PER_YEAR

@@ -295,7 +295,8 @@ class RouterMetrics:
 
     def failure(self, instance_id: str, state: str, detail: str = "", destination: str | None = None) -> None:
         """Remember a failed instance (classification or delivery) so it can be resubmitted."""
-        entry = {"Instance": instance_id, "Time": _iso(self._clock()), "State": state, "Detail": detail, "Destination": destination}
+        entry = {"Instance": instance_id, "Time": _iso(self._clock()), "State": state, "Detail": detail,
+                 "Destination": destination}
         with self._lock:
             self._failures.appendleft(entry)
 
@@ -330,7 +331,8 @@ class RouterMetrics:
                 "Counts": {"Classified": dict(self._classified), "Skipped": skipped, "Failed": failed},
                 "Timings": {"Decode": self._timings["decode"].as_dict(), "Inference": self._timings["inference"].as_dict()},
                 "Destinations": {
-                    name: {"Forwards": d.forwards, "Failures": d.failures, "DeadLetters": d.dead_letters, "Circuit": d.circuit}
+                    name: {"Forwards": d.forwards, "Failures": d.failures, "DeadLetters": d.dead_letters,
+                           "Circuit": d.circuit}
                     for name, d in sorted(self._destinations.items())
                 },
                 "Shadow": {dest: dict(sorted(c.items())) for dest, c in sorted(self._would_forward.items())},
@@ -358,7 +360,7 @@ class RouterMetrics:
             for what, timing in self._timings.items():
                 out[metric_name(what, "seconds_sum")] = timing.sum
                 out[metric_name(what, "seconds_count")] = timing.count
-                for bound, n in zip(TIME_BUCKETS, timing.buckets):
+                for bound, n in zip(TIME_BUCKETS, timing.buckets, strict=True):
                     out[metric_name(what, "seconds", _bucket_suffix(bound))] = n
             for name, d in self._destinations.items():
                 out[metric_name("forwards", name)] = d.forwards

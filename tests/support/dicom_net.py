@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable
 
 from pydicom.dataset import Dataset
@@ -91,3 +92,46 @@ class CountingSCP:
     def modality(self) -> tuple[str, str, int]:
         """The ``DicomModalities`` entry that reaches this SCP."""
         return (self.aet, "127.0.0.1", self.port)
+
+
+def c_store_files(paths: Iterable[Path], port: int, *, called_aet: str = "ORTHANC",
+                  host: str = "127.0.0.1") -> list[tuple[str, int]]:
+    """Send DICOM files as they are (any SOP class and transfer syntax); returns (SOP Instance UID, status)
+    per file in order, status -1 for a file that could not be sent. One association per
+    (SOP class, transfer syntax) pair, so each file travels in its own encoding."""
+    from pydicom import dcmread
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    loaded: list[tuple[str, Dataset | None]] = []
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, path in enumerate(paths):
+        try:
+            ds = dcmread(path, force=True)
+            if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+                from pydicom.dataset import FileMetaDataset
+
+                ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+                ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            key = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+            loaded.append((str(ds.SOPInstanceUID), ds))
+            groups.setdefault(key, []).append(i)
+        except Exception:
+            loaded.append(("", None))
+    statuses = [-1] * len(loaded)
+    for (sop_class, syntax), indexes in groups.items():
+        ae = AE(ae_title="DEMO_SCU")
+        ae.add_requested_context(sop_class, [syntax])
+        assoc = ae.associate(host, port, ae_title=called_aet)
+        if not assoc.is_established:
+            continue
+        try:
+            for i in indexes:
+                ds = loaded[i][1]
+                try:
+                    status = assoc.send_c_store(ds)
+                    statuses[i] = int(status.Status) if status else -1
+                except Exception:
+                    statuses[i] = -1
+        finally:
+            assoc.release()
+    return [(uid, st) for (uid, _), st in zip(loaded, statuses)]

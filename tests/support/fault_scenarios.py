@@ -22,7 +22,9 @@ Every process a scenario starts is stopped in a ``finally``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -44,6 +46,8 @@ from support.malformed import CLASSIFIED, base_dataset, build_corpus, find_phi, 
 from support.orthanc import OrthancProcess, Runtime, get_runtime, router_config
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster
 from support.postgres import unavailable as postgres_unavailable
+
+log = logging.getLogger("faults")
 
 #: The destination every class (and ``uncertain``) is routed to.
 DESTINATION = "ai"
@@ -140,6 +144,7 @@ class Context:
     def __init__(self, runtime: Runtime, model: Path, workdir: Path, *, verbose_logs: bool = False) -> None:
         self.runtime = runtime
         self.model = model
+        self.model_sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
         self.workdir = workdir
         self.verbose_logs = verbose_logs
         self.processes: list[OrthancProcess] = []
@@ -156,6 +161,7 @@ class Context:
                extra: dict[str, Any] | None = None, start: bool = True) -> OrthancProcess:
         """An Orthanc running the router, every class and ``uncertain`` routed to ``scp``."""
         section = {
+            "ModelSha256": self.model_sha256,  # accept this model on purpose (the tiny one has no card)
             "MinimumScore": 0.5,
             "UncertainRoutes": [DESTINATION],
             "Retry": {"MaxAttempts": 200, "BackoffSeconds": 0.5, "MaxBackoffSeconds": 2.0},
@@ -199,12 +205,15 @@ class Context:
 
 
 def wait_router_ready(proc: OrthancProcess, timeout: float = 30.0) -> None:
-    """The router answers its status route once Orthanc has started and the plugin is configured."""
+    """Wait until the router's status route answers; fail at once if the router disabled itself."""
 
-    def ready() -> bool:
+    def ready() -> dict[str, Any] | None:
         r = proc.request("GET", "/bodypart-router/status", timeout=5)
-        return r.ok
-    proc.wait_for(ready, timeout=timeout, what="router status route")
+        return r.json() if r.ok else None
+
+    status = proc.wait_for(ready, timeout=timeout, what="router status route")
+    if not status.get("Enabled"):
+        raise RuntimeError(f"{proc.name}: the router is disabled: {status.get('Error')}")
 
 
 def states(proc: OrthancProcess, instance_ids: list[str]) -> dict[str, str]:
@@ -230,6 +239,7 @@ def settle(procs: list[OrthancProcess], ids: list[str], scp: RecordingSCP, expec
     deadline = time.monotonic() + timeout
     last: dict[str, str] = {}
     pending = list(ids)
+    next_report = time.monotonic() + 10
     while True:
         alive = [p for p in procs if p.running()]
         if alive:
@@ -238,6 +248,10 @@ def settle(procs: list[OrthancProcess], ids: list[str], scp: RecordingSCP, expec
         delivered_ok = expect_delivered is None or expect_delivered <= set(scp.snapshot())
         if (not pending and delivered_ok) or time.monotonic() > deadline or not alive:
             break
+        if time.monotonic() > next_report:
+            log.info("waiting: %d of %d without a final state, %d delivered", len(pending), len(ids),
+                     len(scp.snapshot()))
+            next_report = time.monotonic() + 10
         time.sleep(0.5)
     # a duplicate that is still on its way would arrive within a couple of seconds: wait for it
     time.sleep(2.0)
@@ -326,8 +340,12 @@ def peer_down_60s(ctx: Context, sizes: Sizes) -> ScenarioResult:
 
 
 def _circuit_lines(proc: OrthancProcess) -> int:
-    """Log lines about the destination's circuit (one when it opens, one when it closes)."""
-    return sum(1 for line in proc.log_text().splitlines() if "circuit" in line.lower())
+    """The router's log lines about the destination going down or coming back (one each, not a flood).
+
+    The "reachable again" line is logged at info level, so it shows only with ``--verbose``.
+    """
+    return sum(1 for line in proc.log_text().splitlines()
+               if f"destination modality:{DESTINATION} is down" in line or "is reachable again" in line)
 
 
 def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
@@ -427,6 +445,9 @@ def malformed_corpus(ctx: Context, sizes: Sizes) -> ScenarioResult:
     scp = ctx.scp()
     router = ctx.router(scp)
     corpus = build_corpus()
+    crashers = [case for case in corpus if case.crashes_orthanc]
+    corpus = [case for case in corpus if not case.crashes_orthanc]
+    result.details["left_out_orthanc_crashers"] = len(crashers)
     if sizes.malformed_cases is not None:
         corpus = corpus[:: max(1, len(corpus) // sizes.malformed_cases)][: sizes.malformed_cases]
     accepted: dict[str, str] = {}   # SOP UID -> Orthanc ID
@@ -542,9 +563,11 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
         tiny_model.build(model)
     ctx = Context(get_runtime(runtime), model, workdir, verbose_logs=verbose_logs)
     t0 = time.monotonic()
+    log.info("%s: starting in %s", name, workdir)
     try:
         result = SCENARIOS[name](ctx, sizes)
     except Exception as exc:
+        log.exception("%s: scenario failed", name)
         result = ScenarioResult(name, details={"error": f"{type(exc).__name__}: {exc}"[:2000]})
     finally:
         ctx.cleanup()

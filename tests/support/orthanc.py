@@ -56,6 +56,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTER_SCRIPT = REPO / "plugin" / "router.py"
+SHUTDOWN_LUA = REPO / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
 
 
 def free_port() -> int:
@@ -182,6 +183,7 @@ def router_config(
         "DicomCheckCalledAet": False,
         "Plugins": list(runtime.plugins),
         "PythonScript": runtime.path(ROUTER_SCRIPT),
+        "LuaScripts": [runtime.path(SHUTDOWN_LUA)],
         "PythonVerbose": False,
         "UserMetadata": {
             "BodyPart": 1024,

@@ -40,6 +40,8 @@ from .workers import ClassifyWorker
 #: and needs about 3 s of its own after this callback).
 SHUTDOWN_BUDGET_SECONDS = 5.5
 STATE_DB = "state.sqlite"
+#: Store setting listing instances whose results could not be written during the last shutdown.
+RESYNC_KEY = "metadata_resync"
 
 
 def configuration_directory() -> Path:
@@ -138,6 +140,7 @@ class RouterApp:
             return
         assert self.config and self.store and self.recorder
         self.writer.set_version(str(self.rest.get_json("/system").get("Version", "0")))
+        self._resync_results()
         requeued = self.store.reset_in_flight()
         pending = self.store.queued_count()
         if requeued or pending:
@@ -165,30 +168,66 @@ class RouterApp:
         log("info", f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, "
                     f"labels {'on' if self.writer.labels else 'off (Orthanc < 1.12)'})")
 
+    def prepare_stop(self) -> None:
+        """Orthanc is about to stop (called through ``shutdown.lua``'s ``Finalize``, while every
+        Orthanc service still works): stop the threads and let the forwarder see its running
+        jobs to their end, so nothing in flight is forgotten or sent twice."""
+        if self.enabled and self.started_at is not None and not self.stop_event.is_set():
+            self._stop_threads(drain=True)
+
+    def _resync_results(self) -> None:
+        """Write the results the last shutdown could not write (state, class, destinations)."""
+        assert self.store
+        pending = json.loads(self.store.get_setting(RESYNC_KEY) or "[]")
+        for instance_id in pending:
+            record = self.store.instance(instance_id)
+            if record is not None:
+                self.writer.rewrite(record, self.store.delivered_destinations(instance_id))
+        if pending:
+            self.store.set_setting(RESYNC_KEY, "[]")
+            log("info", f"rewrote the results of {len(pending)} instance(s) left unwritten at the last shutdown")
+
     def stopped(self) -> None:
+        """ORTHANC_STOPPED. If ``prepare_stop`` did not run, stop the threads without any REST call:
+        with Orthanc 1.10's Python plugin a thread blocked in a jobs call while Orthanc signals
+        this event never gets the interpreter back (see ``shutdown.lua``)."""
         if not self.enabled or self.started_at is None:
             return
+        if not self.stop_event.is_set():
+            self._stop_threads(drain=False)
+        if self.store and not self._threads_alive():
+            self.store.close()
+
+    def _threads_alive(self) -> list[str]:
+        threads = [w.thread for w in self.workers] + ([self.forwarder.thread] if self.forwarder else [])
+        if self.recorder:
+            threads.append(self.recorder.thread)
+        return [t.name for t in threads if t.is_alive()]
+
+    def _stop_threads(self, *, drain: bool) -> None:
         t0 = time.monotonic()
+        deadline = t0 + SHUTDOWN_BUDGET_SECONDS
         for hook in self.on_stopping:
             self._safely(hook)
-        deadline = t0 + SHUTDOWN_BUDGET_SECONDS
-        if self.forwarder:
-            self.forwarder.drain_until = time.time() + SHUTDOWN_BUDGET_SECONDS - 0.5
+        if not drain:
+            self.writer.suspend()  # results not written now are rewritten at the next start
+        if self.forwarder and drain:
+            self.forwarder.drain_until = time.time() + SHUTDOWN_BUDGET_SECONDS - 1.0
         self.stop_event.set()
         self.wake_workers.set()
         self.wake_forwarder.set()
-        assert self.recorder
+        assert self.recorder and self.store
         self.recorder.stop()
         threads = [w.thread for w in self.workers] + ([self.forwarder.thread] if self.forwarder else [])
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self.recorder.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in threads if t.is_alive()]
+        self.recorder.thread.join(max(0.0, deadline - time.monotonic()))
+        missed = self.writer.suspend()
+        if missed:
+            self.store.set_setting(RESYNC_KEY, json.dumps(sorted(missed)))
+        alive = self._threads_alive()
         if alive:
             log("warning", f"stopping without waiting for {', '.join(alive)}; unfinished work resumes at next start")
-        else:
-            assert self.store
-            self.store.close()
         log("info", f"stopped in {time.monotonic() - t0:.2f} s")
 
     @staticmethod

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
@@ -70,7 +70,9 @@ class _Processor:
         assert app.config is not None and app.store is not None
         self.app = app
         policy = app.config.policy
-        decode: Callable[[bytes], Any] = lambda data: decode_dicom(data, policy=policy)
+
+        def decode(data: bytes) -> Any:
+            return decode_dicom(data, policy=policy)
 
         def worker(config: Any) -> ClassifyWorker:
             return ClassifyWorker(0, config, app.store, app.rest, app.writer, app.classifier, decode, app.events,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from ..config import RouterConfig
 from ..delivery import DeliveryEvents, Forwarder
@@ -46,6 +47,8 @@ class ForwardingThread:
                 self.stop.wait(1.0)
             self.wake.wait(self.poll_seconds)
             self.wake.clear()
+        if time.time() >= self.drain_until:
+            return  # stopping without REST calls (see RouterApp.stopped)
         try:
             unresolved = self.forwarder.drain(self.drain_until)
         except Exception as exc:

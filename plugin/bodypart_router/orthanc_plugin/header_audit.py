@@ -37,7 +37,8 @@ def header_tags(app: "RouterApp", instance_id: str) -> tuple[dict[str, Any], str
     meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
     if not tags.get("PatientAge") and not tags.get("PatientBirthDate") and _names_chest(tags):
         try:
-            tags["PatientAge"] = rest.get(f"/instances/{instance_id}/content/0010-1010").decode("ascii", "replace").strip("\x00 ")
+            raw = rest.get(f"/instances/{instance_id}/content/0010-1010")
+            tags["PatientAge"] = raw.decode("ascii", "replace").strip("\x00 ")
         except RestError:
             pass  # Patient's Age (0010,1010) absent: either chest class agrees
     return tags, meta.get("RemoteAET")

@@ -66,7 +66,7 @@ class Recorder:
         self._overflowing = False
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
 
     # -- the OnStoredInstance callback (runs on Orthanc's ingest path: keep it tiny) -------
     def on_stored_instance(self, dicom: Any, instance_id: str) -> None:
@@ -89,14 +89,11 @@ class Recorder:
 
     # -- thread ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        self.thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         last_poll = 0.0

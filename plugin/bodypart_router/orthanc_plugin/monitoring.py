@@ -72,10 +72,10 @@ class _Listeners:
     def classified(self, instance_id: str, decision: RoutingDecision, **kw: Any) -> None:
         m = self.metrics
         m.classified(decision.class_name)
-        if "decode_seconds" in kw:
+        if "decode_seconds" in kw:  # this instance's decode
             m.observe("decode", float(kw["decode_seconds"]))
-        if "inference_seconds" in kw:
-            m.observe("inference", float(kw["inference_seconds"]) * int(kw.get("batch_size", 1)), int(kw.get("batch_size", 1)))
+        if "inference_seconds" in kw:  # this instance's share of its batch's model run
+            m.observe("inference", float(kw["inference_seconds"]))
         shadow = bool(self.app.config and self.app.config.shadow_mode)
         names = [d.name for d in decision.destinations]
         if shadow:
@@ -96,12 +96,14 @@ class _Listeners:
 
     def delivered(self, delivery: Delivery, **_: Any) -> None:
         self.metrics.forwarded(_name(delivery.destination))
+        self.metrics.annotate(delivery.instance_id, State="forwarded")
 
     def forward_failed(self, delivery: Delivery, **_: Any) -> None:
         self.metrics.forward_failed(_name(delivery.destination))
 
     def dead_lettered(self, delivery: Delivery, **_: Any) -> None:
         self.metrics.dead_lettered(_name(delivery.destination))
+        self.metrics.annotate(delivery.instance_id, State=DEAD_LETTER_STATE)
 
     def circuit(self, destination: str, state: str, **_: Any) -> None:
         self.metrics.circuit(_name(destination), state)

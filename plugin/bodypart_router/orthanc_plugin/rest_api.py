@@ -7,6 +7,8 @@
   ``{"Deliveries": [id, ...], "Instances": [orthanc-id, ...], "IncludeDelivered": false}``;
   an empty body resubmits every dead-lettered forward. ``IncludeDelivered`` lets a person
   force a new forward of instances that already arrived.
+* ``POST /bodypart-router/lifecycle/prepare-stop``  called by ``shutdown.lua`` when Orthanc stops
+  (refused over HTTP); it stops the router's threads until the next start of Orthanc.
 """
 
 from __future__ import annotations
@@ -18,15 +20,12 @@ import orthanc  # type: ignore[import-not-found]
 
 from ..delivery import delivery_json
 from .host import log
+from .http_answers import send_json, send_status
 
 if TYPE_CHECKING:
     from .app import RouterApp
 
 Handler = Callable[["RouterApp", str, dict[str, Any]], Any]
-
-
-def _answer(output: Any, body: Any) -> None:
-    output.AnswerBuffer(json.dumps(body, indent=2), "application/json")
 
 
 def route(app: "RouterApp", pattern: str, methods: tuple[str, ...], handler: Handler) -> None:
@@ -38,17 +37,23 @@ def route(app: "RouterApp", pattern: str, methods: tuple[str, ...], handler: Han
             output.SendMethodNotAllowed(",".join(methods))
             return
         try:
-            _answer(output, handler(app, method, request))
+            send_json(output, handler(app, method, request))
         except BadRequest as exc:
-            output.SendHttpStatus(400, str(exc))
+            send_status(output, 400, str(exc))
+        except Forbidden as exc:
+            send_status(output, 403, str(exc))
         except Exception as exc:  # never let a route crash the host
             log("error", f"{method} {uri}: {exc!r}")
-            output.SendHttpStatus(500, "internal error, see the Orthanc log")
+            send_status(output, 500, "internal error, see the Orthanc log")
 
     orthanc.RegisterRestCallback(pattern, callback)
 
 
 class BadRequest(ValueError):
+    pass
+
+
+class Forbidden(PermissionError):
     pass
 
 
@@ -108,8 +113,17 @@ def resubmit(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     return {"Resubmitted": [delivery_json(d) for d in rows]}
 
 
+def prepare_stop(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+    # Orthanc's own Lua calls carry no HTTP headers; a request from the network always does.
+    if request.get("headers"):
+        raise Forbidden("only Orthanc's Lua Finalize() (shutdown.lua) may call this route")
+    app.prepare_stop()
+    return {"Stopped": True}
+
+
 def register(app: "RouterApp") -> None:
     route(app, "/bodypart-router/status", ("GET",), status)
     route(app, "/bodypart-router/instances/([0-9a-f-]+)", ("GET",), instance)
     route(app, "/bodypart-router/failed", ("GET",), failed)
     route(app, "/bodypart-router/failed/resubmit", ("POST",), resubmit)
+    route(app, "/bodypart-router/lifecycle/prepare-stop", ("POST",), prepare_stop)

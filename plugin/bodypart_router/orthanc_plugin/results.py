@@ -13,7 +13,7 @@ from ..classes import label_for
 from ..config import Destination
 from ..delivery import RestError
 from ..routing import RoutingDecision
-from ..store import DEAD_LETTER_STATE
+from ..store import DEAD_LETTER_STATE, InstanceRecord
 from .host import OrthancRest, log
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"
@@ -36,6 +36,29 @@ class ResultWriter:
     def __init__(self, rest: OrthancRest, orthanc_version: str) -> None:
         self.rest = rest
         self.set_version(orthanc_version)
+        self._suspended = False
+        self._missed: set[str] = set()
+
+    def suspend(self) -> set[str]:
+        """Stop writing (Orthanc is shutting down); returns the instances whose writes were skipped."""
+        self._suspended = True
+        return set(self._missed)
+
+    def rewrite(self, record: InstanceRecord, delivered: list[str]) -> None:
+        """Write everything the store knows about an instance (after a shutdown skipped it)."""
+        def write() -> None:
+            if record.class_name is not None:
+                self._meta(record.instance_id, "BodyPart", record.class_name)
+                self._meta(record.instance_id, "BodyPartScore", f"{record.score or 0:.4f}")
+                self._meta(record.instance_id, "BodyPartModel", record.model or "")
+                if self.labels:
+                    self._label_parents(record.instance_id, label_for(record.class_name))
+            if delivered:
+                self._meta(record.instance_id, "BodyPartForwarded",
+                           ",".join(Destination.from_key(k).name for k in delivered))
+            self._meta(record.instance_id, "BodyPartState", record.state)
+
+        self._safely(record.instance_id, write)
 
     def set_version(self, orthanc_version: str) -> None:
         """Known only once Orthanc has started (``GET /system``); labels need 1.12."""
@@ -78,9 +101,11 @@ class ResultWriter:
         self.rest.put(f"/series/{series}/labels/{label}", "")
         self.rest.put(f"/studies/{study}/labels/{label}", "")
 
-    @staticmethod
-    def _safely(instance_id: str, write: object) -> None:
+    def _safely(self, instance_id: str, write: object) -> None:
         """A deleted instance or a missing UserMetadata declaration must not stop the worker."""
+        if self._suspended:
+            self._missed.add(instance_id)
+            return
         try:
             write()  # type: ignore[operator]
         except RestError as exc:

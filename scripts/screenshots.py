@@ -1,0 +1,104 @@
+"""Take the documentation screenshots: Orthanc Explorer showing the class, and the status page.
+
+Starts a router Orthanc (Debian's 1.10 on the host) with the shipped model and one peer,
+stores a few X-rays, runs a short backfill so the page has something to show, then
+photographs the pages with headless Chromium and writes small PNGs to docs/screenshots/.
+
+    .venv/bin/python scripts/screenshots.py [DICOM files or folders ...]
+
+Without arguments it sends the X-rays in tests/fixtures. Everything it starts is
+stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugin"), str(REPO / "tests")]
+
+from PIL import Image  # noqa: E402
+
+from bodypart_router.audit import METADATA_NAME  # noqa: E402
+from bodypart_router.classifier import file_sha256  # noqa: E402
+from support.orthanc import OrthancProcess, get_runtime, peer_config, router_config  # noqa: E402
+
+OUT = REPO / "docs" / "screenshots"
+MODEL = REPO / "models" / "bodypart_router.onnx"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--hide-scrollbars"]
+
+
+def default_inputs() -> list[Path]:
+    """The small real X-rays committed as test fixtures."""
+    return sorted((REPO / "tests" / "fixtures").glob("*.dcm"))
+
+
+def dicom_files(args: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return files
+
+
+def shoot(url: str, out: Path, size: str, profile: Path) -> None:
+    """One screenshot, then shrink it to a small palette PNG."""
+    raw = out.with_suffix(".raw.png")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise SystemExit("chromium is not installed (apt-get install chromium)")
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
+                    "--virtual-time-budget=6000", f"--screenshot={raw}", url],
+                   check=True, capture_output=True, timeout=120)
+    Image.open(raw).convert("RGB").quantize(colors=64).save(out, optimize=True)
+    raw.unlink()
+    print(f"{out.relative_to(REPO)}: {out.stat().st_size // 1024} KiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="*", help="DICOM files or folders (default: tests/fixtures/*.dcm)")
+    parser.add_argument("--model", type=Path, default=MODEL, help=f"ONNX model (default: {MODEL.relative_to(REPO)})")
+    args = parser.parse_args()
+    files = dicom_files(args.inputs) if args.inputs else default_inputs()
+    OUT.mkdir(parents=True, exist_ok=True)
+    runtime = get_runtime("host")
+    sha256 = file_sha256(args.model)  # named in the config: any model may be photographed
+    peer = OrthancProcess(peer_config("ai-chest"), name="shot-ai-chest")
+    router: OrthancProcess | None = None
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    try:
+        peer.start()
+        config = router_config(runtime, model=args.model, routes={"adult_chest": ["ai-chest"], "spine": ["ai-chest"]},
+                               peers={"ai-chest": peer}, router={"ModelSha256": sha256})
+        config["UserMetadata"] = {**config["UserMetadata"], METADATA_NAME: 1029}
+        router = OrthancProcess(config, runtime=runtime, name="shot-router").start()
+        ids = [router.upload(f) for f in files]
+        router.wait_for(lambda: all(router.metadata(i).get("BodyPartState") not in (None, "queued", "processing")
+                                    for i in ids), timeout=120, what="instances classified")
+        router.post_json("/bodypart-router/backfill", {"RatePerSecond": 5})
+        router.wait_for(lambda: (router.get_json("/bodypart-router/backfill") or {}).get("State") == "done",
+                        timeout=60, what="backfill done")
+        time.sleep(6)  # let the metrics publisher run once
+        classified = [i for i in ids if router.metadata(i).get("BodyPart")]
+        shoot(f"{router.url}/app/explorer.html#instance?uuid={classified[0]}", OUT / "explorer-instance.png",
+              "1100,700", profile)
+        study = router.get_json(f"/instances/{classified[0]}/study")["ID"]
+        shoot(f"{router.url}/app/explorer.html#study?uuid={study}", OUT / "explorer-study.png", "1100,700", profile)
+        shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-page.png", "1280,1100", profile)
+    finally:
+        if router is not None:
+            router.cleanup()
+        peer.cleanup()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

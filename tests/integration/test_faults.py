@@ -1,0 +1,79 @@
+"""``make faults`` at CI size: every scenario loses nothing, duplicates nothing, keeps Orthanc alive
+and keeps patient identifiers out of the logs.
+
+The scenarios (:mod:`support.fault_scenarios`) start real Orthanc processes with the router,
+a recording DICOM SCP as the destination and, for scale-out, a private PostgreSQL. Counts are
+made at the receiving end (every C-STORE the SCP gets, duplicates included) and from the
+router's metadata. The whole file takes about three minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from support.fault_scenarios import CI, ScenarioResult, run_scenario
+from support.orthanc import get_runtime
+from support.postgres import unavailable as postgres_unavailable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_orthanc() -> None:
+    reason = get_runtime("host").unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+def _check(result: ScenarioResult) -> None:
+    """The issue's acceptance line, with the scenario's details in the message when it fails."""
+    line = result.json_line()
+    assert "error" not in result.details, line
+    assert result.sent > 0, line
+    assert result.lost == 0, line
+    assert result.duplicates == 0, line
+    assert result.orthanc_alive, line
+    assert result.phi_in_logs == 0, line
+
+
+def test_peer_down() -> None:
+    result = run_scenario("peer_down_60s", CI)
+    _check(result)
+    assert result.delivered == result.sent
+    assert result.details["delivered_while_down"] == 0, "the peer was down: nothing can have arrived"
+    assert result.details["ingest_seconds"] < 10, "a down peer must not slow ingest"
+    assert result.details["circuit_log_lines"] == 1, "one line when the destination goes down, not a flood"
+
+
+def test_orthanc_kill9_midstream() -> None:
+    result = run_scenario("orthanc_kill9_midstream", CI)
+    _check(result)
+    assert result.details["queued_at_kill"] >= 200
+    assert result.delivered == result.sent
+
+
+def test_duplicate_stores() -> None:
+    result = run_scenario("duplicate_stores", CI)
+    _check(result)
+    assert result.details["c_store_failures"] == 0
+    assert result.delivered == result.sent
+
+
+def test_malformed_corpus() -> None:
+    result = run_scenario("malformed_corpus", CI)
+    _check(result)
+    assert result.sent >= 500
+    assert result.details["accepted_by_orthanc"] > 300, result.details
+    assert result.classified > 100, "the valid-but-unusual images must still be classified"
+    assert result.delivered == result.classified
+    assert result.details["outcome_differs_from_core"] == 0, result.details.get("outcome_examples")
+
+
+def test_two_nodes_postgres() -> None:
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    result = run_scenario("two_nodes_postgres", CI)
+    _check(result)
+    assert result.classified == result.sent
+    assert result.delivered == result.sent

@@ -1,0 +1,199 @@
+"""Forwarding logic: job submission and tracking, backoff, circuit breaker, dead letter.
+
+``JobsDouble`` stands in for Orthanc's REST jobs API with the same shapes (``{"ID"}``
+on submission, ``{"State", "ErrorDescription"}`` on ``GET /jobs/{id}``); the real thing is
+exercised by tests/integration. A manual clock makes the backoff deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bodypart_router.config import Destination, parse
+from bodypart_router.delivery import (
+    CircuitBreaker,
+    Forwarder,
+    DeliveryEvents,
+    RestError,
+    backoff_delay,
+    job_outcome,
+    store_request,
+)
+from bodypart_router.config import RetryPolicy
+from bodypart_router.store import DEAD_LETTER_STATE, FORWARDED, Received, Store
+
+
+class JobsDouble:
+    """Orthanc's store/jobs routes. Destinations in ``down`` make jobs fail; ``refuse`` makes submission fail."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.submitted: list[tuple[str, list[str]]] = []
+        self.down: set[str] = set()
+        self.refuse = False
+
+    def post_json(self, uri: str, body: Any) -> Any:
+        if self.refuse:
+            raise RestError(f"POST {uri}: (9, 'Unknown modality')", None)
+        job_id = f"job-{len(self.jobs)}"
+        self.submitted.append((uri, body["Resources"]))
+        failed = any(f"/{name}/" in uri for name in self.down)
+        self.jobs[job_id] = {"State": "Failure" if failed else "Success", "ErrorCode": 9,
+                             "ErrorDescription": "Error in the network protocol" if failed else ""}
+        return {"ID": job_id, "Path": f"/jobs/{job_id}"}
+
+    def get_json(self, uri: str) -> Any:
+        job_id = uri.rsplit("/", 1)[-1]
+        if job_id not in self.jobs:
+            raise RestError(f"GET {uri}: (17, 'Unknown resource')", 404)
+        return self.jobs[job_id]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time() + 1  # the store stamps new deliveries with the real time
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def world(tmp_path: Path):
+    section = {"Routes": {"spine": ["ai-spine"], "adult_chest": ["ai-chest"]},
+               "Retry": {"MaxAttempts": 3, "BackoffSeconds": 1, "MaxBackoffSeconds": 3},
+               "CircuitBreaker": {"FailureThreshold": 2}}
+    orthanc = {"DicomModalities": {"ai-spine": ["S", "127.0.0.1", 1]},
+               "OrthancPeers": {"ai-chest": {"Url": "http://127.0.0.1:2/"}},
+               "UserMetadata": {m: 1024 + i for i, m in enumerate(
+                   ["BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded"])},
+               "BodyPartRouter": section}
+    config = parse(section, orthanc, base_dir=tmp_path, check_paths=False)
+    store, jobs, clock = Store(tmp_path / "s.sqlite"), JobsDouble(), Clock()
+    logs: list[tuple[str, str]] = []
+    states: list[tuple[str, str, list[str]]] = []
+    events = DeliveryEvents(instance_state=lambda i, s, d: states.append((i, s, d)),
+                            log=lambda level, msg: logs.append((level, msg)))
+    forwarder = Forwarder(store, jobs, config, events, clock=clock)
+    return store, jobs, clock, forwarder, logs, states
+
+
+def add(store: Store, instance: str, dest: str) -> None:
+    store.add_received([Received(instance)])
+    store.claim_queued(10)
+    store.record_classification(instance, class_name="spine", score=1.0, model="m@1", destinations=[dest])
+
+
+def test_requests_and_outcomes_match_orthancs_api() -> None:
+    assert store_request(Destination("modality", "ai"), "i") == ("/modalities/ai/store",
+                                                                 {"Resources": ["i"], "Asynchronous": True})
+    assert store_request(Destination("peer", "p"), "i")[0] == "/peers/p/store"
+    assert store_request(Destination("dicomweb", "w"), "i") == ("/dicom-web/servers/w/stow",
+                                                                {"Resources": ["i"], "Synchronous": False})
+    assert job_outcome({"State": "Running"})[0] == "running"
+    assert job_outcome({"State": "Failure", "ErrorDescription": "boom", "ErrorDetails": "why"}) == ("failure", "boom: why")
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    policy = RetryPolicy(max_attempts=10, backoff_seconds=2, max_backoff_seconds=30)
+    assert [backoff_delay(policy, n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_a_delivery_is_submitted_once_and_tracked_to_success(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()  # submits
+    forwarder.step()  # sees the job succeed
+    forwarder.step()
+    assert jobs.submitted == [("/modalities/ai-spine/store", ["a"])]
+    assert states == [("a", FORWARDED, ["modality:ai-spine"])]
+
+
+def test_failures_back_off_then_dead_letter(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.down.add("ai-chest")
+    add(store, "a", "peer:ai-chest")
+    forwarder.step()
+    forwarder.step()  # job 1 failed -> retry in 1 s
+    assert len(jobs.submitted) == 1
+    forwarder.step()
+    assert len(jobs.submitted) == 1  # not due yet
+    clock.now += 1.0
+    forwarder.step()
+    forwarder.step()  # job 2 failed: circuit opens (threshold 2), retry in 2 s
+    clock.now += 2.0
+    forwarder.step()  # a probe
+    forwarder.step()  # job 3 failed: MaxAttempts 3 reached
+    assert len(jobs.submitted) == 3
+    assert states[-1] == ("a", DEAD_LETTER_STATE, [])
+    assert [f.instance_id for f in store.failed()] == ["a"]
+
+
+def test_open_circuit_logs_once_and_costs_other_deliveries_no_attempts(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.down.add("ai-chest")
+    for n in range(2):
+        add(store, f"x{n}", "peer:ai-chest")
+    forwarder.step()
+    forwarder.step()  # both fail -> circuit open
+    for n in range(10):
+        add(store, f"y{n}", "peer:ai-chest")
+    for _ in range(5):
+        forwarder.step()
+    assert len(jobs.submitted) == 2  # nothing new sent while open
+    assert all(d.attempts == 0 for n in range(10) for d in store.deliveries_of(f"y{n}"))
+    jobs.down.clear()
+    clock.now += 10
+    for _ in range(6):
+        forwarder.step()
+    opened = [m for lvl, m in logs if "is down" in m]
+    closed = [m for lvl, m in logs if "reachable again" in m]
+    assert len(opened) == 1 and len(closed) == 1
+    assert store.counts()["deliveries"] == {"delivered": 12}
+
+
+def test_other_destinations_keep_flowing_while_one_is_down(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.down.add("ai-chest")
+    add(store, "down", "peer:ai-chest")
+    add(store, "up", "modality:ai-spine")
+    forwarder.step()
+    forwarder.step()
+    assert ("up", FORWARDED, ["modality:ai-spine"]) in states
+
+
+def test_a_job_orthanc_forgot_is_sent_again(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    jobs.jobs.clear()  # e.g. Orthanc restarted without its jobs
+    forwarder.step()
+    clock.now += 1
+    forwarder.step()
+    forwarder.step()
+    assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
+    assert states[-1][1] == FORWARDED
+
+
+def test_refused_submission_counts_as_an_attempt(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.refuse = True
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    assert store.deliveries_of("a")[0].attempts == 1
+
+
+def test_circuit_breaker_transitions() -> None:
+    changes: list[tuple[str, str]] = []
+    breaker = CircuitBreaker(2, RetryPolicy(5, 1, 4), lambda d, s, m: changes.append((d, s)))
+    breaker.failure("x", 0, "e")
+    assert not breaker.is_open("x")
+    breaker.failure("x", 0, "e")
+    assert breaker.is_open("x") and breaker.blocked(0.5) == {"x"} and breaker.blocked(1.0) == set()
+    breaker.start_probe("x")
+    assert breaker.blocked(5) == {"x"}  # one probe at a time
+    breaker.success("x")
+    assert changes == [("x", "open"), ("x", "closed")]

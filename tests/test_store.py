@@ -1,0 +1,124 @@
+"""The durable work list: idempotence, crash recovery, delivery states."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+from bodypart_router.store import (
+    CLASSIFIED,
+    DEAD_LETTER_STATE,
+    FORWARDED,
+    PENDING,
+    QUEUED,
+    Received,
+    Store,
+)
+
+
+def classify(store: Store, instance: str, dests: list[str], model: str = "m@1", shadow: bool = False) -> str:
+    assert store.claim_queued(10) in ([instance], [])
+    return store.record_classification(instance, class_name="spine", score=0.9, model=model,
+                                       destinations=dests, shadow=shadow)
+
+
+def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    assert [r.instance_id for r in store.add_received([Received("a"), Received("b")])] == ["a", "b"]
+    assert store.add_received([Received("a"), Received("c")]) == [Received("c")]
+    assert store.counts()["instances"] == {QUEUED: 3}
+
+
+def test_a_delivery_exists_once_per_instance_destination_and_model(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    assert classify(store, "a", ["peer:x", "modality:y"]) == CLASSIFIED
+    # The same instance classified again (recovered after a crash) creates nothing new...
+    store.reset_in_flight()
+    store.set_state("a", QUEUED)
+    classify(store, "a", ["peer:x", "modality:y"])
+    assert len(store.deliveries_of("a")) == 2
+    # ...but a new model version is a new decision.
+    store.set_state("a", QUEUED)
+    classify(store, "a", ["peer:x"], model="m@2")
+    assert len(store.deliveries_of("a")) == 3
+
+
+def test_instance_state_follows_its_deliveries(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    classify(store, "a", ["peer:x", "peer:y"])
+    x, y = store.due_deliveries(now=1e12, limit=10)
+    store.mark_submitted(x.id, "job-x")
+    assert store.mark_delivered(x.id) == CLASSIFIED  # y still pending
+    store.mark_submitted(y.id, "job-y")
+    assert store.mark_delivered(y.id) == FORWARDED
+    assert store.delivered_destinations("a") == ["peer:x", "peer:y"]
+
+
+def test_dead_letter_and_resubmit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    classify(store, "a", ["peer:x"])
+    (d,) = store.due_deliveries(now=1e12, limit=10)
+    store.mark_submitted(d.id, "job")
+    assert store.mark_dead(d.id, "connection refused") == DEAD_LETTER_STATE
+    assert [f.instance_id for f in store.failed()] == ["a"]
+    assert store.instance("a").state == DEAD_LETTER_STATE
+    (again,) = store.resubmit(instance_ids=["a"])
+    assert (again.state, again.attempts) == (PENDING, 0)
+    assert store.instance("a").state == CLASSIFIED and store.failed() == []
+
+
+def test_resubmit_of_delivered_needs_to_be_explicit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    classify(store, "a", ["peer:x"])
+    (d,) = store.due_deliveries(now=1e12, limit=10)
+    store.mark_submitted(d.id, "job")
+    store.mark_delivered(d.id)
+    assert store.resubmit(instance_ids=["a"]) == []
+    assert len(store.resubmit(instance_ids=["a"], include_delivered=True)) == 1
+
+
+def test_backoff_hides_deliveries_until_due_and_skips_open_circuits(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a"), Received("b")])
+    store.claim_queued(10)
+    store.record_classification("a", class_name="spine", score=1, model="m", destinations=["peer:x"])
+    store.record_classification("b", class_name="spine", score=1, model="m", destinations=["peer:y"])
+    da = store.deliveries_of("a")[0]
+    store.mark_retry(da.id, "refused", next_attempt_at=2e12, count_attempt=True)
+    assert [d.instance_id for d in store.due_deliveries(now=1e12, limit=10)] == ["b"]
+    assert store.due_deliveries(now=1e12, limit=10, skip_destinations=["peer:y"]) == []
+    assert store.delivery(da.id).attempts == 1
+
+
+def test_shadow_mode_records_what_would_be_sent_but_nothing_is_due(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    classify(store, "a", ["peer:x"], shadow=True)
+    assert store.due_deliveries(now=1e12, limit=10) == []
+    assert store.shadow_counts() == {"peer:x": {"spine": 1}}
+
+
+def _write_then_die(path: str) -> None:
+    store = Store(Path(path))
+    store.add_received([Received(f"i{n}") for n in range(100)])
+    store.claim_queued(5)
+    store.set_setting("changes_checkpoint", "42")
+    os.kill(os.getpid(), signal.SIGKILL)  # no close(), no clean exit
+
+
+def test_committed_work_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    proc = multiprocessing.get_context("spawn").Process(target=_write_then_die, args=(str(path),))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGKILL
+    store = Store(path)
+    assert store.get_setting("changes_checkpoint") == "42"
+    assert store.reset_in_flight() == 5  # the 5 being processed go back to the queue
+    assert store.queued_count() == 100
