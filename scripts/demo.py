@@ -30,10 +30,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugin"), str(REPO / "tests")]
 
+from bodypart_router.config import SECTION, load_orthanc_json  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from pydicom.errors import InvalidDicomError  # noqa: E402
-
-from bodypart_router.config import SECTION, load_orthanc_json  # noqa: E402
 from support.dicom_net import c_store_files  # noqa: E402
 from support.orthanc import OrthancProcess, free_port, get_runtime, peer_config  # noqa: E402
 
@@ -59,12 +58,14 @@ class Row:
     forwarded_to: list[str] = field(default_factory=list)
     expected: list[str] = field(default_factory=list)
     metadata_forwarded: list[str] = field(default_factory=list)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
         """Arrived exactly where its class routes, and the BodyPartForwarded metadata says the same."""
         arrived = sorted(self.forwarded_to)
-        return self.state is not None and arrived == sorted(self.expected) and arrived == self.metadata_forwarded
+        stored = self.state is not None and self.state not in ("not-stored",)
+        return stored and arrived == sorted(self.expected) and arrived == self.metadata_forwarded
 
     def report(self) -> dict[str, Any]:
         return {"file": self.file, "sop_instance_uid": self.sop_instance_uid, "class": self.class_name,
@@ -152,12 +153,15 @@ def print_table(rows: list[Row]) -> None:
     lines = [(r.file, r.class_name or "-", f"{r.score:.3f}" if r.score is not None else "-", r.state or "-",
               ",".join(sorted(r.forwarded_to)) or "-", ",".join(r.expected) or "-", "yes" if r.ok else "NO")
              for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*header))
     print(fmt.format(*("-" * w for w in widths)))
     for line in lines:
         print(fmt.format(*line))
+    for r in rows:
+        if r.note:
+            print(f"note: {r.file}: {r.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,12 +211,21 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = []
         sent = c_store_files(files, router.dicom_port, called_aet=router.aet)
-        for path, (uid, st) in zip(files, sent):
-            rows.append(Row(file=_display(path), sop_instance_uid=uid,
-                            state=None if st == 0 else f"c-store-refused:0x{st:04X}"))
+        for path, (uid, st) in zip(files, sent, strict=True):
+            row = Row(file=_display(path), sop_instance_uid=uid)
+            if st != 0:  # e.g. no C-STORE answer: store it by REST so the file is still routed, and say so
+                problem = "no answer" if st == -1 else f"status 0x{st:04X}"
+                r = router.request("POST", "/instances", data=path.read_bytes())
+                row.note = f"C-STORE failed ({problem}), " + ("sent by REST" if r.ok else "REST refused too")
+                if not r.ok:
+                    row.state = "not-stored"
+            rows.append(row)
         t0 = time.monotonic()
         section = config[SECTION]
         wait_final(router, [r for r in rows if r.state is None], section, args.timeout)
+        for row in rows:
+            if row.state is None:
+                row.state = "not-stored"
         for row in rows:
             row.expected = expected_destinations(section, row.class_name)
             for name, peer in (("ai-chest", chest), ("ai-general", general)):
@@ -223,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(json.dumps([r.report() for r in rows], indent=2) + "\n")
         bad = [r for r in rows if not r.ok]
-        print(f"\nreport: {REPORT.relative_to(REPO)}; {len(rows) - len(bad)}/{len(rows)} arrived where their class routes")
+        arrived = len(rows) - len(bad)
+        print(f"\nreport: {REPORT.relative_to(REPO)}; {arrived}/{len(rows)} arrived where their class routes")
         if args.keep_running:
             print("servers are running; press Ctrl-C to stop them")
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bodypart_router.config import (
     ConfigError,
     Destination,
@@ -79,7 +78,8 @@ def test_unknown_keys_get_a_did_you_mean() -> None:
 def test_unknown_class_and_uncertain_in_routes() -> None:
     found = problems({"Routes": {"chest": [], "uncertain": ["ai-chest"]}})
     assert any(p.startswith("BodyPartRouter.Routes.chest: unknown class") for p in found)
-    assert "BodyPartRouter.Routes.uncertain: route uncertain predictions with BodyPartRouter.UncertainRoutes instead" in found
+    assert ("BodyPartRouter.Routes.uncertain: route uncertain predictions with "
+            "BodyPartRouter.UncertainRoutes instead") in found
 
 
 def test_every_problem_is_reported_at_once() -> None:

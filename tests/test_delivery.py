@@ -12,18 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bodypart_router.config import Destination, parse
+from bodypart_router.config import Destination, RetryPolicy, parse
 from bodypart_router.delivery import (
     CircuitBreaker,
-    Forwarder,
     DeliveryEvents,
+    Forwarder,
     RestError,
     backoff_delay,
     job_outcome,
     store_request,
 )
-from bodypart_router.config import RetryPolicy
 from bodypart_router.store import DEAD_LETTER_STATE, FORWARDED, Received, Store
 
 
@@ -94,7 +92,8 @@ def test_requests_and_outcomes_match_orthancs_api() -> None:
     assert store_request(Destination("dicomweb", "w"), "i") == ("/dicom-web/servers/w/stow",
                                                                 {"Resources": ["i"], "Synchronous": False})
     assert job_outcome({"State": "Running"})[0] == "running"
-    assert job_outcome({"State": "Failure", "ErrorDescription": "boom", "ErrorDetails": "why"}) == ("failure", "boom: why")
+    failure = {"State": "Failure", "ErrorDescription": "boom", "ErrorDetails": "why"}
+    assert job_outcome(failure) == ("failure", "boom: why")
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:

@@ -217,3 +217,31 @@ def test_export_writes_contract_metadata_and_matches_torch(tmp_path: Path) -> No
     probs = session.run(None, {"image": np.concatenate([inputs, inputs, inputs])})[0]
     assert probs.shape == (6, 5)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_others_bias_moves_unseen_anatomy_without_costing_validation() -> None:
+    from training.openset import OTHERS, biased_argmax, choose_others_bias
+
+    # validation: confident and correct; held-out region: torn between abdominal and others
+    val_y = np.repeat(np.arange(5), 20)
+    val_probs = np.full((100, 5), 0.01)
+    val_probs[np.arange(100), val_y] = 0.96
+    heldout = np.tile([0.55, 0.05, 0.05, 0.05, 0.30], (10, 1))
+    result = choose_others_bias(val_probs, val_y, {"pelvis": heldout})
+    assert result["curve"][0]["heldout_others_rate_mean"] == 0.0
+    assert result["bias"] > np.log(0.55 / 0.30)
+    assert (biased_argmax(heldout, result["bias"]) == OTHERS).all()
+    # the offset is the smallest one that reaches the best held-out rate
+    assert result["bias"] == min(c["bias"] for c in result["curve"] if c["heldout_others_rate_mean"] == 1.0)
+
+
+def test_others_bias_is_limited_by_validation_cost() -> None:
+    from training.openset import choose_others_bias
+
+    val_y = np.zeros(10, dtype=np.int64)
+    val_y[5:] = 4
+    val_probs = np.tile([0.6, 0.0, 0.0, 0.0, 0.4], (10, 1))  # abdominal images near the boundary
+    val_probs[5:] = [0.0, 0.0, 0.0, 0.0, 1.0]
+    heldout = np.tile([0.2, 0.0, 0.0, 0.0, 0.1], (4, 1))
+    result = choose_others_bias(val_probs, val_y, {"region": heldout})
+    assert result["bias"] < np.log(0.6 / 0.4)

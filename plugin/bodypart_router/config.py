@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .classes import CLASS_NAMES, UNCERTAIN
 from .xray_policy import DEFAULT_MODALITIES, DEFAULT_SOP_CLASSES, XrayPolicy
@@ -67,7 +68,7 @@ class Destination:
         return f"{self.kind}:{self.name}"
 
     @classmethod
-    def from_key(cls, key: str) -> "Destination":
+    def from_key(cls, key: str) -> Destination:
         kind, _, name = key.partition(":")
         return cls(kind, name)
 
@@ -253,7 +254,9 @@ def _destination(value: Any, key: str, known: dict[str, list[Destination]], prob
     return None
 
 
-def _destination_list(value: Any, key: str, known: dict[str, list[Destination]], problems: _Problems) -> tuple[Destination, ...]:
+def _destination_list(
+    value: Any, key: str, known: dict[str, list[Destination]], problems: _Problems
+) -> tuple[Destination, ...]:
     if not isinstance(value, list):
         problems.append(f"{key}: expected a list of destination names, got {value!r}")
         return ()

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .config import Destination, RetryPolicy, RouterConfig
 from .store import Delivery, Store
@@ -86,7 +87,10 @@ class _Circuit:
 
 
 class CircuitBreaker:
-    """Per-destination circuit breaker. ``on_change(destination, "open"|"closed", detail)`` fires once per transition."""
+    """Per-destination circuit breaker.
+
+    ``on_change(destination, "open"|"closed", detail)`` fires once per transition.
+    """
 
     def __init__(self, threshold: int, retry: RetryPolicy,
                  on_change: Callable[[str, str, str], None] = lambda d, s, m: None) -> None:

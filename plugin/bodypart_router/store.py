@@ -28,9 +28,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 SCHEMA_VERSION = 1
 
@@ -140,7 +140,7 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------
     class _Tx:
-        def __init__(self, store: "Store") -> None:
+        def __init__(self, store: Store) -> None:
             self.store = store
 
         def __enter__(self) -> sqlite3.Connection:
@@ -154,7 +154,7 @@ class Store:
             finally:
                 self.store._lock.release()
 
-    def _tx(self) -> "Store._Tx":
+    def _tx(self) -> Store._Tx:
         return Store._Tx(self)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:

@@ -8,11 +8,10 @@ Orthanc 1.12), each skipped with its reason when it cannot run here.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from support import tiny_model
 from support.orthanc import Runtime, get_runtime
 from support.router_setup import RouterSetup, router_setup

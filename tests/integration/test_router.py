@@ -12,13 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import dicoms
 from support.dicom_net import c_store
 from support.orthanc import OrthancProcess
-from support.tiny_model import UNCERTAIN_GRAY, gray_for
-
 from support.router_setup import SLOW_SECONDS, RouterSetup
+from support.tiny_model import UNCERTAIN_GRAY, gray_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +27,9 @@ def _state(router: OrthancProcess, instance_id: str) -> str | None:
     return router.metadata(instance_id).get("BodyPartState")
 
 
-def _wait_state(router: OrthancProcess, instance_id: str, states: tuple[str, ...] | str, timeout: float = 30) -> dict[str, str]:
+def _wait_state(
+    router: OrthancProcess, instance_id: str, states: tuple[str, ...] | str, timeout: float = 30
+) -> dict[str, str]:
     wanted = (states,) if isinstance(states, str) else states
     router.wait_for(lambda: _state(router, instance_id) in wanted, timeout=timeout,
                     what=f"instance {instance_id} in state {wanted} (now {_state(router, instance_id)})")
@@ -77,7 +77,8 @@ def test_duplicate_stores_forward_only_once(setup: RouterSetup) -> None:
     time.sleep(2.0)  # several recorder/forwarder cycles
     assert general.count(ds.SOPInstanceUID) == 1
     record = router.get_json(f"/bodypart-router/instances/{instance}")
-    assert [(d["Destination"], d["State"], d["Attempts"]) for d in record["Deliveries"]] == [("ai-general", "delivered", 1)]
+    deliveries = [(d["Destination"], d["State"], d["Attempts"]) for d in record["Deliveries"]]
+    assert deliveries == [("ai-general", "delivered", 1)]
 
 
 def test_non_xrays_are_skipped_with_their_reason(setup: RouterSetup) -> None:
@@ -134,6 +135,28 @@ def test_down_destination_is_retried_dead_lettered_and_resubmittable(setup: Rout
     _wait_state(router, instance, "failed:dead-letter", timeout=60)  # still down: dead again
 
 
+def test_shadow_mode_classifies_and_labels_but_forwards_nothing(setup: RouterSetup) -> None:
+    config = dict(setup.router.config)
+    for key in ("HttpPort", "DicomPort", "StorageDirectory"):
+        config.pop(key)
+    config["BodyPartRouter"] = {**config["BodyPartRouter"], "ShadowMode": True}
+    shadow = OrthancProcess(config, runtime=setup.router.runtime, name="shadow")
+    try:
+        shadow.start()
+        datasets = [dicoms.xray(gray_for("spine")) for _ in range(2)] + [dicoms.xray(gray_for("adult_chest"))]
+        ids = [shadow.upload(dicoms.to_bytes(ds)) for ds in datasets]
+        for instance in ids:
+            assert _wait_state(shadow, instance, "classified")["BodyPart"] in ("spine", "adult_chest")
+        time.sleep(1.0)
+        assert all(setup.general.count(ds.SOPInstanceUID) == 0 for ds in datasets)
+        assert all(not setup.chest.find_instance(ds.SOPInstanceUID) for ds in datasets)
+        status = shadow.get_json("/bodypart-router/status")
+        assert status["ShadowMode"] is True
+        assert status["WouldSend"] == {"modality:ai-general": {"spine": 2}, "peer:ai-chest": {"adult_chest": 1}}
+    finally:
+        shadow.cleanup()
+
+
 def test_lifecycle_route_is_not_reachable_over_http(setup: RouterSetup) -> None:
     assert setup.router.request("POST", "/bodypart-router/lifecycle/prepare-stop").status_code == 403
     assert setup.router.get_json("/bodypart-router/status")["Enabled"] is True
@@ -160,7 +183,8 @@ def test_invalid_config_disables_the_router_with_a_clear_error(setup: RouterSetu
         broken.start()
         status = broken.get_json("/bodypart-router/status")
         assert status["Enabled"] is False
-        assert 'BodyPartRouter.Routes.spine[0]: "ai-genral" is not a DicomModalities or OrthancPeers name' in status["Error"]
+        expected = 'BodyPartRouter.Routes.spine[0]: "ai-genral" is not a DicomModalities or OrthancPeers name'
+        assert expected in status["Error"]
         assert 'did you mean "ai-general"' in status["Error"]
         assert 'BodyPartRouter.MinimumScor: unknown key; did you mean "MinimumScore"?' in broken.log_text()
         instance = broken.upload(dicoms.to_bytes(dicoms.xray(gray_for("spine"))))  # Orthanc still stores

@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
@@ -33,7 +34,9 @@ STORAGE_CLASSES = (
 )
 
 
-def c_store(datasets: Iterable[Dataset], port: int, *, called_aet: str = "ORTHANC", host: str = "127.0.0.1") -> list[int]:
+def c_store(
+    datasets: Iterable[Dataset], port: int, *, called_aet: str = "ORTHANC", host: str = "127.0.0.1"
+) -> list[int]:
     """Send datasets over one association; returns the C-STORE status of each."""
     ae = AE(ae_title="TEST_SCU")
     for sop in STORAGE_CLASSES:
@@ -70,7 +73,7 @@ class CountingSCP:
             self.received[uid] += 1
         return 0x0000
 
-    def start(self) -> "CountingSCP":
+    def start(self) -> CountingSCP:
         ae = AE(ae_title=self.aet)
         ae.maximum_associations = 20
         for sop in STORAGE_CLASSES:
@@ -95,10 +98,11 @@ class CountingSCP:
 
 
 def c_store_files(paths: Iterable[Path], port: int, *, called_aet: str = "ORTHANC",
-                  host: str = "127.0.0.1") -> list[tuple[str, int]]:
+                  host: str = "127.0.0.1", dimse_timeout: float = 10.0) -> list[tuple[str, int]]:
     """Send DICOM files as they are (any SOP class and transfer syntax); returns (SOP Instance UID, status)
-    per file in order, status -1 for a file that could not be sent. One association per
-    (SOP class, transfer syntax) pair, so each file travels in its own encoding."""
+    per file in order, status -1 for a file that could not be sent (no answer within
+    ``dimse_timeout`` seconds, association refused...). Each file travels in its own encoding,
+    over its own association."""
     from pydicom import dcmread
     from pydicom.uid import ImplicitVRLittleEndian
 
@@ -120,18 +124,18 @@ def c_store_files(paths: Iterable[Path], port: int, *, called_aet: str = "ORTHAN
     statuses = [-1] * len(loaded)
     for (sop_class, syntax), indexes in groups.items():
         ae = AE(ae_title="DEMO_SCU")
+        ae.dimse_timeout = dimse_timeout
         ae.add_requested_context(sop_class, [syntax])
-        assoc = ae.associate(host, port, ae_title=called_aet)
-        if not assoc.is_established:
-            continue
-        try:
-            for i in indexes:
-                ds = loaded[i][1]
-                try:
-                    status = assoc.send_c_store(ds)
-                    statuses[i] = int(status.Status) if status else -1
-                except Exception:
-                    statuses[i] = -1
-        finally:
-            assoc.release()
-    return [(uid, st) for (uid, _), st in zip(loaded, statuses)]
+        for i in indexes:
+            assoc = ae.associate(host, port, ae_title=called_aet)  # one per file: an abort costs one file only
+            if not assoc.is_established:
+                continue
+            try:
+                status = assoc.send_c_store(loaded[i][1])
+                statuses[i] = int(status.Status) if status else -1
+            except Exception:
+                statuses[i] = -1
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+    return [(uid, st) for (uid, _), st in zip(loaded, statuses, strict=True)]

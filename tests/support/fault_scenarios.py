@@ -39,6 +39,7 @@ import requests
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
+from bodypart_router.claims import CLAIM_METADATA
 from bodypart_router.classes import CLASS_NAMES
 from support import tiny_model
 from support.dicom_net import CountingSCP, c_store
@@ -176,6 +177,10 @@ class Context:
             router=section,
             extra=extra,
         )
+        # where nodes share an index, the router records each instance's owner in this metadata
+        declared = dict(config.get("UserMetadata") or {})
+        declared.setdefault(CLAIM_METADATA, max(declared.values(), default=1023) + 1)
+        config["UserMetadata"] = declared
         proc = OrthancProcess(config, runtime=self.runtime, name=name, workdir=self.workdir / name,
                               args=["--verbose"] if self.verbose_logs else None)
         self.processes.append(proc)
@@ -196,12 +201,16 @@ class Context:
         for cluster in self.clusters:
             cluster.cleanup()
 
-    def phi_hits(self, birth_dates: frozenset[str]) -> list[str]:
+    def scan_logs(self, birth_dates: frozenset[str]) -> tuple[list[str], int]:
+        """Patient identifiers found in every Orthanc log of the scenario, and the lines scanned."""
         hits: list[str] = []
+        lines = 0
         for path in self.all_logs:
             if path.exists():
-                hits += find_phi(path.read_text(errors="replace"), birth_dates)
-        return hits
+                text = path.read_text(errors="replace")
+                lines += text.count("\n")
+                hits += find_phi(text, birth_dates)
+        return hits, lines
 
 
 def wait_router_ready(proc: OrthancProcess, timeout: float = 30.0) -> None:
@@ -511,6 +520,7 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
     nodes = []
     for name in ("node-a", "node-b"):
         extra = {
+            "Name": name,
             **cluster.orthanc_config(),
             "StorageDirectory": str(storage),
             "Plugins": [*ctx.runtime.plugins, POSTGRESQL_INDEX_PLUGIN],
@@ -530,6 +540,9 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
     final = settle(nodes, list(ids.values()), scp, set(ids), sizes.settle_seconds)
     count(result, nodes[0], ids, final, scp, must_arrive=set(ids))
     result.details["nodes"] = len(nodes)
+    owners = Counter(nodes[0].request("GET", f"/instances/{iid}/metadata/{CLAIM_METADATA}").text.rsplit("-", 1)[0]
+                     or "(none)" for iid in ids.values())
+    result.details["handled_by"] = dict(owners)  # claim owners, by node name
     result.orthanc_alive = alive_probe(nodes, scp, SCENARIO_INDEX_BASE["alive_probe"] + 5) and \
         alive_probe(nodes[::-1], scp, SCENARIO_INDEX_BASE["alive_probe"] + 6)
     return result
@@ -571,7 +584,9 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
         result = ScenarioResult(name, details={"error": f"{type(exc).__name__}: {exc}"[:2000]})
     finally:
         ctx.cleanup()
-    result.phi_in_logs = len(ctx.phi_hits(_birth_dates()))
+    hits, lines = ctx.scan_logs(_birth_dates())
+    result.phi_in_logs = len(hits)
+    result.details["log_lines_scanned"] = lines
     result.seconds = round(time.monotonic() - t0, 1)
     if keep:
         result.details["workdir"] = str(workdir)

@@ -36,6 +36,10 @@ Interface (stable; other runtimes plug in here)::
     - ``env`` -> extra environment variables for the process.
     ``HostRuntime`` uses Debian 12's /usr/sbin/Orthanc 1.10.1. Another runtime (for example a
     Debian 13 root with Orthanc 1.12) subclasses ``Runtime`` and is added to ``RUNTIMES``.
+
+Related helpers: :mod:`support.router_setup` (the router plus one receiver per destination
+kind), :mod:`support.dicom_net` (C-STORE sender, counting SCP), :mod:`support.tiny_model`
+(a model whose class the test chooses), :mod:`support.dicoms` (synthetic instances).
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import requests
 
@@ -78,7 +83,7 @@ class Runtime:
         """``None`` when this runtime can start Orthanc here, else the reason (used to skip)."""
         raise NotImplementedError
 
-    def command(self, config_path: Path, args: list[str] = []) -> list[str]:
+    def command(self, config_path: Path, args: Sequence[str] = ()) -> list[str]:
         """argv starting Orthanc with ``config_path``; ``args`` are extra Orthanc options (``--verbose``)."""
         raise NotImplementedError
 
@@ -107,7 +112,7 @@ class HostRuntime(Runtime):
             return f"{self.plugins[0]} is missing (apt-get install orthanc-python)"
         return None
 
-    def command(self, config_path: Path, args: list[str] = []) -> list[str]:
+    def command(self, config_path: Path, args: Sequence[str] = ()) -> list[str]:
         return [self.binary, *args, str(config_path)]
 
 
@@ -136,7 +141,7 @@ def peer_config(aet: str) -> dict[str, Any]:
     }
 
 
-def _peer_target(dest: "OrthancProcess | str") -> str:
+def _peer_target(dest: OrthancProcess | str) -> str:
     return dest.url if isinstance(dest, OrthancProcess) else str(dest)
 
 
@@ -145,8 +150,8 @@ def router_config(
     *,
     model: Path,
     routes: Mapping[str, list[str]],
-    peers: Mapping[str, "OrthancProcess | str"] | None = None,
-    modalities: Mapping[str, "OrthancProcess | tuple[str, str, int]"] | None = None,
+    peers: Mapping[str, OrthancProcess | str] | None = None,
+    modalities: Mapping[str, OrthancProcess | tuple[str, str, int]] | None = None,
     router: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -255,13 +260,13 @@ class OrthancProcess:
         return self._proc is not None and self._proc.poll() is None
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "OrthancProcess":
+    def start(self, timeout: float = 60.0) -> OrthancProcess:
         """Write the config, launch Orthanc, wait until its REST API answers."""
         self.config_path.write_text(json.dumps(self.config, indent=2))
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.runtime.env}
         self._proc = subprocess.Popen(
-            self.runtime.command(self.config_path, self.args) if self.args else self.runtime.command(self.config_path),
+            self.runtime.command(self.config_path, self.args),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
@@ -318,7 +323,7 @@ class OrthancProcess:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "OrthancProcess":
+    def __enter__(self) -> OrthancProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,10 +7,10 @@ abdominal -> "ai-down", a peer URL where nothing listens; others and uncertain -
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .dicom_net import CountingSCP
 from .orthanc import OrthancProcess, Runtime, peer_config, router_config

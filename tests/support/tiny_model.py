@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from bodypart_router.classes import CLASS_NAMES
 
 CENTERS = np.array([0.1, 0.3, 0.5, 0.7, 0.9], dtype=np.float32)

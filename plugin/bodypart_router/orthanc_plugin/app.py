@@ -19,8 +19,9 @@ import importlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orthanc  # type: ignore[import-not-found]
 
@@ -114,6 +115,9 @@ class RouterApp:
         self.classifier = Classifier(config.model_path)
         self.store = Store(config.state_directory / STATE_DB)
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
+        if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
+            log("warning", f"LuaScripts does not list {Path(__file__).with_name('shutdown.lua')}: on Orthanc 1.10 "
+                           "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")
         routes = "; ".join(f"{c} -> {', '.join(map(str, d)) or 'nowhere'}" for c, d in config.routes.items())
         log("info", f"bodypart-router {__version__}: model {self.classifier.version} "
                     f"({getattr(self.classifier, 'provider', 'cpu')}), routes: {routes or 'none'}"

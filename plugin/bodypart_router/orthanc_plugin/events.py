@@ -17,7 +17,8 @@ A listener that raises is logged and ignored: an extension never breaks routing.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .host import log
 

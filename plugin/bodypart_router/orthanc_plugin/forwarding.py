@@ -55,4 +55,5 @@ class ForwardingThread:
             log("warning", f"forwarder: drain at shutdown failed: {exc!r}")
             return
         if unresolved:
-            log("warning", f"{unresolved} forward(s) still running at shutdown; they are checked again at the next start")
+            log("warning", f"{unresolved} forward(s) still running at shutdown; "
+                           "they are checked again at the next start")

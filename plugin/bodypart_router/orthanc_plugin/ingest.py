@@ -39,7 +39,8 @@ CHECKPOINT_KEY = "changes_checkpoint"
 
 
 def policy_state(config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
-    """``queued`` for an X-ray to classify, or ``skipped:<reason>`` with the tag that decided it."""
+    """``queued`` for an X-ray to classify, or ``skipped:<reason>`` with the tag that decided it
+    (``instance_id`` left empty: for callers that only need the decision, e.g. backfill)."""
     return _policy_state("", config, modality, sop_class_uid)
 
 
@@ -170,8 +171,8 @@ class Recorder:
         """Policy check for an instance known only from the changes log (index lookups, no file read)."""
         try:
             meta = self.rest.get_json(f"/instances/{instance_id}/metadata?expand")
-            series = self.rest.get_json(f"/instances/{instance_id}")["ParentSeries"]
-            modality = self.rest.get_json(f"/series/{series}").get("MainDicomTags", {}).get("Modality")
+            series = self.rest.get_json(f"/instances/{instance_id}/series")
+            modality = series.get("MainDicomTags", {}).get("Modality")
         except RestError as exc:
             if exc.status == 404:  # deleted since: nothing to do
                 return None

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 Handler = Callable[["RouterApp", str, dict[str, Any]], Any]
 
 
-def route(app: "RouterApp", pattern: str, methods: tuple[str, ...], handler: Handler) -> None:
+def route(app: RouterApp, pattern: str, methods: tuple[str, ...], handler: Handler) -> None:
     """Register ``handler(app, method, request) -> JSON`` on ``pattern`` (a regex, Orthanc style)."""
 
     def callback(output: Any, uri: str, **request: Any) -> None:
@@ -70,11 +71,11 @@ def _body(request: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def status(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+def status(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     return app.status()
 
 
-def instance(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+def instance(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     instance_id = request["groups"][0]
     store = app.require_store()
     record = store.instance(instance_id)
@@ -90,11 +91,11 @@ def instance(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     }
 
 
-def failed(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+def failed(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     return {"Failed": [delivery_json(d) for d in app.require_store().failed()]}
 
 
-def resubmit(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+def resubmit(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     body = _body(request)
     unknown = set(body) - {"Deliveries", "Instances", "IncludeDelivered"}
     if unknown:
@@ -113,7 +114,7 @@ def resubmit(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     return {"Resubmitted": [delivery_json(d) for d in rows]}
 
 
-def prepare_stop(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+def prepare_stop(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     # Orthanc's own Lua calls carry no HTTP headers; a request from the network always does.
     if request.get("headers"):
         raise Forbidden("only Orthanc's Lua Finalize() (shutdown.lua) may call this route")
@@ -121,7 +122,7 @@ def prepare_stop(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     return {"Stopped": True}
 
 
-def register(app: "RouterApp") -> None:
+def register(app: RouterApp) -> None:
     route(app, "/bodypart-router/status", ("GET",), status)
     route(app, "/bodypart-router/instances/([0-9a-f-]+)", ("GET",), instance)
     route(app, "/bodypart-router/failed", ("GET",), failed)

@@ -96,8 +96,8 @@ class ResultWriter:
         self._safely(instance_id, write)
 
     def _label_parents(self, instance_id: str, label: str) -> None:
-        series = self.rest.get_json(f"/instances/{instance_id}")["ParentSeries"]
-        study = self.rest.get_json(f"/series/{series}")["ParentStudy"]
+        series = self.rest.get_json(f"/instances/{instance_id}/series")["ID"]
+        study = self.rest.get_json(f"/instances/{instance_id}/study")["ID"]
         self.rest.put(f"/series/{series}/labels/{label}", "")
         self.rest.put(f"/studies/{study}/labels/{label}", "")
 

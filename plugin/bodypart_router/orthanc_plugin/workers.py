@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,8 @@ class ClassifyWorker:
                 else:
                     self._transient(instance_id, str(exc))
             except MemoryError:
-                self._not_classified(instance_id, f"failed:{Reason.IMAGE_TOO_LARGE.value}", "out of memory while decoding")
+                self._not_classified(instance_id, f"failed:{Reason.IMAGE_TOO_LARGE.value}",
+                                     "out of memory while decoding")
             except Exception as exc:  # a decoder bug on odd input must not kill the worker
                 self._not_classified(instance_id, f"failed:{Reason.UNDECODABLE_PIXELS.value}", repr(exc)[:300])
         if not ready:
@@ -93,7 +95,7 @@ class ClassifyWorker:
             return
         seconds = (time.perf_counter() - t0) / len(ready)
         model = self.classifier.version
-        for (instance_id, _), prediction in zip(ready, predictions):
+        for (instance_id, _), prediction in zip(ready, predictions, strict=True):
             decision = decide(self.config, prediction.class_name, float(prediction.score))
             destinations = [d.key for d in decision.destinations]
             state_if_none = "classified"
