@@ -203,11 +203,12 @@ def test_colour_images_become_luma() -> None:
 # ----------------------------------------------------------------------------- reduced-size decoding
 
 
-def test_large_images_are_reduced_to_about_twice_the_model_input() -> None:
+def test_large_images_are_reduced_to_just_above_the_model_input() -> None:
     big = np.random.default_rng(0).integers(0, 4096, (3000, 2500), dtype=np.uint16)
     image = decode_dicom(to_bytes(make_cr(big, BitsStored=12, HighBit=11)))
-    assert image.reduction == 5 and image.pixels.shape == (600, 500)
-    assert min(image.pixels.shape) >= TARGET_SHORT_SIDE
+    assert image.reduction == 2500 // TARGET_SHORT_SIDE
+    assert image.pixels.shape == (3000 // image.reduction, 2500 // image.reduction)
+    assert TARGET_SHORT_SIDE <= min(image.pixels.shape) < 2 * TARGET_SHORT_SIDE
     assert (image.source_rows, image.source_columns) == (3000, 2500)
 
 
@@ -215,7 +216,7 @@ def test_jpeg2000_decodes_at_a_reduced_resolution_level_close_to_the_full_image(
     full = decode_file(get_testdata_file("RG1_UNCR.dcm"))
     j2k = decode_file(get_testdata_file("RG1_J2KR.dcm"))
     assert jpeg2000.available()
-    assert j2k.reduction == 4 and abs(j2k.pixels.shape[0] - full.pixels.shape[0]) <= 1
+    assert j2k.reduction == 8 and abs(j2k.pixels.shape[0] - full.pixels.shape[0]) <= 1
     h = min(full.pixels.shape[0], j2k.pixels.shape[0])
     w = min(full.pixels.shape[1], j2k.pixels.shape[1])
     diff = np.abs(full.pixels[:h, :w].astype(int) - j2k.pixels[:h, :w].astype(int))

@@ -77,6 +77,8 @@ class Classifier:
         options.inter_op_num_threads = 1
         if intra_op_threads is not None:
             options.intra_op_num_threads = max(1, int(intra_op_threads))
+        # Idle pool threads must not busy-wait: in Orthanc they would take a core from ingest.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: no provider chatter in the host's log
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=_choose_providers(providers))

