@@ -13,7 +13,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUN  := orthanc orthanc-python orthanc-gdcm
 APT_TEST := orthanc-postgresql postgresql debootstrap
 
-.PHONY: help setup setup-test run test test-unit demo faults bench train trixie-root clean
+.PHONY: help setup apt-run apt-test run test test-unit demo faults bench train trixie-root clean
 
 help:
 	@echo "make run | test | demo [INPUT=dir] | faults | bench | train | setup | clean"
@@ -36,9 +36,34 @@ apt-test:
 	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-setup: apt-run $(VENV)/.installed
+setup: apt-run apt-test $(VENV)/.installed
 
-setup-test: setup apt-test
+# Debian 13 root with Orthanc 1.12.7 + orthanc-python 5.0, for the 1.12 integration tests
+# (labels). Idempotent: rebuilt only when its package list or the dependencies change.
+trixie-root: setup
+	$(SUDO) $(PY) scripts/trixie_root.py
+
+# --- running -----------------------------------------------------------------------------------
+# Orthanc resolves "PythonScript" against the working directory and StorageDirectory against the
+# config's directory: running from orthanc-config/ makes every relative path of the shipped config
+# agree, so it needs no templating. Ctrl-C stops Orthanc; the router stops its threads in < 10 s.
+run: setup
+	@test -f models/bodypart_router.onnx || { echo "models/bodypart_router.onnx is missing: run 'make train' or restore it from git"; exit 1; }
+	@mkdir -p build
+	cd orthanc-config && exec /usr/sbin/Orthanc orthanc.json
+
+# Router + two demo AI peers (real Orthanc processes); sends tests/fixtures or INPUT by C-STORE,
+# prints where each file arrived and writes build/demo-report.json. Non-zero exit if any file
+# did not arrive where its class routes.
+demo: setup
+	$(PY) scripts/demo.py $(INPUT)
+
+# --- tests -------------------------------------------------------------------------------------
+test: setup trixie-root
+	$(PY) -m pytest -q -rs tests
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration" tests
 
 clean:
 	rm -rf build .pytest_cache

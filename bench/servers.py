@@ -11,6 +11,7 @@ C-STORE (one association per sender, the file streamed from disk as a modality w
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import threading
@@ -23,12 +24,47 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import requests
 
 from bodypart_router.classifier import file_sha256
-from support.orthanc import OrthancProcess, get_runtime, router_config
+from support.orthanc import REPO, OrthancProcess, get_runtime, router_config
 
 from . import corpus
 
 #: Sender threads (parallel modalities) used unless a benchmark says otherwise.
 DEFAULT_SENDERS = 4
+#: The shipped Orthanc configuration; its performance-related settings are benchmarked as shipped.
+SHIPPED_CONFIG = REPO / "orthanc-config" / "orthanc.json"
+SHIPPED_KEYS = ("ConcurrentJobs", "JobsHistorySize", "MaximumStorageCacheSize")
+
+
+def read_orthanc_json(path: Path) -> dict[str, Any]:
+    """Parse an Orthanc configuration file, which may hold ``//`` and ``/* */`` comments."""
+    text, out, i, in_string = path.read_text(), [], 0, False
+    while i < len(text):
+        c = text[i]
+        if in_string:
+            out.append(c)
+            if c == "\\":
+                out.append(text[i + 1])
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+            out.append(c)
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            i = (end if end >= 0 else len(text)) - 1  # keep the newline
+        elif text.startswith("/*", i):
+            i = text.index("*/", i) + 1
+        else:
+            out.append(c)
+        i += 1
+    return json.loads("".join(out))
+
+
+def shipped_settings() -> dict[str, Any]:
+    """The :data:`SHIPPED_KEYS` of the shipped configuration (those it sets)."""
+    shipped = read_orthanc_json(SHIPPED_CONFIG)
+    return {k: shipped[k] for k in SHIPPED_KEYS if k in shipped}
 
 
 def orthanc_config(model: Path | None, *, peers: Mapping[str, OrthancProcess] | None = None,
@@ -39,8 +75,7 @@ def orthanc_config(model: Path | None, *, peers: Mapping[str, OrthancProcess] | 
     model = model.resolve() if model else None  # Orthanc resolves relative paths from its config
     section = {"ModelSha256": file_sha256(model)} if model else {}
     config = router_config(runtime, model=model or Path("unused.onnx"), routes=routes or {},
-                           peers=peers, router={**section, **(router or {})},
-                           extra={"ConcurrentJobs": 4, "JobsHistorySize": 1000})
+                           peers=peers, router={**section, **(router or {})}, extra=shipped_settings())
     if model is None:  # everything the router brings, and nothing else, goes
         for key in ("BodyPartRouter", "PythonScript", "PythonVerbose", "LuaScripts"):
             config.pop(key, None)

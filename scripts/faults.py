@@ -13,7 +13,7 @@ Usage::
 
     python scripts/faults.py                       # every scenario, full size
     python scripts/faults.py --size ci duplicate_stores malformed_corpus
-    python scripts/faults.py --model models/bodypart_router.onnx --verbose-logs
+    python scripts/faults.py --model models/bodypart_router.onnx --keep
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="ONNX model for the router (default: a tiny test model; every class "
                              "is routed to the same destination, so accuracy does not matter here)")
     parser.add_argument("--runtime", default="host", help="Orthanc runtime (see tests/support/orthanc.py)")
-    parser.add_argument("--verbose-logs", action="store_true",
-                        help="start Orthanc with --verbose, so the PHI log check sees more")
+    parser.add_argument("--quiet-orthanc", action="store_true",
+                        help="start Orthanc without --verbose (the patient-identifier check then "
+                             "reads warnings and errors only)")
     parser.add_argument("--keep", action="store_true", help="keep each scenario's work directory and logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     args = parser.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         result = run_scenario(name, sizes, runtime=args.runtime, model=args.model,
-                              verbose_logs=args.verbose_logs, keep=args.keep)
+                              verbose_logs=not args.quiet_orthanc, keep=args.keep)
         print(result.json_line(), flush=True)
         if not result.ok:
             failed.append(name)

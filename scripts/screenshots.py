@@ -1,7 +1,7 @@
 """Take the documentation screenshots: Orthanc Explorer showing the class, and the status page.
 
 Starts a router Orthanc (Debian's 1.10 on the host) with the shipped model and one peer,
-stores a few X-rays, runs a short backfill so the page has something to show, then
+stores a few X-rays, starts a slow backfill so the page has progress to show, then
 photographs the pages with headless Chromium and writes small PNGs to docs/screenshots/.
 
     .venv/bin/python scripts/screenshots.py [DICOM files or folders ...]
@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugin"), str(REPO / "tests")]
 
+import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bodypart_router.audit import METADATA_NAME  # noqa: E402
 from bodypart_router.classifier import file_sha256  # noqa: E402
 from support.orthanc import OrthancProcess, get_runtime, peer_config, router_config  # noqa: E402
 
@@ -78,21 +78,27 @@ def main() -> None:
         peer.start()
         config = router_config(runtime, model=args.model, routes={"adult_chest": ["ai-chest"], "spine": ["ai-chest"]},
                                peers={"ai-chest": peer}, router={"ModelSha256": sha256})
-        config["UserMetadata"] = {**config["UserMetadata"], METADATA_NAME: 1029}
         router = OrthancProcess(config, runtime=runtime, name="shot-router").start()
-        ids = [router.upload(f) for f in files]
+        ids = []
+        for f in files:
+            try:
+                ids.append(router.upload(f))
+            except requests.HTTPError as exc:  # not DICOM, or a file Orthanc itself refuses
+                print(f"skipped {f.name}: {exc.response.status_code}")
         router.wait_for(lambda: all(router.metadata(i).get("BodyPartState") not in (None, "queued", "processing")
                                     for i in ids), timeout=120, what="instances classified")
-        router.post_json("/bodypart-router/backfill", {"RatePerSecond": 5})
-        router.wait_for(lambda: (router.get_json("/bodypart-router/backfill") or {}).get("State") == "done",
-                        timeout=60, what="backfill done")
         time.sleep(6)  # let the metrics publisher run once
+        # A slow backfill, photographed half-way so the page shows its progress, rate and ETA.
+        router.post_json("/bodypart-router/backfill", {"RatePerSecond": 1})
+        router.wait_for(lambda: (router.get_json("/bodypart-router/backfill") or {}).get("Done", 0) >= 4,
+                        timeout=60, what="backfill under way")
+        shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-page.png", "1280,1100", profile)
         classified = [i for i in ids if router.metadata(i).get("BodyPart")]
         shoot(f"{router.url}/app/explorer.html#instance?uuid={classified[0]}", OUT / "explorer-instance.png",
               "1100,700", profile)
         study = router.get_json(f"/instances/{classified[0]}/study")["ID"]
         shoot(f"{router.url}/app/explorer.html#study?uuid={study}", OUT / "explorer-study.png", "1100,700", profile)
-        shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-page.png", "1280,1100", profile)
+        shoot(f"{router.url}/app/explorer.html", OUT / "explorer-home.png", "1100,420", profile)
     finally:
         if router is not None:
             router.cleanup()

@@ -318,7 +318,7 @@ class StationTally:
         header say nothing about the header's accuracy, so they are not in the denominator.
         """
         with self._lock:
-            items = {aet: dict(c) for aet, c in self._counts.items()}
+            items: dict[str, dict[str, Any]] = {aet: dict(c) for aet, c in self._counts.items()}
         for counts in items.values():
             judged = counts[AGREE] + counts[DISAGREE]
             counts["mismatch_rate"] = counts[DISAGREE] / judged if judged else None

@@ -35,7 +35,8 @@ Metrics (all ``bodypart_router_`` + ...; counters count since Orthanc started):
 ``uptime_seconds``                          since the router started
 ==========================================  =================================================
 
-Status JSON, ``GET /bodypart-router/status`` (:meth:`RouterMetrics.snapshot`)::
+Status JSON: the ``Metrics`` section of ``GET /bodypart-router/status``, which the status
+page reads (:meth:`RouterMetrics.snapshot`)::
 
     {
       "Version": "0.1.0",
@@ -51,7 +52,7 @@ Status JSON, ``GET /bodypart-router/status`` (:meth:`RouterMetrics.snapshot`)::
                   "Inference": {...}},
       "Destinations": {"ai-chest": {"Forwards": 3, "Failures": 0, "DeadLetters": 0,
                                     "Circuit": "closed" | "half-open" | "open"}},
-      "Shadow": {"ai-chest": {"adult_chest": 3}},          # would-be forwards, any mode
+      "Shadow": {"ai-chest": {"adult_chest": 3}},          # would-be forwards (shadow mode)
       "HeaderAudit": {"CR_ROOM_1": {"agree": 3, "disagree": 1, "no-header": 0,
                                     "mismatch_rate": 0.25}},
       "Recent": [{"Instance": "<orthanc id>", "Time": "...Z", "Class": "adult_chest",
@@ -376,11 +377,11 @@ class RouterMetrics:
             out[metric_name("uptime_seconds")] = round(self._clock() - self._started, 1)
         if depth is not None:
             out[metric_name("queue_depth")] = depth
-        for aet, counts in self.stations.snapshot().items():
+        for aet, station in self.stations.snapshot().items():
             for verdict in (AGREE, DISAGREE, NO_HEADER):
-                out[metric_name("header", verdict, aet)] = counts[verdict]
-            if counts["mismatch_rate"] is not None:
-                out[metric_name("header_mismatch_rate", aet)] = counts["mismatch_rate"]
+                out[metric_name("header", verdict, aet)] = station[verdict]
+            if station["mismatch_rate"] is not None:
+                out[metric_name("header_mismatch_rate", aet)] = station["mismatch_rate"]
         if backfill:
             for key, name in (("Done", "done"), ("Total", "total"), ("Rate", "rate"), ("EtaSeconds", "eta_seconds")):
                 value = backfill.get(key)

@@ -7,6 +7,7 @@ both skip the same things for the same reason.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import NotClassifiable, Reason
@@ -43,6 +44,20 @@ DEFAULT_SOP_CLASSES: frozenset[str] = frozenset(
 )
 
 
+#: What a Modality code and a UID look like; other values are not quoted in messages.
+_MODALITY_SHAPE = re.compile(r"[A-Z_]{1,16}")
+_UID_SHAPE = re.compile(r"[012](\.(0|[1-9][0-9]*))+")
+
+
+def _quoted(value: str, shape: re.Pattern[str]) -> str:
+    """A tag value fit for a message (messages reach logs): shown only when it has the shape of the
+    code or UID it should be. A broken sender may shift fields, so anything else could be a
+    patient's name, ID or birth date and is described by its length instead."""
+    if shape.fullmatch(value) and len(value) <= 64:
+        return value
+    return f"an invalid value ({len(value)} characters)"
+
+
 @dataclass(frozen=True)
 class XrayPolicy:
     """What the router accepts.
@@ -59,7 +74,8 @@ class XrayPolicy:
         """Raise :class:`NotClassifiable` (a ``skipped`` reason) unless this is an X-ray to classify."""
         uid = (sop_class_uid or "").strip()
         if uid and uid.startswith(NON_IMAGE_SOP_CLASS_PREFIXES):
-            raise NotClassifiable(Reason.NON_IMAGE_SOP, f"SOP Class UID (0008,0016) {uid} holds no image")
+            raise NotClassifiable(Reason.NON_IMAGE_SOP, f"SOP Class UID (0008,0016) {_quoted(uid, _UID_SHAPE)} "
+                                                        "holds no image")
         mod = (modality or "").strip().upper()
         if not mod:
             if not self.accept_missing_modality:
@@ -67,10 +83,10 @@ class XrayPolicy:
         elif mod not in self.modalities:
             raise NotClassifiable(
                 Reason.NON_PROJECTION_MODALITY,
-                f"Modality (0008,0060) is {mod}, not one of {', '.join(sorted(self.modalities))}",
+                f"Modality (0008,0060) is {_quoted(mod, _MODALITY_SHAPE)}, not one of {', '.join(sorted(self.modalities))}",
             )
         if uid and self.sop_classes and uid not in self.sop_classes:
             raise NotClassifiable(
                 Reason.NON_IMAGE_SOP,
-                f"SOP Class UID (0008,0016) {uid} is not a configured X-ray storage class",
+                f"SOP Class UID (0008,0016) {_quoted(uid, _UID_SHAPE)} is not a configured X-ray storage class",
             )

@@ -42,7 +42,7 @@ def test_peer_down() -> None:
     assert result.delivered == result.sent
     assert result.details["delivered_while_down"] == 0, "the peer was down: nothing can have arrived"
     assert result.details["ingest_seconds"] < 10, "a down peer must not slow ingest"
-    assert result.details["circuit_log_lines"] == 1, "one line when the destination goes down, not a flood"
+    assert result.details["circuit_log_lines"] == {"down": 1, "back": 1}, "one line each way, not a flood"
 
 
 def test_orthanc_kill9_midstream() -> None:
@@ -77,3 +77,4 @@ def test_two_nodes_postgres() -> None:
     _check(result)
     assert result.classified == result.sent
     assert result.delivered == result.sent
+    assert set(result.details["handled_by"]) == {"node-a", "node-b"}, "both nodes must have done work"

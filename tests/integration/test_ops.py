@@ -48,10 +48,8 @@ def host() -> Runtime:
 def _config(runtime: Runtime, model: tuple[Path, str], *, peers: dict[str, Any], routes: dict[str, list[str]],
             router: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     path, sha256 = model
-    config = router_config(runtime, model=path, routes=routes, peers=peers,
-                           router={"ModelSha256": sha256, **(router or {})}, extra=extra)
-    config["UserMetadata"] = {**config["UserMetadata"], METADATA_NAME: 1029}
-    return config
+    return router_config(runtime, model=path, routes=routes, peers=peers,
+                         router={"ModelSha256": sha256, **(router or {})}, extra=extra)
 
 
 def _xray(class_name: str, **tags: str) -> bytes:
@@ -79,7 +77,9 @@ def live(host: Runtime, test_model: tuple[Path, str]) -> Iterator[tuple[OrthancP
     router: OrthancProcess | None = None
     try:
         chest.start()
-        config = _config(host, test_model, peers={"ai-chest": chest}, routes={"adult_chest": ["ai-chest"]},
+        config = _config(host, test_model, peers={"ai-chest": chest, "ai-down": "http://127.0.0.1:9/"},
+                         routes={"adult_chest": ["ai-chest"], "abdominal": ["ai-down"]},
+                         router={"Retry": {"MaxAttempts": 2, "BackoffSeconds": 0.2, "MaxBackoffSeconds": 0.5}},
                          extra={"AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}})
         router = OrthancProcess(config, runtime=host, name="ops-router")
         router.session.auth = AUTH
@@ -190,9 +190,32 @@ def test_plugin_routes_follow_orthanc_authentication(live: tuple[OrthancProcess,
         assert requests.get(router.url + path, auth=AUTH, timeout=10).status_code == 200
 
 
-def test_resubmit_requires_instances(live: tuple[OrthancProcess, OrthancProcess]) -> None:
+def test_failures_are_listed_and_can_be_resubmitted(live: tuple[OrthancProcess, OrthancProcess],
+                                                    live_traffic: dict[str, str]) -> None:
     router, _ = live
+    dead = router.upload(_xray("abdominal"))  # routed to a peer where nothing listens
+    truncated = dicoms.xray(gray_for("spine"))
+    truncated.PixelData = truncated.PixelData[:100]
+    broken = router.upload(dicoms.to_bytes(truncated))
+    router.wait_for(lambda: _settled(router, [dead, broken], ("failed:",)), timeout=60, what="both failed")
+    assert router.metadata(dead)["BodyPartState"] == "failed:dead-letter"
+
+    failures = {f["Instance"]: f for f in router.get_json("/bodypart-router/status")["Metrics"]["Failures"]}
+    assert (failures[dead]["State"], failures[dead]["Destination"]) == ("failed:dead-letter", "ai-down")
+    assert failures[broken]["State"] == router.metadata(broken)["BodyPartState"]
+    assert "(7FE0,0010)" in failures[broken]["Detail"] or "Pixel" in failures[broken]["Detail"]
+
     assert router.request("POST", "/bodypart-router/resubmit", data=b"{}").status_code == 400
+    answer = router.post_json("/bodypart-router/resubmit", {"Instances": [dead, broken]})
+    assert answer == {"Forwards": 1, "Classifications": 1}
+    # Both are tried again; neither can succeed, so both fail again.
+    def metrics() -> dict[str, Any]:
+        return router.get_json("/bodypart-router/status")["Metrics"]
+
+    router.wait_for(lambda: metrics()["Destinations"]["ai-down"]["DeadLetters"] == 2, timeout=60,
+                    what="second dead letter")
+    router.wait_for(lambda: sum(metrics()["Counts"]["Failed"].values()) == 2, timeout=30,
+                    what="the broken instance classified (and failed) a second time")
 
 
 # ---- shadow mode ------------------------------------------------------------------------
@@ -243,7 +266,7 @@ def test_backfill_classifies_stored_instances_and_resumes_after_restart(host: Ru
         chest.start()
         config = _config(host, test_model, peers={"ai-chest": chest},
                          routes={"adult_chest": ["ai-chest"], "spine": ["ai-chest"]}, router={"Enabled": False})
-        router = OrthancProcess(config, runtime=host, name="backfill-router").start()
+        router = OrthancProcess(config, runtime=host, name="backfill-router", args=["--verbose"]).start()
         # An archive from before the router: 2023 and 2024 studies, and one CT.
         old = [router.upload(_xray("spine", StudyDate="20230105")) for _ in range(4)]
         new = [router.upload(_xray(c, StudyDate="20240310")) for c in ["adult_chest"] * 6 + ["others"] * 6]
@@ -289,6 +312,10 @@ def test_backfill_classifies_stored_instances_and_resumes_after_restart(host: Ru
         # after the restart only the instances that were left were classified
         assert sum(status["Metrics"]["Counts"]["Classified"].values()) <= len(old) - done_before + 1
         assert status["Backfill"]["State"] == "done"
+        log = router.log_text()
+        assert "backfill started: studies dated 2024-01-01 or later" in log and "backfill resumed at" in log
+        for secret in ("Secretname", dicoms.PATIENT_ID, dicoms.BIRTH_DATE):  # instances are named by ID only
+            assert secret not in log
     finally:
         if router is not None:
             router.cleanup()

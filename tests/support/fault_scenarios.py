@@ -348,13 +348,14 @@ def peer_down_60s(ctx: Context, sizes: Sizes) -> ScenarioResult:
     return result
 
 
-def _circuit_lines(proc: OrthancProcess) -> int:
-    """The router's log lines about the destination going down or coming back (one each, not a flood).
+def _circuit_lines(proc: OrthancProcess) -> dict[str, int]:
+    """The router's log lines about the destination going down and coming back (one each, not a flood).
 
     The "reachable again" line is logged at info level, so it shows only with ``--verbose``.
     """
-    return sum(1 for line in proc.log_text().splitlines()
-               if f"destination modality:{DESTINATION} is down" in line or "is reachable again" in line)
+    lines = proc.log_text().splitlines()
+    return {"down": sum(1 for line in lines if f"destination modality:{DESTINATION} is down" in line),
+            "back": sum(1 for line in lines if f"destination modality:{DESTINATION} is reachable again" in line)}
 
 
 def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
@@ -564,11 +565,12 @@ def _birth_dates() -> frozenset[str]:
 
 
 def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "host", model: Path | None = None,
-                 verbose_logs: bool = False, keep: bool = False) -> ScenarioResult:
+                 verbose_logs: bool = True, keep: bool = False) -> ScenarioResult:
     """Run one scenario in its own scratch directory and clean everything up afterwards.
 
     ``model`` defaults to the tiny test model (the scenarios test durability, not accuracy;
-    every class is routed to the same destination).
+    every class is routed to the same destination). Orthanc runs with ``--verbose`` unless
+    ``verbose_logs`` is False, so the patient-identifier check also reads info-level lines.
     """
     workdir = Path(tempfile.mkdtemp(prefix=f"faults-{name}-"))
     if model is None:

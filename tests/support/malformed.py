@@ -1129,6 +1129,30 @@ def _gen_corrupt_header(c: _Counter) -> Iterator[_Made]:
         yield "corrupt-header", f"{variant}-{k}", ANY_REASON | {CLASSIFIED}, bytes(data)
 
 
+def _gen_identifiers_in_wrong_tags(c: _Counter) -> Iterator[_Made]:
+    """A sender that shifts fields puts patient identifiers where codes belong.
+
+    The reason's detail quotes the offending tag, so it must not quote such a value verbatim:
+    details reach the logs.
+    """
+    for k in range(2):
+        i = c.take()
+        ds = base_dataset(i)
+        ds.Modality = f"{ds.PatientName} {ds.PatientID}"
+        yield "identifier-in-wrong-tag", f"modality-{k}", _one(NON_PROJECTION), ds
+    for k in range(2):
+        i = c.take()
+        ds = base_dataset(i, modality="CT")
+        ds.Modality = str(ds.PatientBirthDate)  # a date where a modality code belongs
+        yield "identifier-in-wrong-tag", f"modality-date-{k}", _one(NON_PROJECTION), ds
+    for k in range(2):
+        i = c.take()
+        ds = base_dataset(i)
+        ds.add_new(0x00080016, "UI", None)
+        ds[0x00080016]._value = f"{ds.PatientID}.{ds.PatientBirthDate}"  # bypass UI validation
+        yield "identifier-in-wrong-tag", f"sop-class-{k}", _one(NON_IMAGE), ds
+
+
 _GENERATORS: tuple[_Gen, ...] = (
     _gen_valid,
     _gen_syntaxes,
@@ -1141,6 +1165,7 @@ _GENERATORS: tuple[_Gen, ...] = (
     _gen_broken_fragments,
     _gen_not_dicom,
     _gen_corrupt_header,
+    _gen_identifiers_in_wrong_tags,
 )
 
 #: Minimum corpus size the fault tests rely on (issue: "at least 500").

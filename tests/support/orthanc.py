@@ -196,6 +196,7 @@ def router_config(
             "BodyPartModel": 1026,
             "BodyPartState": 1027,
             "BodyPartForwarded": 1028,
+            "BodyPartHeaderAudit": 1029,
         },
         "OrthancPeers": {k: {"Url": _peer_target(v)} for k, v in (peers or {}).items()},
         "DicomModalities": mods,

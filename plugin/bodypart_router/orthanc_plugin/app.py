@@ -26,9 +26,10 @@ from typing import Any
 import orthanc  # type: ignore[import-not-found]
 
 from .. import __version__
+from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
 from ..store import Store
-from . import explorer, rest_api
+from . import explorer, footprint, rest_api
 from .events import EventBus
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
@@ -84,6 +85,7 @@ class RouterApp:
 
     # -- 1. load ------------------------------------------------------------------------
     def load(self) -> None:
+        footprint.tune_malloc()
         try:
             self._configure()
         except ConfigError as exc:
@@ -112,9 +114,10 @@ class RouterApp:
         from ..modelcard import verify_model
 
         verify_model(config.model_path, allowed_sha256=config.model_sha256)
-        self.classifier = Classifier(config.model_path)
+        self.classifier = Classifier(config.model_path, intra_op_threads=footprint.INFERENCE_THREADS)
         self.store = Store(config.state_directory / STATE_DB)
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
+        self.recorder.claims = claims_for_node(orthanc_config, self.store)
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
             log("warning", f"LuaScripts does not list {Path(__file__).with_name('shutdown.lua')}: on Orthanc 1.10 "
                            "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")

@@ -69,13 +69,13 @@ class _Processor:
 
         assert app.config is not None and app.store is not None
         self.app = app
-        policy = app.config.policy
+        store, policy = app.store, app.config.policy
 
         def decode(data: bytes) -> Any:
             return decode_dicom(data, policy=policy)
 
         def worker(config: Any) -> ClassifyWorker:
-            return ClassifyWorker(0, config, app.store, app.rest, app.writer, app.classifier, decode, app.events,
+            return ClassifyWorker(0, config, store, app.rest, app.writer, app.classifier, decode, app.events,
                                   threading.Event(), app.wake_forwarder, app.stop_event)
 
         self.routing = worker(app.config)
@@ -163,7 +163,19 @@ def register(app: "RouterApp") -> None:
 
     orthanc.RegisterRestCallback("/bodypart-router/backfill", callback)
     if runner is not None:
-        metrics_for(app).watch_backfill(runner.progress)
-        app.status_sections["Backfill"] = runner.progress
-        app.on_started.append(runner.resume)
-        app.on_stopping.append(lambda: runner.stop(timeout=STOP_SECONDS))
+        _hook_up(app, runner)
+
+
+def _hook_up(app: "RouterApp", runner: BackfillRunner) -> None:
+    """Progress in the status and metrics; resume at start-up, pause (not cancel) at shutdown."""
+
+    def resume() -> None:
+        runner.resume()
+
+    def pause() -> None:
+        runner.stop(timeout=STOP_SECONDS)
+
+    metrics_for(app).watch_backfill(runner.progress)
+    app.status_sections["Backfill"] = runner.progress
+    app.on_started.append(resume)
+    app.on_stopping.append(pause)

@@ -36,6 +36,7 @@
           '<tr><td>State</td><td>' + escapeHtml(m.BodyPartState) + '</td></tr>' +
           '<tr><td>Forwarded to</td><td>' + escapeHtml(m.BodyPartForwarded || '-') + '</td></tr>' +
           '<tr><td>Model</td><td>' + escapeHtml(m.BodyPartModel || '-') + '</td></tr>' +
+          '<tr><td>Header audit</td><td>' + escapeHtml(m.BodyPartHeaderAudit || '-') + '</td></tr>' +
           '</table>');
       },
       error: function () { body.text('could not read the metadata'); } });

@@ -7,4 +7,8 @@ through ``app.on_started`` / ``app.on_stopping``. Adding a feature = one module 
 """
 
 EXTENSIONS: list[str] = [
+    "monitoring",    # metrics on /tools/metrics-prometheus, "Metrics" section of the status
+    "header_audit",  # header vs pixels, BodyPartHeaderAudit metadata, mismatches per RemoteAET
+    "backfill_api",  # /bodypart-router/backfill: classify what was stored before the router
+    "status_ui",     # /bodypart-router/status.html and its resubmit action
 ]

@@ -15,6 +15,10 @@ Why two paths:
   REST and recorded. The checkpoint only moves past changes that are recorded, so after a
   ``kill -9`` the next start resumes exactly where the durable record ends.
 
+Where several Orthanc nodes share one index (and so one changes log), the recorder keeps
+only the instances this node claims (:mod:`bodypart_router.claims`), so each is classified and
+forwarded by exactly one node.
+
 On the very first start (no checkpoint yet) the checkpoint is set to the newest change:
 what was in Orthanc before the router was installed is left to an explicit backfill.
 """
@@ -27,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from ..claims import Claims, NoClaims
 from ..config import RouterConfig
 from ..delivery import RestError
 from ..errors import NotClassifiable
@@ -65,6 +70,7 @@ class Recorder:
         self.wake_workers = wake_workers
         self.queue: queue.Queue[Received] = queue.Queue(maxsize=config.queue_size)
         self._overflowing = False
+        self.claims: Claims | NoClaims = NoClaims()  # the app sets Claims when nodes share an index
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
@@ -126,7 +132,7 @@ class Recorder:
             self._record(batch)
 
     def _record(self, items: list[Received]) -> None:
-        added = self.store.add_received(items)
+        added = self.store.add_received(self.claims.mine(items))
         for item in added:
             self.writer.state(item.instance_id, item.state)
             self.events.emit("received", instance_id=item.instance_id, state=item.state)

@@ -140,5 +140,9 @@ def register(app: "RouterApp") -> None:
 
     publisher = MetricsPublisher(metrics, _set_metric, interval=PUBLISH_SECONDS,
                                  on_error=lambda exc: log("warning", f"metrics: {exc!r}"))
-    app.on_started.append(publisher.start)
+
+    def start_publishing() -> None:  # SetMetricsValue works once Orthanc has started
+        publisher.start()
+
+    app.on_started.append(start_publishing)
     app.on_stopping.append(publisher.stop)

@@ -21,6 +21,7 @@ from ..errors import NotClassifiable, Reason
 from ..preprocess import to_model_input
 from ..routing import decide
 from ..store import Store
+from . import footprint
 from .events import EventBus
 from .host import OrthancRest, log
 from .results import ResultWriter
@@ -48,6 +49,7 @@ class ClassifyWorker:
         self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
 
     def _run(self) -> None:
+        footprint.lower_thread_priority()  # ingest first: see footprint.py
         while not self.stop.is_set():
             try:
                 ids = self.store.claim_queued(self.config.batch_size)
@@ -64,13 +66,16 @@ class ClassifyWorker:
         """Classify a batch of claimed instances; every one ends with a state."""
         t0 = time.perf_counter()
         ready: list[tuple[str, np.ndarray]] = []
+        decode_seconds: dict[str, float] = {}
         for instance_id in instance_ids:
             if self.stop.is_set():
                 self.store.requeue(instance_id, "interrupted by shutdown")
                 continue
             try:
                 data = self.rest.get(f"/instances/{instance_id}/file")
+                t_decode = time.perf_counter()
                 image = self.decode(data)
+                decode_seconds[instance_id] = time.perf_counter() - t_decode
                 ready.append((instance_id, to_model_input(image.pixels)))
             except NotClassifiable as exc:
                 self._not_classified(instance_id, exc.state, exc.detail)
@@ -88,12 +93,14 @@ class ClassifyWorker:
         if not ready:
             return
         try:
+            t_model = time.perf_counter()
             predictions = self.classifier.predict_batch([x for _, x in ready])
         except Exception as exc:
             for instance_id, _ in ready:
                 self._not_classified(instance_id, f"failed:{Reason.MODEL_ERROR.value}", repr(exc)[:300])
             return
         seconds = (time.perf_counter() - t0) / len(ready)
+        inference_seconds = (time.perf_counter() - t_model) / len(ready)
         model = self.classifier.version
         for (instance_id, _), prediction in zip(ready, predictions, strict=True):
             decision = decide(self.config, prediction.class_name, float(prediction.score))
@@ -109,7 +116,8 @@ class ClassifyWorker:
                         f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                         f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
             self.events.emit("classified", instance_id=instance_id, decision=decision, model=model,
-                             seconds=seconds, batch_size=len(ready))
+                             seconds=seconds, batch_size=len(ready),
+                             decode_seconds=decode_seconds[instance_id], inference_seconds=inference_seconds)
         self.wake_forwarder.set()
 
     def _not_classified(self, instance_id: str, state: str, detail: str) -> None:
