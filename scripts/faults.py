@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugin"), str(REPO / "tests")]
 
-from support.fault_scenarios import CI, FULL, SCENARIOS, run_scenario  # noqa: E402
+from support.fault_scenarios import CI, FULL, SCENARIOS, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

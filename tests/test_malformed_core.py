@@ -12,10 +12,10 @@ import hashlib
 import time
 import tracemalloc
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import pytest
-
 from bodypart_router.decode import DecodedImage, decode_dicom, decode_file
 from bodypart_router.errors import NotClassifiable
 from bodypart_router.preprocess import to_model_input
@@ -81,7 +81,7 @@ def test_every_file_gets_its_expected_class_or_reason(corpus_files: list[CorpusE
     wrong, slow = [], []
     for entry in corpus_files:
         t0 = time.perf_counter()
-        outcome, detail = outcome_of(lambda: decode_file(entry.path))
+        outcome, detail = outcome_of(partial(decode_file, entry.path))
         elapsed = time.perf_counter() - t0
         if outcome not in entry.expected:
             wrong.append(f"{entry.path.name}: got {outcome} ({detail}), expected one of {sorted(entry.expected)}")
@@ -96,8 +96,8 @@ def test_bytes_and_files_give_the_same_outcome(corpus: list[MalformedCase], corp
     by_name = {entry.path.name: entry for entry in corpus_files}
     differ = []
     for case in corpus:
-        from_bytes, _ = outcome_of(lambda: decode_dicom(case.data))
-        from_file, _ = outcome_of(lambda: decode_file(by_name[case.name].path))
+        from_bytes, _ = outcome_of(partial(decode_dicom, case.data))
+        from_file, _ = outcome_of(partial(decode_file, by_name[case.name].path))
         if from_bytes != from_file:
             differ.append(f"{case.name}: bytes -> {from_bytes}, file -> {from_file}")
     assert not differ, "\n".join(differ)
@@ -113,7 +113,7 @@ def test_memory_and_time_stay_bounded(corpus: list[MalformedCase]) -> None:
         for case in corpus:
             before = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
-            outcome_of(lambda: decode_dicom(case.data))
+            outcome_of(partial(decode_dicom, case.data))
             growth = tracemalloc.get_traced_memory()[1] - before
             if growth > worst[1]:
                 worst = (case.name, growth)
@@ -131,7 +131,7 @@ def test_reasons_name_no_patient(corpus: list[MalformedCase]) -> None:
     dates = frozenset(case.birth_date for case in corpus)
     leaks = []
     for case in corpus:
-        outcome, detail = outcome_of(lambda: decode_dicom(case.data))
+        outcome, detail = outcome_of(partial(decode_dicom, case.data))
         if outcome != CLASSIFIED:
             assert detail, f"{case.name}: {outcome} without a detail"
         hits = find_phi(detail, dates)

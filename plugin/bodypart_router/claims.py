@@ -36,8 +36,9 @@ import ssl
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .delivery import RestError
 from .store import QUEUED, Received, Store

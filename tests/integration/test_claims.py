@@ -9,13 +9,18 @@ a single node (no shared index) needs no claim at all.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from bodypart_router.claims import CLAIM_METADATA, Claims, NoClaims, for_node, shared_index
+from bodypart_router.claims import (
+    CLAIM_METADATA,
+    Claims,
+    NoClaims,
+    for_node,
+    shared_index,
+)
 from bodypart_router.store import QUEUED, Received, Store
 from support.malformed import base_dataset, to_bytes
 from support.orthanc import OrthancProcess

@@ -10,7 +10,6 @@ router's metadata. The whole file takes about three minutes on a 2-core machine.
 from __future__ import annotations
 
 import pytest
-
 from support.fault_scenarios import CI, ScenarioResult, run_scenario
 from support.orthanc import get_runtime
 from support.postgres import unavailable as postgres_unavailable

@@ -30,20 +30,27 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import requests
-from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-
 from bodypart_router.claims import CLAIM_METADATA
 from bodypart_router.classes import CLASS_NAMES
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from support import tiny_model
 from support.dicom_net import CountingSCP, c_store
-from support.malformed import CLASSIFIED, base_dataset, build_corpus, find_phi, phi_markers, to_bytes
+from support.malformed import (
+    CLASSIFIED,
+    base_dataset,
+    build_corpus,
+    find_phi,
+    phi_markers,
+    to_bytes,
+)
 from support.orthanc import OrthancProcess, Runtime, get_runtime, router_config
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster
 from support.postgres import unavailable as postgres_unavailable
@@ -114,7 +121,7 @@ class RecordingSCP(CountingSCP):
     forward fails. ``received`` counts receptions per SOP Instance UID.
     """
 
-    def start(self) -> "RecordingSCP":
+    def start(self) -> RecordingSCP:
         ae = AE(ae_title=self.aet)
         ae.maximum_associations = 20
         for context in AllStoragePresentationContexts:
@@ -126,9 +133,6 @@ class RecordingSCP(CountingSCP):
     def snapshot(self) -> Counter[str]:
         with self._lock:
             return Counter(self.received)
-
-    def duplicates(self) -> int:
-        return sum(n - 1 for n in self.snapshot().values() if n > 1)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,11 +198,14 @@ class Context:
         for proc in reversed(self.processes):
             try:
                 proc.stop()
-            except Exception:  # keep cleaning up the others
-                pass
+            except (OSError, RuntimeError, TimeoutError) as exc:  # keep cleaning up the others
+                log.warning("could not stop %s: %r", proc.name, exc)
         for scp in self.scps:
             scp.stop()
-        for cluster in self.clusters:
+        for n, cluster in enumerate(self.clusters):
+            kept = self.workdir / f"postgres-{n}.log"  # the cluster's directory goes; its log is scanned too
+            kept.write_text(cluster.log_text())
+            self.all_logs.append(kept)
             cluster.cleanup()
 
     def scan_logs(self, birth_dates: frozenset[str]) -> tuple[list[str], int]:
@@ -289,16 +296,20 @@ def alive_probe(procs: list[OrthancProcess], scp: RecordingSCP, index: int, time
     return False
 
 
-def count(result: ScenarioResult, router: OrthancProcess, ids_by_uid: dict[str, str], final: dict[str, str],
-          scp: RecordingSCP, must_arrive: set[str]) -> None:
-    """Fill classified / delivered / lost / duplicates from the router's metadata and the SCP."""
+def count(result: ScenarioResult, ids_by_uid: dict[str, str], final: dict[str, str], scp: RecordingSCP,
+          must_arrive: set[str]) -> None:
+    """Fill classified / delivered / lost / duplicates from the router's metadata and the SCP.
+
+    Duplicates count every second reception of any instance, also of one the sender never got
+    an acknowledgement for (stored just before a crash, then sent again).
+    """
     received = scp.snapshot()
     result.classified = sum(1 for iid in ids_by_uid.values() if final.get(iid, "") in CLASSIFIED_STATES)
     result.delivered = sum(1 for uid in ids_by_uid if received[uid] > 0)
     never_final = [iid for iid in ids_by_uid.values() if not is_final(final.get(iid, ""))]
     missing = [uid for uid in must_arrive if received[uid] == 0]
     result.lost = len(set(missing) | {uid for uid, iid in ids_by_uid.items() if iid in never_final})
-    result.duplicates = sum(n - 1 for uid, n in received.items() if n > 1 and uid in ids_by_uid)
+    result.duplicates = sum(n - 1 for n in received.values() if n > 1)
     if missing:
         result.details["not_delivered"] = len(missing)
     if never_final:
@@ -342,7 +353,7 @@ def peer_down_60s(ctx: Context, sizes: Sizes) -> ScenarioResult:
     result.details["delivered_while_down"] = sum(scp.snapshot().values())
     scp.start()
     final = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
-    count(result, router, ids, final, scp, must_arrive=set(ids))
+    count(result, ids, final, scp, must_arrive=set(ids))
     result.details["circuit_log_lines"] = _circuit_lines(router)
     result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 1)
     return result
@@ -398,12 +409,16 @@ def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
                     break
             time.sleep(0.02)
         with lock:
+            snapshot = dict(acked)
+        before_kill = states(router, list(snapshot.values()))  # what the router had done so far
+        with lock:
             queued_at_kill = len(acked) - sum(1 for uid in acked if scp.count(uid))
         still_streaming = not future.done()
         router.kill()
         stop_sending.set()
         left = future.result()
     result.details["queued_at_kill"] = queued_at_kill
+    result.details["states_just_before_kill"] = dict(Counter(v or "(none yet)" for v in before_kill.values()))
     result.details["killed_while_streaming"] = still_streaming
     scp.start()
     router.start()
@@ -413,7 +428,7 @@ def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
     result.details["unsent"] = len(left)
     result.sent = len(acked)
     final = settle([router], list(acked.values()), scp, set(acked), sizes.settle_seconds)
-    count(result, router, acked, final, scp, must_arrive=set(acked))
+    count(result, acked, final, scp, must_arrive=set(acked))
     result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 2)
     return result
 
@@ -439,7 +454,7 @@ def duplicate_stores(ctx: Context, sizes: Sizes) -> ScenarioResult:
     result.details["stores_per_instance"] = 5
     final = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
     final = {**first, **final}
-    count(result, router, ids, final, scp, must_arrive=set(ids))
+    count(result, ids, final, scp, must_arrive=set(ids))
     result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 3)
     return result
 
@@ -487,7 +502,7 @@ def malformed_corpus(ctx: Context, sizes: Sizes) -> ScenarioResult:
     while not routable <= set(scp.snapshot()) and time.monotonic() < deadline:
         time.sleep(0.5)
     final = {**final, **states(router, list(accepted.values()))}
-    count(result, router, accepted, final, scp, must_arrive=routable)
+    count(result, accepted, final, scp, must_arrive=routable)
     result.details["states"] = dict(Counter(final.get(iid, "") or "(none)" for iid in accepted.values()))
     unexpected = [f"{case_of[uid].name}: {final.get(iid)}" for uid, iid in accepted.items()
                   if _outcome(final.get(iid, "")) not in case_of[uid].expected]
@@ -539,7 +554,7 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
     result.sent = len(ids)
     result.details["stored_on_both"] = sum(1 for i in range(len(datasets)) if i % 3 == 2)
     final = settle(nodes, list(ids.values()), scp, set(ids), sizes.settle_seconds)
-    count(result, nodes[0], ids, final, scp, must_arrive=set(ids))
+    count(result, ids, final, scp, must_arrive=set(ids))
     result.details["nodes"] = len(nodes)
     owners = Counter(nodes[0].request("GET", f"/instances/{iid}/metadata/{CLAIM_METADATA}").text.rsplit("-", 1)[0]
                      or "(none)" for iid in ids.values())
@@ -576,7 +591,12 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
     if model is None:
         model = workdir / "model.onnx"
         tiny_model.build(model)
-    ctx = Context(get_runtime(runtime), model, workdir, verbose_logs=verbose_logs)
+    orthanc_runtime = get_runtime(runtime)
+    reason = orthanc_runtime.unavailable()
+    if reason:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return ScenarioResult(name, details={"error": f"Orthanc runtime {orthanc_runtime.name} unavailable: {reason}"})
+    ctx = Context(orthanc_runtime, model, workdir, verbose_logs=verbose_logs)
     t0 = time.monotonic()
     log.info("%s: starting in %s", name, workdir)
     try:
@@ -595,10 +615,5 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
-
-
-def iter_results(names: list[str], sizes: Sizes, **kwargs: Any) -> Iterator[ScenarioResult]:
-    for name in names:
-        yield run_scenario(name, sizes, **kwargs)
 
 

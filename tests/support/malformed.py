@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from bodypart_router.errors import Reason
 from PIL import Image
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -57,8 +58,6 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-
-from bodypart_router.errors import Reason
 
 # --------------------------------------------------------------------------- outcomes
 

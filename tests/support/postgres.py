@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from support.orthanc import free_port
 
@@ -76,7 +76,7 @@ class PostgresCluster:
         return self.workdir / "postgres.log"
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "PostgresCluster":
+    def start(self, timeout: float = 60.0) -> Self:
         """initdb, start the server, create the database. Cleans up after itself if any step fails."""
         reason = unavailable()
         if reason:
@@ -115,7 +115,7 @@ class PostgresCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def __enter__(self) -> "PostgresCluster":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -156,7 +156,8 @@ class PostgresCluster:
         argv = [str(PG_BIN / tool), *args]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", SERVER_USER, "--", *argv]
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=self.workdir or "/", timeout=120)
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=self.workdir or "/", timeout=120,
+                              check=False)
         if proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr + self._log_tail())
         return proc.stdout
