@@ -13,7 +13,7 @@ Usage::
 
     python scripts/faults.py                       # every scenario, full size
     python scripts/faults.py --size ci duplicate_stores malformed_corpus
-    python scripts/faults.py --model models/bodypart_router.onnx --keep
+    python scripts/faults.py --model path/to/model.onnx --keep   # another model; keep the logs
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ sys.path[:0] = [str(REPO / "plugin"), str(REPO / "tests")]
 
 from support.fault_scenarios import CI, FULL, SCENARIOS, run_scenario
 
+SHIPPED_MODEL = REPO / "models" / "bodypart_router.onnx"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}")
     parser.add_argument("--size", choices=("full", "ci"), default="full",
                         help="full (make faults) or ci (the sizes the test suite uses)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="ONNX model for the router (default: a tiny test model; every class "
-                             "is routed to the same destination, so accuracy does not matter here)")
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL if SHIPPED_MODEL.exists() else None,
+                        help="ONNX model for the router (default: the shipped model, or a tiny test model "
+                             "when it is missing; every class is routed to the same destination, so "
+                             "accuracy does not matter here, but a real model's speed lets work pile up)")
     parser.add_argument("--runtime", default="host", help="Orthanc runtime (see tests/support/orthanc.py)")
     parser.add_argument("--quiet-orthanc", action="store_true",
                         help="start Orthanc without --verbose (the patient-identifier check then "

@@ -591,6 +591,7 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
     if model is None:
         model = workdir / "model.onnx"
         tiny_model.build(model)
+    model = model.resolve()  # Orthanc resolves relative paths against its config's directory
     orthanc_runtime = get_runtime(runtime)
     reason = orthanc_runtime.unavailable()
     if reason:
