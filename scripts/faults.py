@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ SHIPPED_MODEL = REPO / "models" / "bodypart_router.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so every scenario's cleanup runs
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                         help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}")

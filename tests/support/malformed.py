@@ -138,8 +138,8 @@ def find_phi(text: str, birth_dates: frozenset[str] | None = None) -> list[str]:
 #: file; no plugin can guard against them, so the Orthanc fault scenarios leave them out
 #: (the core decoder still gets them). Measured with a plain Orthanc without plugins.
 ORTHANC_CRASHERS: dict[str, str] = {
-    "deep-sequence/depth64": "Orthanc 1.10.1 exits without a log line on a REST upload whose sequences "
-                             "are nested about 48 levels deep or more (40 levels are stored fine)",
+    "deep-sequence/depth64": "Orthanc 1.10.1 (and 1.12.7) exits without a log line on a REST upload whose "
+                             "sequences are nested about 48 levels deep or more (40 levels are stored fine)",
 }
 
 
