@@ -62,6 +62,20 @@ demo: setup
 test: setup trixie-root
 	$(PY) -m pytest -q -rs tests
 
+# Durability scenarios against real processes (peer down, kill -9, duplicates, malformed
+# corpus, two nodes on PostgreSQL): one JSON line each; non-zero exit on any loss or duplicate.
+faults: setup
+	$(PY) scripts/faults.py
+
+# Benchmarks (about 15 minutes on 2 cores): prints a table, writes bench/results.json.
+bench: setup
+	$(PY) -m bench.run
+
+# Reproduces models/ from ../shared/data/xray-bodypart (about 25 minutes on 2 CPU cores).
+train: setup
+	$(PY) -m pip install -q -e '.[train,test]'
+	nice -n 5 $(PY) -m training.train --data ../shared/data/xray-bodypart --out models/
+
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" tests
 

@@ -541,7 +541,12 @@ def _jpeg_ls_frame(ds: Dataset, g: _Geometry) -> np.ndarray:
         from jpeg_ls import decode_buffer
     except ImportError:  # optional speed-up: GDCM decodes JPEG-LS too
         return _gdcm_frame(ds, g)
-    buffer, _info = decode_buffer(_frame_bytes(ds, g))
+    frame = _frame_bytes(ds, g)
+    if not frame.rstrip(b"\0").endswith(b"\xff\xd9"):
+        # no End Of Image marker: a truncated stream, on which CharLS spends seconds before
+        # failing while GDCM fails (or salvages it) in a millisecond
+        return _gdcm_frame(ds, g)
+    buffer, _info = decode_buffer(frame)
     dtype = np.dtype(f"<{'i' if g.signed else 'u'}{2 if g.bits_allocated > 8 else 1}")
     expected = g.rows * g.columns * dtype.itemsize
     if len(buffer) < expected:

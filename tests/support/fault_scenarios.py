@@ -588,33 +588,34 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
     ``verbose_logs`` is False, so the patient-identifier check also reads info-level lines.
     """
     workdir = Path(tempfile.mkdtemp(prefix=f"faults-{name}-"))
-    if model is None:
-        model = workdir / "model.onnx"
-        tiny_model.build(model)
-    model = model.resolve()  # Orthanc resolves relative paths against its config's directory
-    orthanc_runtime = get_runtime(runtime)
-    reason = orthanc_runtime.unavailable()
-    if reason:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return ScenarioResult(name, details={"error": f"Orthanc runtime {orthanc_runtime.name} unavailable: {reason}"})
-    ctx = Context(orthanc_runtime, model, workdir, verbose_logs=verbose_logs)
-    t0 = time.monotonic()
-    log.info("%s: starting in %s", name, workdir)
     try:
-        result = SCENARIOS[name](ctx, sizes)
-    except Exception as exc:
-        log.exception("%s: scenario failed", name)
-        result = ScenarioResult(name, details={"error": f"{type(exc).__name__}: {exc}"[:2000]})
+        if model is None:
+            model = workdir / "model.onnx"
+            tiny_model.build(model)
+        model = model.resolve()  # Orthanc resolves relative paths against its config's directory
+        orthanc_runtime = get_runtime(runtime)
+        reason = orthanc_runtime.unavailable()
+        if reason:
+            return ScenarioResult(name, details={"error": f"Orthanc runtime {orthanc_runtime.name} unavailable: {reason}"})
+        ctx = Context(orthanc_runtime, model, workdir, verbose_logs=verbose_logs)
+        t0 = time.monotonic()
+        log.info("%s: starting in %s", name, workdir)
+        try:
+            result = SCENARIOS[name](ctx, sizes)
+        except Exception as exc:
+            log.exception("%s: scenario failed", name)
+            result = ScenarioResult(name, details={"error": f"{type(exc).__name__}: {exc}"[:2000]})
+        finally:
+            ctx.cleanup()  # also on KeyboardInterrupt / SystemExit
+        hits, lines = ctx.scan_logs(_birth_dates())
+        result.phi_in_logs = len(hits)
+        result.details["log_lines_scanned"] = lines
+        result.seconds = round(time.monotonic() - t0, 1)
+        if keep:
+            result.details["workdir"] = str(workdir)
+        return result
     finally:
-        ctx.cleanup()
-    hits, lines = ctx.scan_logs(_birth_dates())
-    result.phi_in_logs = len(hits)
-    result.details["log_lines_scanned"] = lines
-    result.seconds = round(time.monotonic() - t0, 1)
-    if keep:
-        result.details["workdir"] = str(workdir)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return result
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -197,6 +197,7 @@ def router_config(
             "BodyPartState": 1027,
             "BodyPartForwarded": 1028,
             "BodyPartHeaderAudit": 1029,
+            "BodyPartClaim": 1030,
         },
         "OrthancPeers": {k: {"Url": _peer_target(v)} for k, v in (peers or {}).items()},
         "DicomModalities": mods,
