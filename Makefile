@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian 12 packages: Orthanc 1.10 + Python plugin + GDCM decoder; the rest serve the tests.
-APT_RUN  := orthanc orthanc-python orthanc-gdcm
+APT_RUN  := orthanc orthanc-python orthanc-gdcm python3-venv
 APT_TEST := orthanc-postgresql postgresql debootstrap
 
 .PHONY: help setup apt-run apt-test run test test-unit demo faults bench train trixie-root clean
@@ -50,6 +50,8 @@ trixie-root: setup
 run: setup
 	@test -f models/bodypart_router.onnx || { echo "models/bodypart_router.onnx is missing: run 'make train' or restore it from git"; exit 1; }
 	@mkdir -p build
+	@$(PY) -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+	  r=s.connect_ex(("127.0.0.1", 8042)); sys.exit(0 if r else "port 8042 is already in use (the Debian orthanc service? stop it with: sudo systemctl stop orthanc)")'
 	cd orthanc-config && exec /usr/sbin/Orthanc orthanc.json
 
 # Router + two demo AI peers (real Orthanc processes); sends tests/fixtures or INPUT by C-STORE,

@@ -4,7 +4,8 @@ The router variant does what the plugin's classification workers do (``orthanc_p
 each worker takes up to ``BatchSize`` instances, decodes them one by one from their DICOM bytes
 with :func:`bodypart_router.decode.decode_dicom`, turns them into model inputs and classifies
 them in one :meth:`~bodypart_router.classifier.Classifier.predict_batch` call; ``Workers`` threads
-do this side by side. The defaults are the plugin's (:class:`~bodypart_router.config.RouterConfig`).
+do this side by side, each running its inferences on one onnxruntime thread, as the plugin does
+(``orthanc_plugin/footprint.py``). Workers and batch size default to the shipped configuration.
 
 Both variants run in the same process on the same bytes, interleaved round by round (and in
 alternating order), so that a background job slowing the machine down slows both alike and the
@@ -42,6 +43,10 @@ class Variant:
     images: int
 
 
+#: onnxruntime threads per inference in the plugin's workers (``orthanc_plugin/footprint.py``).
+PLUGIN_INFERENCE_THREADS = 1
+
+
 class RouterPipeline:
     """The plugin's classification path, ``workers`` threads, batches of ``batch_size``."""
 
@@ -64,14 +69,15 @@ class RouterPipeline:
         self._pool.shutdown()
 
 
-def standard_variants(model_path: Path, router_images: int, baseline_images: int,
-                      workers: Sequence[int] = (RouterConfig.workers,)) -> list[Variant]:
-    """The router with the plugin's defaults (and other worker counts), and the naive baseline."""
-    classifier = Classifier(model_path)
+def standard_variants(model_path: Path, router_images: int, baseline_images: int, *,
+                      shipped_workers: int, batch_size: int, workers: Sequence[int] = ()) -> list[Variant]:
+    """The router as shipped (``router``), with other worker counts, and the naive baseline."""
+    classifier = Classifier(model_path, intra_op_threads=PLUGIN_INFERENCE_THREADS)
     variants = []
-    for n in workers:
-        name = "router" if n == RouterConfig.workers else f"router_{n}_workers"
-        variants.append(Variant(name, RouterPipeline(classifier, workers=n).classify_many, router_images))
+    for n in dict.fromkeys([shipped_workers, *workers]):
+        name = "router" if n == shipped_workers else f"router_{n}_workers"
+        pipeline = RouterPipeline(classifier, workers=n, batch_size=batch_size)
+        variants.append(Variant(name, pipeline.classify_many, router_images))
     naive = NaiveClassifier(model_path)
     variants.append(Variant("baseline", lambda blobs: [naive.classify(b) for b in blobs], baseline_images))
     return variants

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from bodypart_router.config import RouterConfig
 
 from . import classify, corpus, ingest, latency, machine, memory, model, scale
-from .servers import make_payload
+from .servers import SHIPPED_CONFIG, make_payload, read_orthanc_json
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "bench"
@@ -77,6 +77,13 @@ def _git_commit() -> str | None:
         return None
 
 
+def shipped_router_settings() -> dict[str, int]:
+    """Workers and BatchSize of the shipped configuration (the plugin's defaults where it is silent)."""
+    section = read_orthanc_json(SHIPPED_CONFIG).get("BodyPartRouter", {})
+    return {"workers": int(section.get("Workers", RouterConfig.workers)),
+            "batch_size": int(section.get("BatchSize", RouterConfig.batch_size))}
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -84,7 +91,9 @@ def _progress(message: str) -> None:
 def run_classify(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
     inputs = {key: [p.read_bytes() for p in paths] for key, paths in data.classify.items() if key in args.syntaxes}
     router_images, baseline_images, rounds = (16, 4, 2) if args.quick else (48, 8, 3)
-    variants = classify.standard_variants(chosen.path, router_images, baseline_images, workers=args.workers)
+    shipped = shipped_router_settings()
+    variants = classify.standard_variants(chosen.path, router_images, baseline_images, workers=args.workers,
+                                          shipped_workers=shipped["workers"], batch_size=shipped["batch_size"])
     return classify.measure(
         inputs, variants, rounds=rounds,
         on_round=lambda s, v, rate: _progress(f"  classify {s:14s} {v:20s} {rate:7.1f} images/s"),
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--model", type=Path, help="ONNX model (default: models/bodypart_router.onnx)")
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
-                        help="router worker-thread counts to measure (default: 1,2; 1 is the plugin default)")
+                        help="router worker counts measured besides the shipped one (default: 1,2)")
     parser.add_argument("--syntaxes", type=lambda s: s.split(","), default=[s.key for s in corpus.SYNTAXES],
                         help="transfer syntaxes to classify (default: all of "
                              f"{','.join(s.key for s in corpus.SYNTAXES)})")
@@ -224,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": machine.facts(provider),
         "model": {"name": chosen.name, "path": os.path.relpath(chosen.path, REPO), "standin": chosen.standin},
-        # The plugin defaults the router variant runs with (BodyPartRouter.Workers / BatchSize).
-        "router_defaults": {"workers": RouterConfig.workers, "batch_size": RouterConfig.batch_size},
+        # What the "router" variant runs with: BodyPartRouter.Workers / BatchSize as shipped.
+        "router_settings": shipped_router_settings(),
         "corpus": json.loads((BUILD / "corpus" / "manifest.json").read_text()),
     }
     runners: dict[str, tuple[str, Callable[..., dict]]] = {
@@ -235,10 +244,19 @@ def main(argv: list[str] | None = None) -> int:
         "rss": ("rss_mb", run_rss),
         "index": ("index_load", run_index),
     }
+    # A run of some sections updates them in an existing results file and keeps the others.
+    partial = set(sections) != set(SECTIONS) and args.output.exists()
+    previous = json.loads(args.output.read_text()) if partial else {}
+    results["section_runs"] = previous.get("section_runs", {})
+    for key, _ in runners.values():
+        if key in previous:
+            results[key] = previous[key]
     for section in sections:
         key, runner = runners[section]
         _progress(f"running {section} ...")
         results[key] = runner(args, chosen, data)
+        results["section_runs"][key] = {"finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                        "mode": results["mode"], "load_average": list(os.getloadavg())}
 
     results["load_average_at_end"] = list(os.getloadavg())
     results["targets"] = [c for c in (t.check(results) for t in TARGETS) if c is not None]

@@ -122,7 +122,8 @@ class RouterApp:
             log("warning", f"LuaScripts does not list {Path(__file__).with_name('shutdown.lua')}: on Orthanc 1.10 "
                            "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")
         routes = "; ".join(f"{c} -> {', '.join(map(str, d)) or 'nowhere'}" for c, d in config.routes.items())
-        log("info", f"bodypart-router {__version__}: model {self.classifier.version} "
+        # One line at warning level, so that Orthanc's default log shows what is running.
+        log("warning", f"bodypart-router {__version__}: model {self.classifier.version} "
                     f"({getattr(self.classifier, 'provider', 'cpu')}), routes: {routes or 'none'}"
                     f"{'; SHADOW MODE: nothing is forwarded' if config.shadow_mode else ''}")
 
