@@ -189,3 +189,8 @@ def test_shipped_orthanc_config_is_read_despite_comments(tmp_path: Path) -> None
     path.write_text('/* header */ {\n  "Url": "http://host/x", // a comment\n  "A": "q\\"//", "N": 2 /* x */\n}\n')
     assert read_orthanc_json(path) == {"Url": "http://host/x", "A": 'q"//', "N": 2}
     assert "ConcurrentJobs" in shipped_settings()
+
+
+def test_derived_uids_do_not_collide_across_tags() -> None:
+    assert corpus.derived_uid("rss-1", "10") != corpus.derived_uid("rss-11", "0")
+    assert corpus.derived_uid("a", "1") == corpus.derived_uid("a", "1")

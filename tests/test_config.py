@@ -44,6 +44,8 @@ def test_shipped_config_is_valid_and_routes_every_class() -> None:
     assert set(parsed.routes) == {"abdominal", "adult_chest", "pediatric_chest", "spine", "others"}
     assert {d.key for d in parsed.destinations} == {"peer:ai-chest", "modality:ai-general"}
     assert config["HttpPort"] == 8042 and config["DicomPort"] == 4242
+    assert config["SaveJobs"] is False, "a job Orthanc reloads at restart would forward behind the router's back"
+    assert parsed.verify_before_resend
 
 
 def test_defaults_and_relative_paths() -> None:
@@ -53,6 +55,12 @@ def test_defaults_and_relative_paths() -> None:
     assert parsed.minimum_score == 0.5 and parsed.below_minimum == "uncertain"
     assert parsed.retry.max_attempts == 8 and parsed.breaker_threshold == 3
     assert "CR" in parsed.policy.modalities
+    assert parsed.verify_before_resend
+
+
+def test_verify_before_resend_is_a_boolean() -> None:
+    assert problems({"VerifyBeforeResend": "yes"}) == [
+        "BodyPartRouter.VerifyBeforeResend: expected true or false, got 'yes'"]
 
 
 def test_routes_resolve_modalities_and_peers() -> None:

@@ -14,15 +14,17 @@ from typing import Any
 import pytest
 from bodypart_router.config import Destination, RetryPolicy, parse
 from bodypart_router.delivery import (
+    CannotAsk,
     CircuitBreaker,
     DeliveryEvents,
     Forwarder,
     RestError,
+    Unreachable,
     backoff_delay,
     job_outcome,
     store_request,
 )
-from bodypart_router.store import DEAD_LETTER_STATE, FORWARDED, Received, Store
+from bodypart_router.store import DEAD_LETTER_STATE, FORWARDED, VERIFY, Received, Store
 
 
 class JobsDouble:
@@ -45,10 +47,27 @@ class JobsDouble:
         return {"ID": job_id, "Path": f"/jobs/{job_id}"}
 
     def get_json(self, uri: str) -> Any:
+        if uri.startswith("/instances/"):
+            return {"ID": uri.rsplit("/", 1)[-1]}
         job_id = uri.rsplit("/", 1)[-1]
         if job_id not in self.jobs:
             raise RestError(f"GET {uri}: (17, 'Unknown resource')", 404)
         return self.jobs[job_id]
+
+
+class LookupDouble:
+    """A destination's answer to "do you hold this instance?": ``held``, or ``error`` raised."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.error: Exception | None = None
+        self.asked: list[tuple[str, str]] = []
+
+    def holds(self, destination: Destination, instance_id: str) -> bool:
+        self.asked.append((destination.key, instance_id))
+        if self.error:
+            raise self.error
+        return instance_id in self.held
 
 
 class Clock:
@@ -196,3 +215,129 @@ def test_circuit_breaker_transitions() -> None:
     assert breaker.blocked(5) == {"x"}  # one probe at a time
     breaker.success("x")
     assert changes == [("x", "open"), ("x", "closed")]
+
+
+def restart(world, lookup: LookupDouble | None) -> Forwarder:
+    """A crash and restart: Orthanc lost its jobs (SaveJobs false), a fresh forwarder recovers."""
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.jobs.clear()
+    fresh = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
+    fresh.recover()
+    return fresh
+
+
+def test_a_forward_in_flight_at_a_crash_that_arrived_is_not_sent_again(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()  # submitted; the process dies before it sees the outcome
+    lookup = LookupDouble()
+    lookup.held.add("a")
+    fresh = restart(world, lookup)
+    assert store.deliveries_of("a")[0].state == VERIFY
+    fresh.step()
+    fresh.step()
+    assert len(jobs.submitted) == 1
+    assert lookup.asked == [("modality:ai-spine", "a")]
+    assert states[-1] == ("a", FORWARDED, ["modality:ai-spine"])
+
+
+def test_a_forward_in_flight_at_a_crash_that_did_not_arrive_is_sent_once_more(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    fresh = restart(world, LookupDouble())
+    for _ in range(3):
+        fresh.step()
+    assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
+    assert states[-1][1] == FORWARDED
+    assert store.deliveries_of("a")[0].attempts == 2
+
+
+def test_a_crash_before_orthanc_answered_the_submission_is_verified_too(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "peer:ai-chest")
+    (d,) = store.due_deliveries(now=clock.now, limit=10)
+    store.mark_submitting(d.id)  # recorded, then the process died inside POST /peers/.../store
+    lookup = LookupDouble()
+    lookup.held.add("a")
+    fresh = restart(world, lookup)
+    fresh.step()
+    assert jobs.submitted == [] and states[-1][1] == FORWARDED
+
+
+def test_an_unreachable_destination_is_asked_again_later_and_nothing_is_resent(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    lookup = LookupDouble()
+    lookup.error = Unreachable("connection refused")
+    fresh = restart(world, lookup)
+    for _ in range(3):
+        fresh.step()
+    assert len(jobs.submitted) == 1 and store.deliveries_of("a")[0].state == VERIFY
+    lookup.error = None
+    lookup.held.add("a")
+    clock.now += 10
+    fresh.step()
+    assert len(jobs.submitted) == 1 and states[-1][1] == FORWARDED
+
+
+def test_a_destination_that_never_answers_gets_it_again_after_max_attempts_questions(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    lookup = LookupDouble()
+    lookup.error = Unreachable("no answer")
+    fresh = restart(world, lookup)
+    for _ in range(3):  # Retry.MaxAttempts is 3
+        fresh.step()
+        clock.now += 10
+    assert len(lookup.asked) == 3
+    lookup.error = None
+    fresh.step()
+    assert len(jobs.submitted) == 2 and store.deliveries_of("a")[0].state != VERIFY
+
+
+def test_a_destination_that_cannot_be_asked_gets_it_again_with_one_warning(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    for name in ("a", "b"):
+        add(store, name, "modality:ai-spine")
+    forwarder.step()
+    lookup = LookupDouble()
+    lookup.error = CannotAsk("no C-FIND SCP")
+    fresh = restart(world, lookup)
+    for _ in range(3):
+        fresh.step()
+    assert sorted(r[0] for _, r in jobs.submitted) == ["a", "a", "b", "b"]
+    assert len([m for level, m in logs if level == "warning" and "cannot ask" in m]) == 1
+
+
+def test_without_verification_an_unknown_outcome_is_resent(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    fresh = restart(world, None)
+    fresh.step()
+    fresh.step()
+    assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
+
+
+def test_a_job_orthanc_reloaded_and_still_running_is_cancelled_then_verified(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    add(store, "a", "modality:ai-spine")
+    forwarder.step()
+    (d,) = store.submitted()
+    jobs.jobs[d.job_id]["State"] = "Pending"  # reloaded by Orthanc (SaveJobs true)
+    cancelled: list[str] = []
+    post = jobs.post_json
+    jobs.post_json = lambda uri, body: cancelled.append(uri) if uri.endswith("/cancel") else post(uri, body)
+    lookup = LookupDouble()
+    lookup.held.add("a")
+    fresh = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
+    fresh.recover()
+    assert cancelled == [f"/jobs/{d.job_id}/cancel"]
+    fresh.step()
+    assert lookup.asked == []  # a cancelled job may still be finishing: asked after a grace period
+    clock.now += 60
+    fresh.step()
+    assert len(jobs.submitted) == 1 and states[-1][1] == FORWARDED

@@ -13,6 +13,8 @@ from bodypart_router.store import (
     FORWARDED,
     PENDING,
     QUEUED,
+    SUBMITTED,
+    VERIFY,
     Received,
     Store,
 )
@@ -122,3 +124,22 @@ def test_committed_work_survives_kill_9(tmp_path: Path) -> None:
     assert store.get_setting("changes_checkpoint") == "42"
     assert store.reset_in_flight() == 5  # the 5 being processed go back to the queue
     assert store.queued_count() == 100
+
+
+def test_a_forward_is_recorded_before_it_is_handed_over_and_can_be_put_in_doubt(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    classify(store, "a", ["peer:x"])
+    (d,) = store.due_deliveries(now=1e12, limit=10)
+    store.mark_submitting(d.id)
+    assert [(s.state, s.job_id, s.attempts) for s in store.submitted()] == [(SUBMITTED, None, 1)]
+    store.set_job(d.id, "job")
+    assert store.submitted()[0].job_id == "job"
+    store.mark_unknown(d.id, "in flight when Orthanc stopped", next_attempt_at=5e11)
+    assert store.submitted() == [] and store.due_deliveries(now=1e12, limit=10) == []
+    assert store.to_verify(now=1e11, limit=10) == []
+    (v,) = store.to_verify(now=1e12, limit=10)
+    assert (v.state, v.last_error) == (VERIFY, "in flight when Orthanc stopped")
+    assert store.to_verify(now=1e12, limit=10, skip_destinations=["peer:x"]) == []
+    store.forget("a")
+    assert store.deliveries_of("a") == []

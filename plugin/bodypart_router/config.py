@@ -104,6 +104,7 @@ class RouterConfig:
     changes_poll_seconds: float = 1.0
     job_poll_seconds: float = 0.25
     shadow_mode: bool = False
+    verify_before_resend: bool = True
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -205,7 +206,7 @@ _TOP_LEVEL = [
     "Enabled", "ModelPath", "ModelSha256", "PythonEnvironment", "Routes", "MinimumScore",
     "BelowMinimum", "UncertainRoutes", "Modalities", "SOPClasses", "AcceptMissingModality",
     "Workers", "BatchSize", "QueueSize", "Retry", "CircuitBreaker", "StateDirectory",
-    "ChangesPollSeconds", "JobPollSeconds", "ShadowMode",
+    "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
 ]
 
 
@@ -394,6 +395,7 @@ def parse(
         changes_poll_seconds=float(get("ChangesPollSeconds", _number(0.05, 60), 1.0)),
         job_poll_seconds=float(get("JobPollSeconds", _number(0.01, 10), 0.25)),
         shadow_mode=get("ShadowMode", _bool, False),
+        verify_before_resend=get("VerifyBeforeResend", _bool, True),
     )
     if problems:
         raise ConfigError(problems)

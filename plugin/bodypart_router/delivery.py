@@ -12,7 +12,11 @@ and forgets old jobs (``JobsHistorySize``), so the retry state lives in the
 * a per-destination :class:`CircuitBreaker` stops submitting to a destination after
   ``CircuitBreaker.FailureThreshold`` consecutive failures. While it is open only one
   probe delivery is tried per backoff period, so an outage costs the other deliveries no
-  attempts, and the log gets one line when it opens and one when it closes.
+  attempts, and the log gets one line when it opens and one when it closes;
+* a forward whose outcome is unknown (Orthanc stopped or crashed while it was in flight, or
+  forgot its job) is not sent again blindly: with a :class:`Lookup` (``VerifyBeforeResend``)
+  the destination is first asked whether it already holds the instance, so a crash does not
+  deliver anything twice (:mod:`bodypart_router.verify`).
 
 This module never imports ``orthanc``; the adapter passes an object with the small
 :class:`Rest` interface (the tests pass one that speaks to a real Orthanc over HTTP).
@@ -31,6 +35,9 @@ from .store import Delivery, Store
 
 #: Submitted-but-unfinished jobs allowed per destination, so a backlog does not flood Orthanc's job engine.
 MAX_IN_FLIGHT_PER_DESTINATION = 8
+#: Seconds between cancelling a job Orthanc reloaded at start-up (``SaveJobs``) and asking the
+#: destination whether it arrived: a cancelled job may still be finishing its transfer.
+RELOADED_JOB_GRACE_SECONDS = 10.0
 
 
 class RestError(Exception):
@@ -47,6 +54,22 @@ class Rest(Protocol):
     def get_json(self, uri: str) -> Any: ...
 
     def post_json(self, uri: str, body: Any) -> Any: ...
+
+
+class Unreachable(Exception):
+    """The destination did not answer a :class:`Lookup` at all: ask again later."""
+
+
+class CannotAsk(Exception):
+    """The destination is up but cannot say whether it holds an instance: send again (at least once)."""
+
+
+class Lookup(Protocol):
+    """Asks a destination whether it already holds an instance (see :mod:`bodypart_router.verify`)."""
+
+    def holds(self, destination: Destination, instance_id: str) -> bool:
+        """True or False, or raises :class:`Unreachable` / :class:`CannotAsk` (or :class:`RestError`)."""
+        ...
 
 
 def backoff_delay(policy: RetryPolicy, attempts: int) -> float:
@@ -162,10 +185,14 @@ class Forwarder:
     config: RouterConfig
     events: DeliveryEvents = field(default_factory=DeliveryEvents)
     clock: Callable[[], float] = time.time
+    #: Asks destinations before a forward of unknown outcome is resent; None resends blindly.
+    lookup: Lookup | None = None
 
     def __post_init__(self) -> None:
         self.breaker = CircuitBreaker(self.config.breaker_threshold, self.config.retry, self._circuit_changed)
         self._submitted_at: dict[int, float] = {}
+        self._verify_failures: dict[int, int] = {}
+        self._cannot_ask_logged: set[str] = set()
 
     def _circuit_changed(self, destination: str, state: str, detail: str) -> None:
         if state == "open":
@@ -175,8 +202,41 @@ class Forwarder:
         self.events.circuit(destination, state, detail)
 
     def step(self, limit: int = 64) -> int:
-        """Check submitted jobs, then submit due deliveries. Returns how many things changed."""
-        return self._poll_submitted() + self._submit_due(limit)
+        """Check submitted jobs, verify forwards of unknown outcome, then submit due deliveries.
+        Returns how many things changed."""
+        return self._poll_submitted() + self._verify_due(limit) + self._submit_due(limit)
+
+    def recover(self) -> int:
+        """At start-up, before the first :meth:`step`: forwards the previous run left in flight.
+
+        Their outcome is unknown, so they are verified before anything is resent. A job that
+        Orthanc reloaded (``SaveJobs`` is true) and has not finished is cancelled first: left
+        alone, it would send again behind the router's back. A reloaded job that had already
+        finished is recorded by the next :meth:`step`. Returns how many forwards are in doubt.
+        """
+        in_doubt = 0
+        for d in self.store.submitted():
+            delay = 0.0
+            if d.job_id:
+                try:
+                    job: dict[str, Any] | None = self.rest.get_json(f"/jobs/{d.job_id}")
+                except RestError:
+                    job = None  # not reloaded (SaveJobs false): the usual case
+                if job is not None:
+                    if job_outcome(job)[0] != "running":
+                        continue
+                    try:
+                        self.rest.post_json(f"/jobs/{d.job_id}/cancel", {})
+                    except RestError:
+                        pass
+                    delay = RELOADED_JOB_GRACE_SECONDS
+            self._unknown(d, "in flight when Orthanc stopped", delay)
+            in_doubt += 1
+        if in_doubt:
+            self.events.log("info", f"{in_doubt} forward(s) were in flight when Orthanc stopped; "
+                                    + ("asking their destinations before sending again" if self.lookup
+                                       else "sending them again (VerifyBeforeResend is false)"))
+        return in_doubt
 
     def drain(self, deadline: float, sleep: Callable[[float], None] = time.sleep) -> int:
         """At shutdown, after the forwarding loop stopped: leave nothing whose outcome we would not see.
@@ -188,6 +248,8 @@ class Forwarder:
         deliveries are still submitted at the deadline.
         """
         for d in self.store.submitted():
+            if not d.job_id:
+                continue  # left by a crash: verified at the next start
             try:
                 job = self.rest.get_json(f"/jobs/{d.job_id}")
                 if job.get("State") in ("Pending", "Paused", "Retry"):
@@ -216,17 +278,20 @@ class Forwarder:
             if self.breaker.is_open(d.destination):
                 self.breaker.start_probe(d.destination)
             uri, body = store_request(Destination.from_key(d.destination), d.instance_id)
+            # Recorded before Orthanc is asked: a crash from here on leaves an outcome to verify.
+            self.store.mark_submitting(d.id)
             try:
                 answer = self.rest.post_json(uri, body)
                 job_id = str(answer["ID"])
             except (RestError, KeyError, TypeError, ValueError) as exc:
+                self.store.unsubmit(d.id, f"submission refused: {exc}")  # nothing was sent
                 if isinstance(exc, RestError) and exc.status == 404 and self._instance_gone(d.instance_id):
                     self.store.forget(d.instance_id)
                     continue
                 self._failed(d, f"submission refused: {exc}", counted=False)
                 changed += 1
                 continue
-            self.store.mark_submitted(d.id, job_id)
+            self.store.set_job(d.id, job_id)
             self._submitted_at[d.id] = self.clock()
             in_flight[d.destination] = in_flight.get(d.destination, 0) + 1
             self.events.submitted(d)
@@ -247,13 +312,16 @@ class Forwarder:
             return 0
         changed = 0
         for d in submitted:
+            if not d.job_id:  # submissions happen on this thread: this one was cut short by a crash
+                self._unknown(d, "Orthanc stopped before it answered the forward request")
+                changed += 1
+                continue
             try:
                 job = self.rest.get_json(f"/jobs/{d.job_id}")
             except RestError as exc:
                 if exc.status == 404:
-                    # The job left Orthanc's history (restart, or JobsHistorySize too small):
-                    # its outcome is unknown, so send again rather than lose the instance.
-                    self._failed(d, f"job {d.job_id} is no longer known to Orthanc", counted=True)
+                    # The job left Orthanc's history (restart, or JobsHistorySize too small).
+                    self._unknown(d, f"job {d.job_id} is no longer known to Orthanc")
                     changed += 1
                 continue
             outcome, detail = job_outcome(job)
@@ -271,6 +339,79 @@ class Forwarder:
                 self._failed(d, detail, counted=True)
             changed += 1
         return changed
+
+    # -- outcome unknown: verify before resend ----------------------------------------------
+    def _unknown(self, d: Delivery, note: str, delay: float = 0.0) -> None:
+        """The forward may or may not have arrived: verify it, or resend if there is no lookup."""
+        self._submitted_at.pop(d.id, None)
+        if self.lookup is None:
+            self._resend(d, f"{note}; sent again without asking the destination")
+            return
+        self.store.mark_unknown(d.id, note, self.clock() + delay)
+
+    def _verify_due(self, limit: int) -> int:
+        """Ask destinations whether they hold the instances whose forward outcome is unknown."""
+        now = self.clock()
+        changed = 0
+        for d in self.store.to_verify(now, limit, skip_destinations=self.breaker.blocked(now)):
+            if d.destination in self.breaker.blocked(now):
+                continue  # found down by an earlier question in this same pass
+            destination = Destination.from_key(d.destination)
+            if self.lookup is None:  # VerifyBeforeResend was turned off since the crash
+                self._resend(d, f"{d.last_error}; sent again without asking the destination")
+                changed += 1
+                continue
+            try:
+                holds = self.lookup.holds(destination, d.instance_id)
+            except CannotAsk as exc:
+                if d.destination not in self._cannot_ask_logged:
+                    self._cannot_ask_logged.add(d.destination)
+                    self.events.log("warning", f"cannot ask {d.destination} whether a forward interrupted by a "
+                                               f"stop arrived, so it is sent again and may arrive twice ({exc})")
+                self._resend(d, f"{d.last_error}; destination cannot be asked, sent again")
+                changed += 1
+                continue
+            except (Unreachable, RestError) as exc:
+                if isinstance(exc, RestError) and exc.status == 404 and self._instance_gone(d.instance_id):
+                    self.store.forget(d.instance_id)
+                    continue
+                failures = self._verify_failures.get(d.id, 0) + 1
+                self._verify_failures[d.id] = failures
+                self.breaker.failure(d.destination, now, str(exc))
+                if failures >= self.config.retry.max_attempts:  # never answers: send rather than hold forever
+                    self._verify_failures.pop(d.id, None)
+                    self.events.log("warning", f"instance {d.instance_id}: {d.destination} did not answer "
+                                               f"{failures} questions about a forward interrupted by a stop; "
+                                               "sending it again, it may arrive twice")
+                    self._resend(d, f"{d.last_error}; destination did not answer, sent again")
+                    changed += 1
+                    continue
+                self.store.mark_unknown(d.id, d.last_error or "outcome unknown",
+                                        now + backoff_delay(self.config.retry, failures))
+                continue
+            self._verify_failures.pop(d.id, None)
+            self.breaker.success(d.destination)
+            if holds:
+                state = self.store.mark_delivered(d.id)
+                self.events.log("info", f"instance {d.instance_id}: {d.destination} already holds it "
+                                        f"({d.last_error}); not sent again")
+                self.events.delivered(d, 0.0)
+                if state:
+                    self.events.instance_state(d.instance_id, state,
+                                               self.store.delivered_destinations(d.instance_id))
+            else:
+                self.events.log("info", f"instance {d.instance_id}: {d.destination} does not hold it "
+                                        f"({d.last_error}); sending again")
+                self._resend(d, f"{d.last_error}; not at the destination, sent again")
+            changed += 1
+        return changed
+
+    def _resend(self, d: Delivery, note: str) -> None:
+        """Back to pending at once (the lost attempt was counted at submission), unless attempts are spent."""
+        if d.attempts >= self.config.retry.max_attempts:
+            self._failed(d, note, counted=True)
+            return
+        self.store.mark_retry(d.id, note, self.clock(), count_attempt=False)
 
     def _failed(self, d: Delivery, error: str, *, counted: bool) -> None:
         """A submission or a job failed: retry with backoff, or dead-letter after MaxAttempts."""

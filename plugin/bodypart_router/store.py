@@ -18,6 +18,11 @@ Two tables:
   second forward to the same destination with the same model. Only :meth:`Store.resubmit`
   (a person's decision) sends again.
 
+A delivery is marked ``submitted`` *before* Orthanc is asked to send it, and its job ID is
+added once Orthanc answers. So after a crash every forward that may have left is known:
+those still ``submitted`` go to ``verify`` (outcome unknown) and are only sent again after
+the destination said it does not hold the instance (see :mod:`bodypart_router.verify`).
+
 ``synchronous=NORMAL`` with WAL survives process crashes (the case that matters for a
 plugin); use ``FULL`` through the constructor if power loss must be covered too.
 This module never imports ``orthanc``.
@@ -72,7 +77,10 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 #: Delivery states. ``shadow`` rows record what shadow mode would have sent; they are never sent.
+#: ``verify``: it was handed to Orthanc but its outcome is unknown (crash, forgotten job); the
+#: destination is asked whether it holds the instance before anything is sent again.
 PENDING, SUBMITTED, DELIVERED, DEAD, SHADOW = "pending", "submitted", "delivered", "dead", "shadow"
+VERIFY = "verify"
 
 #: Instance states owned by the router (``skipped:`` / ``failed:`` ones carry a reason).
 QUEUED, PROCESSING, CLASSIFIED, FORWARDED = "queued", "processing", "classified", "forwarded"
@@ -234,8 +242,8 @@ class Store:
         """The instance was deleted from Orthanc: drop its pending work (delivered rows stay, for idempotence)."""
         with self._tx() as db:
             db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
-            db.execute("DELETE FROM deliveries WHERE instance_id = ? AND state IN (?, ?)",
-                       (instance_id, PENDING, SUBMITTED))
+            db.execute("DELETE FROM deliveries WHERE instance_id = ? AND state IN (?, ?, ?)",
+                       (instance_id, PENDING, SUBMITTED, VERIFY))
 
     def record_classification(
         self,
@@ -299,6 +307,37 @@ class Store:
     def deliveries_of(self, instance_id: str) -> list[Delivery]:
         return [_delivery(r) for r in self._query(
             "SELECT * FROM deliveries WHERE instance_id = ? ORDER BY id", (instance_id,))]
+
+    def to_verify(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
+        """Deliveries of unknown outcome due for a question to their destination, oldest first."""
+        skip = list(skip_destinations)
+        clause = f" AND destination NOT IN ({','.join('?' * len(skip))})" if skip else ""
+        rows = self._query(
+            f"SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?{clause} "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (VERIFY, now, *skip, limit),
+        )
+        return [_delivery(r) for r in rows]
+
+    def mark_submitting(self, delivery_id: int) -> None:
+        """Before asking Orthanc to send: from now on a crash leaves this delivery's outcome unknown."""
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET state = ?, job_id = NULL, attempts = attempts + 1, updated_at = ? "
+                       "WHERE id = ?", (SUBMITTED, time.time(), delivery_id))
+
+    def set_job(self, delivery_id: int, job_id: str) -> None:
+        """Orthanc accepted the forward as job ``job_id`` (after :meth:`mark_submitting`)."""
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET job_id = ?, updated_at = ? WHERE id = ? AND state = ?",
+                       (job_id, time.time(), delivery_id, SUBMITTED))
+
+    def mark_unknown(self, delivery_id: int, note: str, next_attempt_at: float | None = None) -> None:
+        """The forward may or may not have arrived: ask the destination (at ``next_attempt_at``) before resending."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE deliveries SET state = ?, job_id = NULL, last_error = ?, next_attempt_at = ?, "
+                       "updated_at = ? WHERE id = ?",
+                       (VERIFY, note[:500], now if next_attempt_at is None else next_attempt_at, now, delivery_id))
 
     def mark_submitted(self, delivery_id: int, job_id: str) -> None:
         with self._tx() as db:

@@ -51,6 +51,15 @@ def test_orthanc_kill9_midstream() -> None:
     assert result.delivered == result.sent
 
 
+def test_orthanc_kill9_with_forwards_in_flight() -> None:
+    result = run_scenario("orthanc_kill9_inflight", CI)
+    _check(result)
+    assert result.delivered == result.sent
+    assert result.details["kills"] >= 2, "each kill must find C-STOREs on the wire"
+    # the window that used to duplicate: the destination had an instance Orthanc never saw acknowledged
+    assert result.details["verified_held"] >= 1, result.details
+
+
 def test_duplicate_stores() -> None:
     result = run_scenario("duplicate_stores", CI)
     _check(result)

@@ -1,7 +1,9 @@
 """DICOM networking for tests: a C-STORE sender and a counting (optionally slow) storage SCP.
 
 :class:`CountingSCP` plays an AI server reached by C-STORE. It counts what arrives per SOP
-Instance UID, which is how the tests prove "forwarded once, never twice".
+Instance UID, which is how the tests prove "forwarded once, never twice". With
+``answer_find`` it also answers C-ECHO and C-FIND at IMAGE level from what it received, as
+the router asks a destination after a crash whether a forward in flight arrived.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ComputedRadiographyImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
@@ -55,31 +60,78 @@ def c_store(
 
 
 class CountingSCP:
-    """A storage SCP in a background thread. ``delay`` seconds are spent in every C-STORE."""
+    """A storage SCP in a background thread. ``delay`` seconds are spent in every C-STORE, after the
+    data has arrived and before it is counted and answered (so a sender killed meanwhile leaves an
+    instance the SCP holds but the sender never saw acknowledged). ``answer_find`` adds C-ECHO
+    and a C-FIND SCP at IMAGE level that matches on SOP Instance UID."""
 
-    def __init__(self, aet: str = "AI_SCP", *, delay: float = 0.0) -> None:
+    def __init__(self, aet: str = "AI_SCP", *, delay: float = 0.0, answer_find: bool = False) -> None:
         self.aet = aet
         self.delay = delay
+        self.answer_find = answer_find
         self.port = free_port()
         self.received: Counter[str] = Counter()
+        self.held: dict[str, tuple[str, str]] = {}  # SOP Instance UID -> (study, series), with answer_find
+        self.in_progress = 0  # C-STOREs being handled right now
+        self.finds = 0
         self._lock = threading.Lock()
         self._server: Any = None
 
     def _on_store(self, event: Any) -> int:
-        if self.delay:
-            time.sleep(self.delay)
-        uid = str(event.request.AffectedSOPInstanceUID)
         with self._lock:
-            self.received[uid] += 1
-        return 0x0000
+            self.in_progress += 1
+        try:
+            uid = str(event.request.AffectedSOPInstanceUID)
+            ids = None
+            if self.answer_find:
+                try:
+                    ds = event.dataset
+                    ids = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")))
+                except Exception:  # an odd dataset is still stored and counted; C-FIND matches on the UID
+                    ids = ("", "")
+            if self.delay:
+                time.sleep(self.delay)
+            with self._lock:
+                self.received[uid] += 1
+                if ids:
+                    self.held[uid] = ids
+            return 0x0000
+        finally:
+            with self._lock:
+                self.in_progress -= 1
+
+    def _on_find(self, event: Any) -> Any:
+        """C-FIND: IMAGE level only, one match per received SOP Instance UID the query names."""
+        query = event.identifier
+        with self._lock:
+            self.finds += 1
+            if str(query.get("QueryRetrieveLevel", "")) != "IMAGE":
+                matches = []
+            else:
+                wanted = str(query.get("SOPInstanceUID", "") or "")
+                matches = [(uid, ids) for uid, ids in self.held.items() if not wanted or uid == wanted]
+        for uid, (study, series) in matches:
+            answer = Dataset()
+            answer.QueryRetrieveLevel = "IMAGE"
+            answer.StudyInstanceUID, answer.SeriesInstanceUID, answer.SOPInstanceUID = study, series, uid
+            yield 0xFF00, answer
+
+    def _serve(self, ae: AE) -> None:
+        """Start ``ae`` (storage contexts already added) in the background, with C-ECHO/C-FIND if asked."""
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        if self.answer_find:
+            ae.add_supported_context(Verification)
+            ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+            ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+            handlers.append((evt.EVT_C_FIND, self._on_find))
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
 
     def start(self) -> CountingSCP:
         ae = AE(ae_title=self.aet)
         ae.maximum_associations = 20
         for sop in STORAGE_CLASSES:
             ae.add_supported_context(sop, ALL_TRANSFER_SYNTAXES)
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self._serve(ae)
         return self
 
     def count(self, sop_instance_uid: str) -> int:

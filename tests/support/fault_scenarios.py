@@ -40,7 +40,7 @@ import requests
 from bodypart_router.claims import CLAIM_METADATA
 from bodypart_router.classes import CLASS_NAMES
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from support import tiny_model
 from support.dicom_net import CountingSCP, c_store
 from support.malformed import (
@@ -64,8 +64,8 @@ FINAL_PREFIXES = ("forwarded", "skipped:", "failed:")
 #: States that mean the model ran on the instance.
 CLASSIFIED_STATES = ("classified", "forwarded")
 #: Index ranges of the PHI markers of the generated X-rays (the malformed corpus uses 0..999).
-SCENARIO_INDEX_BASE = {"peer_down_60s": 1000, "orthanc_kill9_midstream": 2000, "duplicate_stores": 4000,
-                       "two_nodes_postgres": 5000, "alive_probe": 8000}
+SCENARIO_INDEX_BASE = {"peer_down_60s": 1000, "orthanc_kill9_midstream": 2000, "orthanc_kill9_inflight": 3000,
+                       "duplicate_stores": 4000, "two_nodes_postgres": 5000, "alive_probe": 8000}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class Sizes:
     peer_down_seconds: float = 60.0
     kill9_instances: int = 400          # sent in total
     kill9_queued_at_kill: int = 250     # kill once this many are acknowledged (none can be delivered yet)
+    inflight_instances: int = 150       # forwarded to a slow destination while Orthanc is killed...
+    inflight_kills: int = 3             # ...this many times, each time with C-STOREs on the wire
+    inflight_scp_delay: float = 0.25    # seconds the destination takes to answer each C-STORE
     duplicate_instances: int = 100
     malformed_cases: int | None = None  # None: the whole corpus
     two_nodes_instances: int = 300
@@ -84,7 +87,8 @@ class Sizes:
 
 FULL = Sizes()
 CI = Sizes(peer_down_instances=30, peer_down_seconds=10.0, kill9_instances=240, kill9_queued_at_kill=200,
-           duplicate_instances=30, malformed_cases=None, two_nodes_instances=60, settle_seconds=120.0)
+           inflight_instances=60, inflight_kills=3, duplicate_instances=30, malformed_cases=None,
+           two_nodes_instances=60, settle_seconds=120.0)
 
 
 @dataclass
@@ -118,16 +122,20 @@ class RecordingSCP(CountingSCP):
 
     The router forwards whatever X-ray SOP class it classified (secondary capture
     multi-frame, DX for processing ...), so the destination must not be the reason a
-    forward fails. ``received`` counts receptions per SOP Instance UID.
+    forward fails. ``received`` counts receptions per SOP Instance UID. It answers C-ECHO and
+    C-FIND at IMAGE level (see :class:`CountingSCP`), so the router can ask it after a crash
+    whether a forward in flight arrived.
     """
+
+    def __init__(self, aet: str = "AI_DEST", *, delay: float = 0.0) -> None:
+        super().__init__(aet, delay=delay, answer_find=True)
 
     def start(self) -> RecordingSCP:
         ae = AE(ae_title=self.aet)
         ae.maximum_associations = 20
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self._serve(ae)
         return self
 
     def snapshot(self) -> Counter[str]:
@@ -433,6 +441,51 @@ def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
     return result
 
 
+def orthanc_kill9_inflight(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """Orthanc is killed with SIGKILL while forwards are on the wire, several times.
+
+    The destination is up but slow: it holds each C-STORE ``inflight_scp_delay`` seconds
+    after the data arrived and before it answers, so at every kill some instances have
+    reached it without Orthanc knowing, and others are queued as jobs that never ran. After
+    each restart the router must ask the destination (C-FIND) instead of resending blindly:
+    everything arrives, and nothing twice.
+    """
+    result = ScenarioResult("orthanc_kill9_inflight")
+    scp = RecordingSCP("AI_DEST", delay=sizes.inflight_scp_delay)
+    ctx.scps.append(scp)
+    scp.start()
+    router = ctx.router(scp)
+    base = SCENARIO_INDEX_BASE["orthanc_kill9_inflight"]
+    ids = send_rest(router, [xray(base + i) for i in range(sizes.inflight_instances)])
+    result.sent = len(ids)
+    kills: list[int] = []  # C-STOREs the destination was handling at each kill
+    for _ in range(sizes.inflight_kills):
+        delivered_before = len(scp.snapshot())
+        deadline = time.monotonic() + 60
+        # a few forwards after the (re)start, then the moment a C-STORE is on the wire
+        while time.monotonic() < deadline and len(scp.snapshot()) < min(len(ids), delivered_before + 3):
+            time.sleep(0.02)
+        while time.monotonic() < deadline and scp.in_progress == 0 and len(scp.snapshot()) < len(ids):
+            time.sleep(0.005)
+        if scp.in_progress == 0:
+            break  # everything arrived already: nothing left in flight to kill
+        kills.append(scp.in_progress)
+        router.kill()
+        time.sleep(sizes.inflight_scp_delay + 0.5)  # the interrupted C-STOREs end at the destination
+        router.start()
+        wait_router_ready(router)
+    result.details["kills"] = len(kills)
+    result.details["cstores_on_the_wire_at_kills"] = kills
+    final = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
+    count(result, ids, final, scp, must_arrive=set(ids))
+    lines = router.log_text().splitlines()
+    result.details["verified_held"] = sum(1 for line in lines if "already holds it" in line)
+    result.details["verified_missing"] = sum(1 for line in lines if "does not hold it" in line)
+    result.details["c_finds"] = scp.finds
+    result.orthanc_alive = alive_probe([router], scp, SCENARIO_INDEX_BASE["alive_probe"] + 7)
+    return result
+
+
 def duplicate_stores(ctx: Context, sizes: Sizes) -> ScenarioResult:
     """Every instance is stored five times: REST twice at once, C-STORE, and REST again after a restart."""
     result = ScenarioResult("duplicate_stores")
@@ -567,6 +620,7 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
 SCENARIOS: dict[str, Callable[[Context, Sizes], ScenarioResult]] = {
     "peer_down_60s": peer_down_60s,
     "orthanc_kill9_midstream": orthanc_kill9_midstream,
+    "orthanc_kill9_inflight": orthanc_kill9_inflight,
     "duplicate_stores": duplicate_stores,
     "malformed_corpus": malformed_corpus,
     "two_nodes_postgres": two_nodes_postgres,

@@ -204,6 +204,8 @@ def router_config(
         "BodyPartRouter": section,
         "StableAge": 1,
         "JobsHistorySize": 100,
+        # as in orthanc-config/orthanc.json: a reloaded job would resend behind the router's back
+        "SaveJobs": False,
     }
     config.update(extra or {})
     return config

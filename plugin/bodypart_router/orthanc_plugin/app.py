@@ -29,6 +29,7 @@ from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
 from ..store import Store
+from ..verify import DestinationLookup, peers_from_config
 from . import explorer, footprint, rest_api
 from .events import EventBus
 from .extensions import EXTENSIONS
@@ -62,6 +63,7 @@ class RouterApp:
         self.events = EventBus()
         self.rest = OrthancRest()
         self.config: RouterConfig | None = None
+        self.orthanc_config: dict[str, Any] = {}
         self.error: str | None = None
         self.store: Store | None = None
         self.classifier: Any = None
@@ -105,7 +107,7 @@ class RouterApp:
                 log("error", f"extension {name} failed to load: {exc!r}")
 
     def _configure(self) -> None:
-        orthanc_config = json.loads(orthanc.GetConfiguration())
+        self.orthanc_config = orthanc_config = json.loads(orthanc.GetConfiguration())
         self.config = config = parse(orthanc_config.get(SECTION), orthanc_config, base_dir=configuration_directory())
         if not config.enabled:
             log("warning", f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
@@ -121,6 +123,9 @@ class RouterApp:
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
             log("warning", f"LuaScripts does not list {Path(__file__).with_name('shutdown.lua')}: on Orthanc 1.10 "
                            "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")
+        if orthanc_config.get("SaveJobs", True) and not config.shadow_mode:
+            log("warning", "SaveJobs is true: Orthanc reloads the forward jobs of a crashed run; the router cancels "
+                           "those it finds, but set \"SaveJobs\": false (it tracks its own forwards)")
         routes = "; ".join(f"{c} -> {', '.join(map(str, d)) or 'nowhere'}" for c, d in config.routes.items())
         # One line at warning level, so that Orthanc's default log shows what is running.
         log("warning", f"bodypart-router {__version__}: model {self.classifier.version} "
@@ -166,8 +171,10 @@ class RouterApp:
         for w in self.workers:
             w.thread.start()
         if not self.config.shadow_mode:
+            lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))
+                      if self.config.verify_before_resend else None)
             self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.writer, self.events,
-                                              self.wake_forwarder, self.stop_event)
+                                              self.wake_forwarder, self.stop_event, lookup)
             self.forwarder.thread.start()
         self.wake_workers.set()
         self.started_at = time.time()

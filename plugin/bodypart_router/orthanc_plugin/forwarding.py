@@ -6,7 +6,7 @@ import threading
 import time
 
 from ..config import RouterConfig
-from ..delivery import DeliveryEvents, Forwarder
+from ..delivery import DeliveryEvents, Forwarder, Lookup
 from ..store import Store
 from .events import EventBus
 from .host import OrthancRest, log
@@ -15,7 +15,8 @@ from .results import ResultWriter
 
 class ForwardingThread:
     def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 events: EventBus, wake: threading.Event, stop: threading.Event) -> None:
+                 events: EventBus, wake: threading.Event, stop: threading.Event,
+                 lookup: Lookup | None = None) -> None:
         self.wake = wake
         self.stop = stop
         self.forwarder = Forwarder(
@@ -31,6 +32,7 @@ class ForwardingThread:
                 circuit=lambda dest, st, detail: events.emit("circuit", destination=dest, state=st, detail=detail),
                 log=log,
             ),
+            lookup=lookup,
         )
         self.poll_seconds = config.job_poll_seconds
         #: Set by the app at shutdown: until when the thread may wait for running forwards.
@@ -38,6 +40,10 @@ class ForwardingThread:
         self.thread = threading.Thread(target=self._run, name="bodypart-forwarder", daemon=True)
 
     def _run(self) -> None:
+        try:
+            self.forwarder.recover()  # forwards a crash left in flight: verified, not blindly resent
+        except Exception as exc:
+            log("error", f"forwarder: recovery of in-flight forwards failed: {exc!r}")
         while not self.stop.is_set():
             try:
                 if self.forwarder.step():
