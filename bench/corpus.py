@@ -45,7 +45,7 @@ FULL_ROWS, FULL_COLUMNS = 3000, 2500
 #: The "0.5 MB" ingest instance: 512 x 512 x 16 bit uncompressed.
 SMALL_SIDE = 512
 #: Bump when the generated content changes, so that cached corpora are rebuilt.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,22 @@ def radiograph(index: int, rows: int, columns: int) -> np.ndarray:
     return np.clip(np.rint(image), 0, top).astype(np.uint16)
 
 
+def derived_uid(*parts: str) -> UID:
+    """A UID that is a pure function of ``parts``.
+
+    pydicom hashes the concatenation of its entropy sources, so ("a-1", "10") and ("a-11", "0")
+    would collide: the parts are joined with a separator first.
+    """
+    return generate_uid(entropy_srcs=["|".join(("bodypart-router-bench", *parts))])
+
+
 def cr_dataset(pixels: np.ndarray, uid_seed: str) -> Dataset:
     """An uncompressed CR Image Storage dataset around ``pixels``, with UIDs derived from ``uid_seed``."""
     ds = Dataset()
     ds.SOPClassUID = ComputedRadiographyImageStorage
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=["bodypart-router-bench", uid_seed, "instance"])
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=["bodypart-router-bench", uid_seed, "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["bodypart-router-bench", uid_seed, "series"])
+    ds.SOPInstanceUID = derived_uid(uid_seed, "instance")
+    ds.StudyInstanceUID = derived_uid(uid_seed, "study")
+    ds.SeriesInstanceUID = derived_uid(uid_seed, "series")
     ds.PatientName = "Benchmark^Synthetic"
     ds.PatientID = "BENCH"
     ds.Modality = "CR"
@@ -249,10 +258,9 @@ def unique_copies(template: Path, count: int, tag: str) -> list[bytes]:
     ds = pydicom.dcmread(template)
     copies = []
     for i in range(count):
-        seed = ["bodypart-router-bench", tag, str(i)]
-        ds.StudyInstanceUID = generate_uid(entropy_srcs=[*seed, "study"])
-        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*seed, "series"])
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=[*seed, "instance"])
+        ds.StudyInstanceUID = derived_uid(tag, str(i), "study")
+        ds.SeriesInstanceUID = derived_uid(tag, str(i), "series")
+        ds.SOPInstanceUID = derived_uid(tag, str(i), "instance")
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)

@@ -84,6 +84,15 @@ def shipped_router_settings() -> dict[str, int]:
             "batch_size": int(section.get("BatchSize", RouterConfig.batch_size))}
 
 
+def _write(results: dict, output: Path) -> None:
+    """Write the results atomically, with the target verdicts for what has been measured so far."""
+    results["targets"] = [c for c in (t.check(results) for t in TARGETS) if c is not None]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(output)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -144,9 +153,8 @@ def format_table(results: dict) -> str:
     lines.append(f"Machine: {facts['cpu_model']}, {facts['usable_cores']} cores, {facts['memory_gb']} GB, "
                  f"onnxruntime {facts['onnxruntime']} ({facts['provider']}), "
                  f"load at start {facts['load_average_at_start'][0]:.2f}")
-    cores = facts["usable_cores"] or 1
-    if max(facts["load_average_at_start"][0], results.get("load_average_at_end", [0])[0]) > 0.5 * cores:
-        lines.append("WARNING: the machine was busy with other work during the run; figures are too low.")
+    if facts["load_average_at_start"][0] > 0.5 * (facts["usable_cores"] or 1):  # the run's own load comes later
+        lines.append("WARNING: the machine was busy with other work when the run started; figures may be too low.")
     table = results.get("classify_per_s")
     if table:
         variants = [k for k in next(iter(table.values())) if k != "speedup"]
@@ -257,13 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         results[key] = runner(args, chosen, data)
         results["section_runs"][key] = {"finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                         "mode": results["mode"], "load_average": list(os.getloadavg())}
+        _write(results, args.output)  # after every section: a later failure loses nothing
 
     results["load_average_at_end"] = list(os.getloadavg())
-    results["targets"] = [c for c in (t.check(results) for t in TARGETS) if c is not None]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.output)
+    _write(results, args.output)
     print(format_table(results))
     print(f"\nwritten {os.path.relpath(args.output, Path.cwd())}")
     return 0

@@ -12,6 +12,7 @@ C-STORE (one association per sender, the file streamed from disk as a modality w
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import threading
@@ -133,6 +134,7 @@ def running(config: dict[str, Any], name: str, workdir: Path, *, router: bool) -
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        os.sync()  # this trial's writes must not still be flushing during the next one
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,12 @@ def make_payload(name: str, template: Path, count: int, out_dir: Path) -> Payloa
     folder = out_dir / name
     files = [folder / f"{i:05d}.dcm" for i in range(count)]
     stamp = folder / ".complete"
-    if not (stamp.exists() and stamp.read_text() == str(template.stat().st_mtime_ns) and all(f.exists() for f in files)):
+    version = f"{corpus.CORPUS_VERSION}:{template.stat().st_mtime_ns}"
+    if not (stamp.exists() and stamp.read_text() == version and all(f.exists() for f in files)):
         folder.mkdir(parents=True, exist_ok=True)
-        for f, blob in zip(files, corpus.unique_copies(template, count, tag=name)):
+        for f, blob in zip(files, corpus.unique_copies(template, count, tag=name), strict=True):
             f.write_bytes(blob)
-        stamp.write_text(str(template.stat().st_mtime_ns))
+        stamp.write_text(version)
     return Payload(name, files)
 
 

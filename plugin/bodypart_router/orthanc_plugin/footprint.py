@@ -13,15 +13,18 @@ measured effects (``make bench``: ``ingest_ratio`` and ``rss_mb``) are handled h
   instead of slowing the modality that is sending.
 * **Freed buffers go back to the system.** A radiograph passes through several 6-15 MB buffers
   (the file read back over REST, decode arrays). After the first such buffer is freed, glibc
-  raises its mmap threshold and serves the next ones from per-thread arenas that it never
-  returns to the system, so the resident size grows by hundreds of MB. Fixing the threshold at
-  1 MB and capping the arenas keeps large buffers mmapped and returned on free.
+  raises its mmap threshold and serves the next ones from per-thread arenas whose free space
+  it keeps, so the resident size grows by hundreds of MB. The arenas are capped and, after each
+  batch, ``malloc_trim`` hands their free pages back (1,000 instances: 580 MB instead of over
+  740 MB). Fixing the mmap threshold instead would bound memory as well, but it makes every large
+  buffer of Orthanc's own ingest a fresh mmap: +20 ms of CPU per 15 MB instance stored.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import threading
@@ -32,27 +35,36 @@ from .host import log
 INFERENCE_THREADS = 1
 #: Nice increment applied to each worker thread (0 = Orthanc's priority, 19 = lowest).
 WORKER_NICENESS = 10
-#: Allocations at least this large are always mmapped, hence returned to the system when freed.
-MMAP_THRESHOLD_BYTES = 1 << 20
 #: glibc malloc arenas (the default is 8 per core).
 ARENA_MAX = 2
 
-_M_MMAP_THRESHOLD = -3  # from glibc's <malloc.h>
-_M_ARENA_MAX = -8
+_M_ARENA_MAX = -8  # from glibc's <malloc.h>
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (mallopt/malloc_trim exist), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError as exc:
+        log("info", f"glibc malloc left as is ({exc!r})")
+        return None
 
 
 def tune_malloc() -> None:
-    """Make glibc return large freed buffers to the system (no-op where glibc is not the allocator)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(_M_ARENA_MAX, ARENA_MAX)
-    except (OSError, AttributeError) as exc:
-        log("info", f"glibc malloc left as is ({exc!r})")
-        return
-    if not ok:
-        log("info", "glibc refused the malloc settings; memory use may grow with large images")
+    """Cap glibc's malloc arenas (no-op where glibc is not the allocator)."""
+    libc = _glibc()
+    if libc is not None and not libc.mallopt(_M_ARENA_MAX, ARENA_MAX):
+        log("info", "glibc refused M_ARENA_MAX; memory use may grow with large images")
+
+
+def release_free_memory() -> None:
+    """Give the free pages of malloc's arenas back to the system (a few ms; call between batches)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def lower_thread_priority(increment: int = WORKER_NICENESS) -> None:

@@ -55,6 +55,7 @@ class ClassifyWorker:
                 ids = self.store.claim_queued(self.config.batch_size)
                 if ids:
                     self.process(ids)
+                    footprint.release_free_memory()  # bounded RSS: see footprint.py
                     continue
             except Exception as exc:
                 log("error", f"classification worker: {exc!r}")
