@@ -70,8 +70,9 @@ faults: setup
 	$(PY) scripts/faults.py
 
 # Benchmarks (about 15 minutes on 2 cores): prints a table, writes bench/results.json.
+# ARGS=--quick for a smoke run; ARGS="--only classify,ingest,latency,rss,index" for some sections.
 bench: setup
-	$(PY) -m bench.run
+	PYTHONPATH=tests $(PY) -m bench.run $(ARGS)
 
 # Reproduces models/ from ../shared/data/xray-bodypart (about 25 minutes on 2 CPU cores).
 train: setup

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import requests
 
 from bodypart_router.classifier import file_sha256
+from bodypart_router.config import load_orthanc_json
 from support.orthanc import REPO, OrthancProcess, get_runtime, router_config
 
 from . import corpus
@@ -38,28 +39,7 @@ SHIPPED_KEYS = ("ConcurrentJobs", "JobsHistorySize", "MaximumStorageCacheSize")
 
 def read_orthanc_json(path: Path) -> dict[str, Any]:
     """Parse an Orthanc configuration file, which may hold ``//`` and ``/* */`` comments."""
-    text, out, i, in_string = path.read_text(), [], 0, False
-    while i < len(text):
-        c = text[i]
-        if in_string:
-            out.append(c)
-            if c == "\\":
-                out.append(text[i + 1])
-                i += 1
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-            out.append(c)
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            i = (end if end >= 0 else len(text)) - 1  # keep the newline
-        elif text.startswith("/*", i):
-            i = text.index("*/", i) + 1
-        else:
-            out.append(c)
-        i += 1
-    return json.loads("".join(out))
+    return load_orthanc_json(path)
 
 
 def shipped_settings() -> dict[str, Any]:

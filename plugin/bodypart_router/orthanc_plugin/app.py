@@ -169,6 +169,7 @@ class RouterApp:
             for i in range(self.config.workers)
         ]
         for w in self.workers:
+            w.yield_to_ingest = self.recorder.wait_for_quiet  # ingest first: see Recorder.wait_for_quiet
             w.thread.start()
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))

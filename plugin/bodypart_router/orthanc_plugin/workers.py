@@ -47,11 +47,15 @@ class ClassifyWorker:
         self.wake_forwarder = wake_forwarder
         self.stop = stop
         self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
+        #: Called before each batch to let a burst of ingest pass first (Recorder.wait_for_quiet).
+        self.yield_to_ingest: Callable[[threading.Event], None] | None = None
 
     def _run(self) -> None:
         footprint.lower_thread_priority()  # ingest first: see footprint.py
         while not self.stop.is_set():
             try:
+                if self.yield_to_ingest is not None:
+                    self.yield_to_ingest(self.stop)
                 ids = self.store.claim_queued(self.config.batch_size)
                 if ids:
                     self.process(ids)
