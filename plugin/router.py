@@ -26,6 +26,7 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 
 
 def _configuration_directory() -> Path:
+    """Directory of the Orthanc configuration: relative paths in the ``BodyPartRouter`` section start there."""
     try:
         path = Path(orthanc.GetConfigurationPath())
     except Exception:
@@ -33,7 +34,7 @@ def _configuration_directory() -> Path:
     return path if path.is_dir() else path.parent
 
 
-def _add_python_environment() -> bool:
+def _add_python_environment(config_dir: Path) -> bool:
     """Make the configured venv importable; False (after logging why) when it is unusable."""
     config = json.loads(orthanc.GetConfiguration())
     section = config.get("BodyPartRouter") or {}
@@ -42,7 +43,7 @@ def _add_python_environment() -> bool:
         return True  # packages installed system-wide (e.g. a container image)
     root = Path(env).expanduser()
     if not root.is_absolute():
-        root = (_configuration_directory() / root).resolve()
+        root = (config_dir / root).resolve()
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     site_packages = root / "lib" / version / "site-packages"
     if not site_packages.is_dir():
@@ -60,12 +61,13 @@ def _add_python_environment() -> bool:
     return True
 
 
-if _add_python_environment():
+CONFIG_DIR = _configuration_directory()
+if _add_python_environment(CONFIG_DIR):
     sys.path.insert(0, str(PLUGIN_DIR))
     try:
         from bodypart_router.orthanc_plugin import install
 
-        install()
+        install(CONFIG_DIR)
     except Exception as exc:  # an import error must not take Orthanc down
         import traceback
 

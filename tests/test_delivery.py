@@ -58,9 +58,9 @@ class JobsDouble:
 class LookupDouble:
     """A destination's answer to "do you hold this instance?": ``held``, or ``error`` raised."""
 
-    def __init__(self) -> None:
-        self.held: set[str] = set()
-        self.error: Exception | None = None
+    def __init__(self, held: tuple[str, ...] = (), error: Exception | None = None) -> None:
+        self.held: set[str] = set(held)
+        self.error = error
         self.asked: list[tuple[str, str]] = []
 
     def holds(self, destination: Destination, instance_id: str) -> bool:
@@ -226,13 +226,20 @@ def restart(world, lookup: LookupDouble | None) -> Forwarder:
     return fresh
 
 
+def crash_in_flight(world, lookup: LookupDouble | None, *instances: str) -> Forwarder:
+    """``instances`` (default ``a``) submitted to ``ai-spine``, then a crash before their outcome
+    was seen; returns the restarted forwarder."""
+    store, jobs, clock, forwarder, logs, states = world
+    for name in instances or ("a",):
+        add(store, name, "modality:ai-spine")
+    forwarder.step()
+    return restart(world, lookup)
+
+
 def test_a_forward_in_flight_at_a_crash_that_arrived_is_not_sent_again(world) -> None:
     store, jobs, clock, forwarder, logs, states = world
-    add(store, "a", "modality:ai-spine")
-    forwarder.step()  # submitted; the process dies before it sees the outcome
-    lookup = LookupDouble()
-    lookup.held.add("a")
-    fresh = restart(world, lookup)
+    lookup = LookupDouble(held=("a",))
+    fresh = crash_in_flight(world, lookup)
     assert store.deliveries_of("a")[0].state == VERIFY
     fresh.step()
     fresh.step()
@@ -243,9 +250,7 @@ def test_a_forward_in_flight_at_a_crash_that_arrived_is_not_sent_again(world) ->
 
 def test_a_forward_in_flight_at_a_crash_that_did_not_arrive_is_sent_once_more(world) -> None:
     store, jobs, clock, forwarder, logs, states = world
-    add(store, "a", "modality:ai-spine")
-    forwarder.step()
-    fresh = restart(world, LookupDouble())
+    fresh = crash_in_flight(world, LookupDouble())
     for _ in range(3):
         fresh.step()
     assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
@@ -258,8 +263,7 @@ def test_a_crash_before_orthanc_answered_the_submission_is_verified_too(world) -
     add(store, "a", "peer:ai-chest")
     (d,) = store.due_deliveries(now=clock.now, limit=10)
     store.mark_submitting(d.id)  # recorded, then the process died inside POST /peers/.../store
-    lookup = LookupDouble()
-    lookup.held.add("a")
+    lookup = LookupDouble(held=("a",))
     fresh = restart(world, lookup)
     fresh.step()
     assert jobs.submitted == [] and states[-1][1] == FORWARDED
@@ -267,11 +271,8 @@ def test_a_crash_before_orthanc_answered_the_submission_is_verified_too(world) -
 
 def test_an_unreachable_destination_is_asked_again_later_and_nothing_is_resent(world) -> None:
     store, jobs, clock, forwarder, logs, states = world
-    add(store, "a", "modality:ai-spine")
-    forwarder.step()
-    lookup = LookupDouble()
-    lookup.error = Unreachable("connection refused")
-    fresh = restart(world, lookup)
+    lookup = LookupDouble(error=Unreachable("connection refused"))
+    fresh = crash_in_flight(world, lookup)
     for _ in range(3):
         fresh.step()
     assert len(jobs.submitted) == 1 and store.deliveries_of("a")[0].state == VERIFY
@@ -284,11 +285,8 @@ def test_an_unreachable_destination_is_asked_again_later_and_nothing_is_resent(w
 
 def test_a_destination_that_never_answers_gets_it_again_after_max_attempts_questions(world) -> None:
     store, jobs, clock, forwarder, logs, states = world
-    add(store, "a", "modality:ai-spine")
-    forwarder.step()
-    lookup = LookupDouble()
-    lookup.error = Unreachable("no answer")
-    fresh = restart(world, lookup)
+    lookup = LookupDouble(error=Unreachable("no answer"))
+    fresh = crash_in_flight(world, lookup)
     for _ in range(3):  # Retry.MaxAttempts is 3
         fresh.step()
         clock.now += 10
@@ -300,12 +298,7 @@ def test_a_destination_that_never_answers_gets_it_again_after_max_attempts_quest
 
 def test_a_destination_that_cannot_be_asked_gets_it_again_with_one_warning(world) -> None:
     store, jobs, clock, forwarder, logs, states = world
-    for name in ("a", "b"):
-        add(store, name, "modality:ai-spine")
-    forwarder.step()
-    lookup = LookupDouble()
-    lookup.error = CannotAsk("no C-FIND SCP")
-    fresh = restart(world, lookup)
+    fresh = crash_in_flight(world, LookupDouble(error=CannotAsk("no C-FIND SCP")), "a", "b")
     for _ in range(3):
         fresh.step()
     assert sorted(r[0] for _, r in jobs.submitted) == ["a", "a", "b", "b"]
@@ -314,9 +307,7 @@ def test_a_destination_that_cannot_be_asked_gets_it_again_with_one_warning(world
 
 def test_without_verification_an_unknown_outcome_is_resent(world) -> None:
     store, jobs, clock, forwarder, logs, states = world
-    add(store, "a", "modality:ai-spine")
-    forwarder.step()
-    fresh = restart(world, None)
+    fresh = crash_in_flight(world, None)
     fresh.step()
     fresh.step()
     assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
@@ -331,8 +322,7 @@ def test_a_job_orthanc_reloaded_and_still_running_is_cancelled_then_verified(wor
     cancelled: list[str] = []
     post = jobs.post_json
     jobs.post_json = lambda uri, body: cancelled.append(uri) if uri.endswith("/cancel") else post(uri, body)
-    lookup = LookupDouble()
-    lookup.held.add("a")
+    lookup = LookupDouble(held=("a",))
     fresh = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
     fresh.recover()
     assert cancelled == [f"/jobs/{d.job_id}/cancel"]

@@ -15,6 +15,7 @@ from bodypart_router.store import (
     QUEUED,
     SUBMITTED,
     VERIFY,
+    Delivery,
     Received,
     Store,
 )
@@ -24,6 +25,22 @@ def classify(store: Store, instance: str, dests: list[str], model: str = "m@1", 
     assert store.claim_queued(10) in ([instance], [])
     return store.record_classification(instance, class_name="spine", score=0.9, model=model,
                                        destinations=dests, shadow=shadow)
+
+
+def submit(store: Store, delivery_id: int, job_id: str) -> None:
+    """What the forwarder does around ``POST .../store``: record the attempt, then the job Orthanc created."""
+    store.mark_submitting(delivery_id)
+    store.set_job(delivery_id, job_id)
+
+
+def one_submitted_delivery(tmp_path: Path) -> tuple[Store, Delivery]:
+    """Instance ``a`` classified to ``peer:x``, its delivery handed to Orthanc as job ``job``."""
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a")])
+    classify(store, "a", ["peer:x"])
+    (d,) = store.due_deliveries(now=1e12, limit=10)
+    submit(store, d.id, "job")
+    return store, d
 
 
 def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
@@ -53,19 +70,15 @@ def test_instance_state_follows_its_deliveries(tmp_path: Path) -> None:
     store.add_received([Received("a")])
     classify(store, "a", ["peer:x", "peer:y"])
     x, y = store.due_deliveries(now=1e12, limit=10)
-    store.mark_submitted(x.id, "job-x")
+    submit(store, x.id, "job-x")
     assert store.mark_delivered(x.id) == CLASSIFIED  # y still pending
-    store.mark_submitted(y.id, "job-y")
+    submit(store, y.id, "job-y")
     assert store.mark_delivered(y.id) == FORWARDED
     assert store.delivered_destinations("a") == ["peer:x", "peer:y"]
 
 
 def test_dead_letter_and_resubmit(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite")
-    store.add_received([Received("a")])
-    classify(store, "a", ["peer:x"])
-    (d,) = store.due_deliveries(now=1e12, limit=10)
-    store.mark_submitted(d.id, "job")
+    store, d = one_submitted_delivery(tmp_path)
     assert store.mark_dead(d.id, "connection refused") == DEAD_LETTER_STATE
     assert [f.instance_id for f in store.failed()] == ["a"]
     assert store.instance("a").state == DEAD_LETTER_STATE
@@ -75,11 +88,7 @@ def test_dead_letter_and_resubmit(tmp_path: Path) -> None:
 
 
 def test_resubmit_of_delivered_needs_to_be_explicit(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite")
-    store.add_received([Received("a")])
-    classify(store, "a", ["peer:x"])
-    (d,) = store.due_deliveries(now=1e12, limit=10)
-    store.mark_submitted(d.id, "job")
+    store, d = one_submitted_delivery(tmp_path)
     store.mark_delivered(d.id)
     assert store.resubmit(instance_ids=["a"]) == []
     assert len(store.resubmit(instance_ids=["a"], include_delivered=True)) == 1

@@ -137,6 +137,7 @@ _VOCABULARY: Final[tuple[tuple[str, tuple[Region, ...]], ...]] = (
     (r"\b(HAND|KNIE|HUE?FT|SCHULTER|BECKEN|ELLE?N?BOGEN|SPRUNG|FINGER|ZEHE)[A-Z]+", (_O,)),  # German compounds
 )
 _COMPILED: Final = tuple((re.compile(p), regions) for p, regions in _VOCABULARY)
+_NOT_WORD = re.compile(r"[^A-Z0-9]+")
 
 _AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])?\s*$")
 _DAYS_PER_YEAR: Final = 365.25
@@ -147,7 +148,7 @@ def normalise(text: str) -> str:
     """Upper case, accents removed (``Tórax`` -> ``TORAX``, ``ß`` -> ``SS``), words split on anything else."""
     decomposed = unicodedata.normalize("NFKD", text.replace("ß", "ss").replace("ẞ", "SS"))
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
-    return " ".join(re.split(r"[^A-Z0-9]+", plain)).strip()
+    return " ".join(_NOT_WORD.split(plain)).strip()
 
 
 def regions_in(text: str | None) -> tuple[Region, ...]:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .classes import CLASS_NAMES
-from .pipeline import Result, classify_paths, iter_files
+from .pipeline import DEFAULT_BATCH_SIZE, Result, classify_paths, iter_files
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     classify.add_argument("--model", type=Path, default=None, help=model_help)
     classify.add_argument("--json", action="store_true", help="one JSON object per input, one per line")
-    classify.add_argument("--batch-size", type=int, default=16, help="images per inference run (default 16)")
+    classify.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                          help=f"images per inference run (default {DEFAULT_BATCH_SIZE})")
     classify.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                           help=f"processes decoding files in parallel (default {DEFAULT_JOBS})")
 
@@ -120,11 +121,12 @@ def _sort(args: argparse.Namespace, classifier: Classifier) -> int:
         print(f"bodypart-router: SRC {src} does not exist", file=sys.stderr)
         return 2
     files = list(iter_files([src]))
+    src_is_dir = src.is_dir()
     counts: Counter[str] = Counter()
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
         for result in classify_paths(files, classifier, workers=args.jobs):
             folder = result.prediction.class_name if result.prediction else f"{UNCLASSIFIABLE_DIR}/{result.error.reason.value}"
-            relative = result.path.relative_to(src) if src.is_dir() else Path(result.path.name)
+            relative = result.path.relative_to(src) if src_is_dir else Path(result.path.name)
             target = args.dst / folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             _place(result.path, target, args.mode)

@@ -17,6 +17,7 @@ This module never imports ``orthanc``: the adapter hands it plain dicts.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -299,7 +300,7 @@ def parse(
         return default if value is None else value
 
     known = known_destinations(orthanc_config)
-    enabled = get("Enabled", _bool, True)
+    enabled = get("Enabled", _bool, RouterConfig.enabled)
     model_path = _resolve(get("ModelPath", _string, DEFAULT_MODEL_PATH), base_dir)
     if check_paths and enabled and not model_path.is_file():
         problems.append(
@@ -378,24 +379,24 @@ def parse(
         model_sha256=model_sha,
         python_environment=_resolve(env, base_dir) if env else None,
         routes=routes,
-        minimum_score=float(get("MinimumScore", _number(0.0, 1.0), 0.5)),
-        below_minimum=get("BelowMinimum", _choice(BELOW_MINIMUM_CHOICES), "uncertain"),
+        minimum_score=float(get("MinimumScore", _number(0.0, 1.0), RouterConfig.minimum_score)),
+        below_minimum=get("BelowMinimum", _choice(BELOW_MINIMUM_CHOICES), RouterConfig.below_minimum),
         uncertain_routes=uncertain_routes,
         policy=XrayPolicy(
             modalities=frozenset(m.upper() for m in modalities),
             sop_classes=frozenset(sop_classes),
             accept_missing_modality=accept_missing,
         ),
-        workers=int(get("Workers", _number(1, 16, integer=True), 1)),
-        batch_size=int(get("BatchSize", _number(1, 256, integer=True), 8)),
-        queue_size=int(get("QueueSize", _number(1, 1_000_000, integer=True), 1000)),
+        workers=int(get("Workers", _number(1, 16, integer=True), RouterConfig.workers)),
+        batch_size=int(get("BatchSize", _number(1, 256, integer=True), RouterConfig.batch_size)),
+        queue_size=int(get("QueueSize", _number(1, 1_000_000, integer=True), RouterConfig.queue_size)),
         retry=retry,
-        breaker_threshold=int(sub["CircuitBreaker"].get("FailureThreshold", 3)),
+        breaker_threshold=int(sub["CircuitBreaker"].get("FailureThreshold", RouterConfig.breaker_threshold)),
         state_directory=_resolve(state_dir, base_dir) if state_dir else default_state,
-        changes_poll_seconds=float(get("ChangesPollSeconds", _number(0.05, 60), 1.0)),
-        job_poll_seconds=float(get("JobPollSeconds", _number(0.01, 10), 0.25)),
-        shadow_mode=get("ShadowMode", _bool, False),
-        verify_before_resend=get("VerifyBeforeResend", _bool, True),
+        changes_poll_seconds=float(get("ChangesPollSeconds", _number(0.05, 60), RouterConfig.changes_poll_seconds)),
+        job_poll_seconds=float(get("JobPollSeconds", _number(0.01, 10), RouterConfig.job_poll_seconds)),
+        shadow_mode=get("ShadowMode", _bool, RouterConfig.shadow_mode),
+        verify_before_resend=get("VerifyBeforeResend", _bool, RouterConfig.verify_before_resend),
     )
     if problems:
         raise ConfigError(problems)
@@ -435,6 +436,4 @@ def strip_json_comments(text: str) -> str:
 
 def load_orthanc_json(path: Path) -> dict[str, Any]:
     """Read an Orthanc configuration file the way Orthanc does (comments allowed)."""
-    import json
-
     return json.loads(strip_json_comments(Path(path).read_text(encoding="utf-8")))

@@ -221,7 +221,7 @@ def sniff(head: bytes) -> str:
     """Guess a file's kind from its first 132 bytes: "dicom", "png", "jpeg" or "unknown".
 
     "unknown" may still be a DICOM file without file meta (ACR-NEMA style);
-    :func:`read_dicom` decides that.
+    :func:`decode_dicom` decides that.
     """
     if head[128:132] == b"DICM":
         return "dicom"
@@ -230,14 +230,6 @@ def sniff(head: bytes) -> str:
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     return "unknown"
-
-
-def read_dicom(source: str | os.PathLike | bytes | bytearray | memoryview) -> Dataset:
-    """Parse a DICOM file, accepting files without file meta; not-DICOM and empty inputs get a reason.
-
-    Values over 16 KB (Pixel Data above all) are read only when accessed.
-    """
-    return _open_dicom(source)[0]
 
 
 #: Values larger than this are not read while parsing (pydicom ``defer_size``).
@@ -465,15 +457,15 @@ def _decode_gray_reduced(ds: Dataset, g: _Geometry, pixel_data: "bytes | memoryv
         raw = _native_frame(pixel_data, g)
         return _area_reduce(_clean_bits(raw, g), full_factor), full_factor
     if ts in _JPEG2000_SYNTAXES and jpeg2000.available():
-        return _jpeg2000_frame(ds, g, full_factor, target)
+        return _jpeg2000_frame(pixel_data, g, full_factor, target)
     if ts == uids.JPEGBaseline8Bit and g.bits_allocated == 8:
-        decoded = _jpeg_baseline_frame(ds, g, full_factor, target)
+        decoded = _jpeg_baseline_frame(pixel_data, g, full_factor, target)
         if decoded is not None:
             return decoded
     if ts in _JPEG_LS_SYNTAXES and g.bits_allocated in (8, 16):
-        raw = _jpeg_ls_frame(ds, g)
+        raw = _jpeg_ls_frame(pixel_data, g)
     elif ts in _JPEG_GDCM_SYNTAXES:
-        raw = _gdcm_frame(ds, g)
+        raw = _gdcm_frame(pixel_data, g)
     elif ts in _JPEG2000_SYNTAXES or ts == uids.RLELossless or not ts.is_encapsulated:
         raw = pixel_array(ds, index=g.frame_index if g.frames > 1 else None)
     else:
@@ -493,14 +485,16 @@ def _native_frame(pixel_data: "bytes | memoryview", g: _Geometry) -> np.ndarray:
     return arr.astype(arr.dtype.newbyteorder("=")) if order == ">" else arr
 
 
-def _frame_bytes(ds: Dataset, g: _Geometry) -> bytes:
-    data = _pixel_data(ds, None)
-    return get_frame(data, g.frame_index, number_of_frames=g.frames)
+def _frame_bytes(pixel_data: "bytes | memoryview", g: _Geometry) -> bytes:
+    """The chosen frame of encapsulated Pixel Data, cut from the value :func:`decode_dicom` already
+    holds (asking the dataset again would make pydicom re-read and copy the deferred value)."""
+    buffer = pixel_data if isinstance(pixel_data, (bytes, bytearray)) else io.BytesIO(pixel_data)
+    return get_frame(buffer, g.frame_index, number_of_frames=g.frames)
 
 
-def _jpeg2000_frame(ds: Dataset, g: _Geometry, factor: int, target: int) -> tuple[np.ndarray, int]:
+def _jpeg2000_frame(pixel_data: "bytes | memoryview", g: _Geometry, factor: int, target: int) -> tuple[np.ndarray, int]:
     """Decode at the coarsest resolution level whose short side is still >= ``target``."""
-    stream = _frame_bytes(ds, g)
+    stream = _frame_bytes(pixel_data, g)
     level = int(math.log2(factor)) if factor > 1 else 0
     levels = jpeg2000.decomposition_levels(stream)
     if levels is not None:
@@ -522,12 +516,14 @@ def _jpeg2000_frame(ds: Dataset, g: _Geometry, factor: int, target: int) -> tupl
     return reduced, (1 << level) * rest
 
 
-def _jpeg_baseline_frame(ds: Dataset, g: _Geometry, factor: int, target: int) -> tuple[np.ndarray, int] | None:
+def _jpeg_baseline_frame(
+    pixel_data: "bytes | memoryview", g: _Geometry, factor: int, target: int
+) -> tuple[np.ndarray, int] | None:
     """8-bit grayscale JPEG decoded with DCT scaling; None lets GDCM try instead."""
     scale = 1
     while scale < 8 and scale * 2 <= factor:
         scale *= 2
-    buf = np.frombuffer(_frame_bytes(ds, g), np.uint8)
+    buf = np.frombuffer(_frame_bytes(pixel_data, g), np.uint8)
     arr = cv2.imdecode(buf, _CV2_REDUCED_GRAYSCALE[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None or arr.shape != (math.ceil(g.rows / scale), math.ceil(g.columns / scale)):
         return None
@@ -535,17 +531,17 @@ def _jpeg_baseline_frame(ds: Dataset, g: _Geometry, factor: int, target: int) ->
     return _area_reduce(arr, rest), scale * rest
 
 
-def _jpeg_ls_frame(ds: Dataset, g: _Geometry) -> np.ndarray:
+def _jpeg_ls_frame(pixel_data: "bytes | memoryview", g: _Geometry) -> np.ndarray:
     """Decode one JPEG-LS frame with CharLS (pyjpegls): about 1.7x faster than GDCM, same pixels."""
     try:
         from jpeg_ls import decode_buffer
     except ImportError:  # optional speed-up: GDCM decodes JPEG-LS too
-        return _gdcm_frame(ds, g)
-    frame = _frame_bytes(ds, g)
+        return _gdcm_frame(pixel_data, g)
+    frame = _frame_bytes(pixel_data, g)
     if not frame.rstrip(b"\0").endswith(b"\xff\xd9"):
         # no End Of Image marker: a truncated stream, on which CharLS spends seconds before
         # failing while GDCM fails (or salvages it) in a millisecond
-        return _gdcm_frame(ds, g)
+        return _gdcm_frame(pixel_data, g)
     buffer, _info = decode_buffer(frame)
     dtype = np.dtype(f"<{'i' if g.signed else 'u'}{2 if g.bits_allocated > 8 else 1}")
     expected = g.rows * g.columns * dtype.itemsize
@@ -554,14 +550,14 @@ def _jpeg_ls_frame(ds: Dataset, g: _Geometry) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype, count=g.rows * g.columns).reshape(g.rows, g.columns)
 
 
-def _gdcm_frame(ds: Dataset, g: _Geometry) -> np.ndarray:
+def _gdcm_frame(pixel_data: "bytes | memoryview", g: _Geometry) -> np.ndarray:
     """Decode one JPEG / JPEG-LS frame with GDCM (including 12-bit JPEG Extended)."""
     import gdcm  # imported lazily: loading GDCM costs ~100 ms
 
     gdcm.Trace.WarningOff()  # libjpeg retries 12-bit data after an 8-bit attempt and says so on stderr
     gdcm.Trace.ErrorOff()  # failures are reported through the returned buffer instead
     fragment = gdcm.Fragment()
-    fragment.SetByteStringValue(_frame_bytes(ds, g))
+    fragment.SetByteStringValue(_frame_bytes(pixel_data, g))
     fragments = gdcm.SequenceOfFragments.New()
     fragments.AddFragment(fragment)
     element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))

@@ -70,6 +70,7 @@ patient identifier ever reaches this module.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 import threading
 import time
@@ -93,6 +94,10 @@ CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
 MetricSetter = Callable[[str, float], None]
 
 
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=4096)  # the label sets are bounded (see above): every publish asks for the same names
 def metric_name(*parts: str) -> str:
     """``metric_name("forwards", "AI-Chest")`` -> ``bodypart_router_forwards_ai_chest``.
 
@@ -100,7 +105,7 @@ def metric_name(*parts: str) -> str:
     separator Orthanc accepts. Distinct label values can collide (``AI-1``, ``ai_1``); names
     in Orthanc's configuration rarely differ only by punctuation.
     """
-    cleaned = [re.sub(r"[^a-z0-9]+", "_", p.lower()).strip("_") or "none" for p in parts]
+    cleaned = [_NOT_NAME.sub("_", p.lower()).strip("_") or "none" for p in parts]
     return "_".join([PREFIX, *cleaned])
 
 

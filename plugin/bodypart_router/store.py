@@ -287,13 +287,20 @@ class Store:
     # -- deliveries -------------------------------------------------------------------
     def due_deliveries(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
         """Pending deliveries whose backoff has elapsed, oldest first, except to the given destinations."""
+        return self._due(PENDING, now, limit, skip_destinations)
+
+    def to_verify(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
+        """Deliveries of unknown outcome due for a question to their destination, oldest first."""
+        return self._due(VERIFY, now, limit, skip_destinations)
+
+    def _due(self, state: str, now: float, limit: int, skip_destinations: Iterable[str]) -> list[Delivery]:
+        """Deliveries in ``state`` whose ``next_attempt_at`` has come, oldest first, except to the given destinations."""
         skip = list(skip_destinations)
-        marks = ",".join("?" * len(skip))
-        clause = f" AND destination NOT IN ({marks})" if skip else ""
+        clause = f" AND destination NOT IN ({','.join('?' * len(skip))})" if skip else ""
         rows = self._query(
             f"SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?{clause} "
             "ORDER BY next_attempt_at, id LIMIT ?",
-            (PENDING, now, *skip, limit),
+            (state, now, *skip, limit),
         )
         return [_delivery(r) for r in rows]
 
@@ -307,17 +314,6 @@ class Store:
     def deliveries_of(self, instance_id: str) -> list[Delivery]:
         return [_delivery(r) for r in self._query(
             "SELECT * FROM deliveries WHERE instance_id = ? ORDER BY id", (instance_id,))]
-
-    def to_verify(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
-        """Deliveries of unknown outcome due for a question to their destination, oldest first."""
-        skip = list(skip_destinations)
-        clause = f" AND destination NOT IN ({','.join('?' * len(skip))})" if skip else ""
-        rows = self._query(
-            f"SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?{clause} "
-            "ORDER BY next_attempt_at, id LIMIT ?",
-            (VERIFY, now, *skip, limit),
-        )
-        return [_delivery(r) for r in rows]
 
     def mark_submitting(self, delivery_id: int) -> None:
         """Before asking Orthanc to send: from now on a crash leaves this delivery's outcome unknown."""
@@ -338,11 +334,6 @@ class Store:
             db.execute("UPDATE deliveries SET state = ?, job_id = NULL, last_error = ?, next_attempt_at = ?, "
                        "updated_at = ? WHERE id = ?",
                        (VERIFY, note[:500], now if next_attempt_at is None else next_attempt_at, now, delivery_id))
-
-    def mark_submitted(self, delivery_id: int, job_id: str) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET state = ?, job_id = ?, attempts = attempts + 1, updated_at = ? "
-                       "WHERE id = ?", (SUBMITTED, job_id, time.time(), delivery_id))
 
     def unsubmit(self, delivery_id: int, note: str) -> None:
         """The job was cancelled before it ran (shutdown): back to pending, the attempt not counted."""

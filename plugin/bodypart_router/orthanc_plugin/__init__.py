@@ -15,15 +15,18 @@ Map of the package:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .app import RouterApp
 
 _app: RouterApp | None = None
 
 
-def install() -> RouterApp:
-    """Create the router and register it with Orthanc. Called once by ``plugin/router.py``."""
+def install(config_dir: Path) -> RouterApp:
+    """Create the router and register it with Orthanc. Called once by ``plugin/router.py``,
+    which already found ``config_dir``, the directory of the Orthanc configuration."""
     global _app
     if _app is None:
-        _app = RouterApp()
+        _app = RouterApp(config_dir)
         _app.load()
     return _app

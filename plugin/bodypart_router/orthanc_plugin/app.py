@@ -28,7 +28,7 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
-from ..store import Store
+from ..store import CLASSIFIED, Delivery, Store
 from ..verify import DestinationLookup, peers_from_config
 from . import explorer, footprint, rest_api
 from .events import EventBus
@@ -47,19 +47,12 @@ STATE_DB = "state.sqlite"
 RESYNC_KEY = "metadata_resync"
 
 
-def configuration_directory() -> Path:
-    """Directory of the Orthanc configuration (relative paths in the section are resolved from it)."""
-    try:
-        path = Path(orthanc.GetConfigurationPath())
-    except Exception:
-        return Path.cwd()
-    return path if path.is_dir() else path.parent
-
-
 class RouterApp:
     """Holds everything the router runs; extensions receive it in ``register(app)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, config_dir: Path) -> None:
+        #: Directory of the Orthanc configuration: relative paths in the section are resolved from it.
+        self.config_dir = config_dir
         self.events = EventBus()
         self.rest = OrthancRest()
         self.config: RouterConfig | None = None
@@ -108,7 +101,7 @@ class RouterApp:
 
     def _configure(self) -> None:
         self.orthanc_config = orthanc_config = json.loads(orthanc.GetConfiguration())
-        self.config = config = parse(orthanc_config.get(SECTION), orthanc_config, base_dir=configuration_directory())
+        self.config = config = parse(orthanc_config.get(SECTION), orthanc_config, base_dir=self.config_dir)
         if not config.enabled:
             log("warning", f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
             return
@@ -259,8 +252,17 @@ class RouterApp:
             raise RuntimeError(f"the router is disabled: {self.error or 'Enabled is false'}")
         return self.store
 
-    def writer_state(self, instance_id: str, state: str) -> None:
-        self.writer.state(instance_id, state)
+    def resubmit_forwards(self, *, delivery_ids: list[int] | None = None, instance_ids: list[str] | None = None,
+                          include_delivered: bool = False) -> list[Delivery]:
+        """A person asks to send forwards again (see :meth:`Store.resubmit`): their instances show
+        ``classified`` again until the new forwards finish, and the forwarder wakes up."""
+        rows = self.require_store().resubmit(delivery_ids=delivery_ids, instance_ids=instance_ids,
+                                             include_delivered=include_delivered)
+        for d in rows:
+            self.writer.state(d.instance_id, CLASSIFIED)
+        if rows:
+            self.wake_forwarder.set()
+        return rows
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
-from ..delivery import RestError
 from ..store import QUEUED, Received
 from .host import log
 from .http_answers import send_json, send_status
-from .ingest import policy_state
+from .ingest import policy_from_index
 from .monitoring import BACKFILL_THREAD_PREFIX, metrics_for
 from .workers import ClassifyWorker
 
@@ -69,6 +68,7 @@ class _Processor:
 
         assert app.config is not None and app.store is not None
         self.app = app
+        self.config = app.config
         store, policy = app.store, app.config.policy
 
         def decode(data: bytes) -> Any:
@@ -88,7 +88,7 @@ class _Processor:
         if record is not None and record.state != BACKFILL_STATE:
             return f"known:{record.state}"
         if record is None:
-            received = self._policy(instance_id)
+            received = policy_from_index(self.app.rest, self.config, instance_id)
             if received is None:
                 return "deleted"
             if received.state != QUEUED:  # not an X-ray: recorded like live ingest does
@@ -100,20 +100,6 @@ class _Processor:
         (self.routing if route else self.labelling).process([instance_id])
         after = store.instance(instance_id)
         return after.state if after else "deleted"
-
-    def _policy(self, instance_id: str) -> Received | None:
-        """The X-ray policy on index data only (no file read), as ingest does for recovered instances."""
-        rest = self.app.rest
-        try:
-            meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
-            modality = rest.get_json(f"/instances/{instance_id}/series").get("MainDicomTags", {}).get("Modality")
-        except RestError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        assert self.app.config is not None
-        found = policy_state(self.app.config, modality, meta.get("SopClassUid"))
-        return Received(instance_id, found.state, found.detail)
 
 
 def handle(runner: BackfillRunner, method: str, raw_body: bytes | None) -> tuple[int, Any]:

@@ -47,18 +47,27 @@ INGEST_QUIET_SECONDS = 0.08
 INGEST_MAX_DEFER_SECONDS = 1.0
 
 
-def policy_state(config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
-    """``queued`` for an X-ray to classify, or ``skipped:<reason>`` with the tag that decided it
-    (``instance_id`` left empty: for callers that only need the decision, e.g. backfill)."""
-    return _policy_state("", config, modality, sop_class_uid)
-
-
 def _policy_state(instance_id: str, config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
+    """``queued`` for an X-ray to classify, or ``skipped:<reason>`` with the tag that decided it."""
     try:
         config.policy.check(modality, sop_class_uid)
     except NotClassifiable as exc:
         return Received(instance_id, exc.state, exc.detail)
     return Received(instance_id, QUEUED)
+
+
+def policy_from_index(rest: OrthancRest, config: RouterConfig, instance_id: str) -> Received | None:
+    """The X-ray policy for an instance already in Orthanc, from its index (no file read): for
+    instances found in the changes log and for backfill. None if the instance was deleted since."""
+    try:
+        meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
+        series = rest.get_json(f"/instances/{instance_id}/series")
+    except RestError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return _policy_state(instance_id, config, series.get("MainDicomTags", {}).get("Modality"),
+                         meta.get("SopClassUid"))
 
 
 class Recorder:
@@ -189,7 +198,8 @@ class Recorder:
             known = self.store.known(new_ids)
             missing = [i for i in new_ids if i not in known]
             if missing:
-                found = [r for r in (self._lookup(i) for i in missing) if r is not None]
+                looked_up = (policy_from_index(self.rest, self.config, i) for i in missing)
+                found = [r for r in looked_up if r is not None]
                 self._record(found)
                 log("info", f"recovered {len(found)} instance(s) from Orthanc's changes log")
             for instance_id in deleted:
@@ -200,15 +210,3 @@ class Recorder:
                 since = last
             if answer.get("Done", True):
                 return
-
-    def _lookup(self, instance_id: str) -> Received | None:
-        """Policy check for an instance known only from the changes log (index lookups, no file read)."""
-        try:
-            meta = self.rest.get_json(f"/instances/{instance_id}/metadata?expand")
-            series = self.rest.get_json(f"/instances/{instance_id}/series")
-            modality = series.get("MainDicomTags", {}).get("Modality")
-        except RestError as exc:
-            if exc.status == 404:  # deleted since: nothing to do
-                return None
-            raise
-        return _policy_state(instance_id, self.config, modality, meta.get("SopClassUid"))

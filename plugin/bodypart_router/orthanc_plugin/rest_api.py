@@ -104,13 +104,10 @@ def resubmit(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     instances = body.get("Instances", [])
     if not all(isinstance(d, int) for d in deliveries) or not all(isinstance(i, str) for i in instances):
         raise BadRequest("Deliveries must be a list of delivery IDs (integers), Instances a list of Orthanc IDs")
-    rows = app.require_store().resubmit(delivery_ids=deliveries, instance_ids=instances,
-                                        include_delivered=bool(body.get("IncludeDelivered", False)))
-    for d in rows:
-        app.writer_state(d.instance_id, "classified")
+    rows = app.resubmit_forwards(delivery_ids=deliveries, instance_ids=instances,
+                                 include_delivered=bool(body.get("IncludeDelivered", False)))
     if rows:
         log("info", f"resubmitted {len(rows)} forward(s) on request")
-        app.wake_forwarder.set()
     return {"Resubmitted": [delivery_json(d) for d in rows]}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
+from ..store import QUEUED
 from .host import log
 from .http_answers import send_json, send_status
 from .monitoring import metrics_for
@@ -41,20 +42,16 @@ def _serve(name: str, mime: str) -> Any:
 def resubmit(app: "RouterApp", instance_ids: list[str]) -> dict[str, int]:
     """Send dead letters again and put failed classifications back in the queue."""
     store = app.require_store()
-    forwards = store.resubmit(instance_ids=instance_ids)
-    for d in forwards:
-        app.writer_state(d.instance_id, "classified")
+    forwards = app.resubmit_forwards(instance_ids=instance_ids)
     classifications = 0
     for instance_id in instance_ids:
         record = store.instance(instance_id)
         if record is not None and record.state.startswith("failed:") and not any(
                 d.instance_id == instance_id for d in forwards):
             store.requeue(instance_id, "resubmitted from the status page")
-            app.writer_state(instance_id, "queued")
+            app.writer.state(instance_id, QUEUED)
             classifications += 1
         metrics_for(app).clear_failure(instance_id)
-    if forwards:
-        app.wake_forwarder.set()
     if classifications:
         app.wake_workers.set()
     log("info", f"resubmitted {len(forwards)} forward(s) and {classifications} classification(s) on request")

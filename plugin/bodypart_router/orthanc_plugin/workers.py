@@ -20,7 +20,7 @@ from ..delivery import RestError
 from ..errors import NotClassifiable, Reason
 from ..preprocess import to_model_input
 from ..routing import decide
-from ..store import Store
+from ..store import CLASSIFIED, Store
 from . import footprint
 from .events import EventBus
 from .host import OrthancRest, log
@@ -110,12 +110,11 @@ class ClassifyWorker:
         for (instance_id, _), prediction in zip(ready, predictions, strict=True):
             decision = decide(self.config, prediction.class_name, float(prediction.score))
             destinations = [d.key for d in decision.destinations]
-            state_if_none = "classified"
-            self.writer.classified(instance_id, decision, model, state_if_none)
+            self.writer.classified(instance_id, decision, model, CLASSIFIED)
             state = self.store.record_classification(
                 instance_id, class_name=decision.class_name, score=decision.score, model=model,
                 destinations=destinations, shadow=self.config.shadow_mode)
-            if state != state_if_none:  # e.g. already forwarded earlier with this model
+            if state != CLASSIFIED:  # e.g. already forwarded earlier with this model
                 self.writer.state(instance_id, state)
             log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                         f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
