@@ -21,15 +21,13 @@ from pathlib import Path
 
 import requests
 
-from bodypart_router.classes import CLASS_NAMES
-from support.orthanc import OrthancProcess, peer_config
+from support.orthanc import OrthancProcess
 
-from .servers import Payload, orthanc_config, running
+from .servers import Payload, router_and_peer
 
 POLL_SECONDS = 0.05
 #: Stores in flight at once; a late store still counts from when it really started.
 SENDER_THREADS = 8
-PEER = "ai-peer"
 
 
 class _ArrivalWatcher:
@@ -82,38 +80,34 @@ def measure(payload: Payload, model: Path, work: Path, *, rate: float = 10.0,
             settle_timeout: float = 60.0) -> dict:
     """Store ``payload`` at ``rate`` per second; latency percentiles of their arrival at the peer."""
     blobs = [f.read_bytes() for f in payload.files]
-    peer_dir = (work / "orthanc" / "latency-peer").resolve()
-    with running(peer_config(PEER), "latency-peer", peer_dir, router=False) as peer:
-        routes = {name: [PEER] for name in CLASS_NAMES}
-        config = orthanc_config(model, peers={PEER: peer}, routes=routes, router={"UncertainRoutes": [PEER]})
-        with running(config, "latency-router", work / "orthanc" / "latency-router", router=True) as router:
-            sent: dict[str, float] = {}
-            slips: list[float] = []
-            session_local = threading.local()
+    with router_and_peer(model, work, "latency") as (router, peer):
+        sent: dict[str, float] = {}
+        slips: list[float] = []
+        session_local = threading.local()
 
-            def store(index: int, due: float) -> None:
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                started = time.monotonic()
-                slips.append(started - due)
-                session = getattr(session_local, "s", None) or requests.Session()
-                session_local.s = session
-                r = session.post(router.url + "/instances", data=blobs[index],
-                                 headers={"Content-Type": "application/dicom"}, timeout=60)
-                r.raise_for_status()
-                sent[r.json()["ID"]] = started
+        def store(index: int, due: float) -> None:
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            started = time.monotonic()
+            slips.append(started - due)
+            session = getattr(session_local, "s", None) or requests.Session()
+            session_local.s = session
+            r = session.post(router.url + "/instances", data=blobs[index],
+                             headers={"Content-Type": "application/dicom"}, timeout=60)
+            r.raise_for_status()
+            sent[r.json()["ID"]] = started
 
-            with _ArrivalWatcher(peer) as watcher:
-                t0 = time.monotonic() + 0.5
-                with ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="bench-store") as pool:
-                    futures = [pool.submit(store, i, t0 + i / rate) for i in range(len(blobs))]
-                    for f in futures:
-                        f.result()
-                deadline = time.monotonic() + settle_timeout
-                while time.monotonic() < deadline and not set(sent) <= set(watcher.arrived):
-                    time.sleep(0.2)
-            latencies = [watcher.arrived[i] - sent[i] for i in sent if i in watcher.arrived]
+        with _ArrivalWatcher(peer) as watcher:
+            t0 = time.monotonic() + 0.5
+            with ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="bench-store") as pool:
+                futures = [pool.submit(store, i, t0 + i / rate) for i in range(len(blobs))]
+                for f in futures:
+                    f.result()
+            deadline = time.monotonic() + settle_timeout
+            while time.monotonic() < deadline and not set(sent) <= set(watcher.arrived):
+                time.sleep(0.2)
+        latencies = [watcher.arrived[i] - sent[i] for i in sent if i in watcher.arrived]
     missing = len(sent) - len(latencies)
     if not latencies:
         raise RuntimeError(f"none of the {len(sent)} stored instances arrived at the peer")

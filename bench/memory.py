@@ -16,14 +16,10 @@ from pathlib import Path
 
 import psutil
 
-from bodypart_router.classes import CLASS_NAMES
-from support.orthanc import peer_config
-
 from . import corpus
-from .servers import mixed_payload, orthanc_config, running, store_all, wait_until_drained
+from .servers import mixed_payload, router_and_peer, store_all, wait_until_drained
 
 SAMPLE_SECONDS = 0.25
-PEER = "ai-peer"
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -45,28 +41,25 @@ def payload_templates(data: corpus.Corpus) -> list[Path]:
 
 def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 1000, senders: int = 2) -> dict:
     payload = mixed_payload(f"rss-{instances}", payload_templates(data), instances, work / "payloads")
-    with running(peer_config(PEER), "rss-peer", work / "orthanc" / "rss-peer", router=False) as peer:
-        config = orthanc_config(model, peers={PEER: peer}, routes={c: [PEER] for c in CLASS_NAMES},
-                                router={"UncertainRoutes": [PEER]})
-        with running(config, "rss-router", work / "orthanc" / "rss-router", router=True) as router:
-            assert router.pid is not None
-            before = tree_rss_mb(router.pid)
-            peak = [before]
-            done = threading.Event()
+    with router_and_peer(model, work, "rss") as (router, _peer):
+        assert router.pid is not None
+        before = tree_rss_mb(router.pid)
+        peak = [before]
+        done = threading.Event()
 
-            def sample() -> None:
-                while not done.wait(SAMPLE_SECONDS):
-                    peak.append(tree_rss_mb(router.pid))
+        def sample() -> None:
+            while not done.wait(SAMPLE_SECONDS):
+                peak.append(tree_rss_mb(router.pid))
 
-            sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
-            sampler.start()
-            try:
-                store_all(router, payload.files, "rest", senders)
-                wait_until_drained(router, instances, forwarded=True)
-            finally:
-                done.set()
-                sampler.join()
-            after = tree_rss_mb(router.pid)
+        sampler = threading.Thread(target=sample, name="bench-rss", daemon=True)
+        sampler.start()
+        try:
+            store_all(router, payload.files, "rest", senders)
+            wait_until_drained(router, instances, forwarded=True)
+        finally:
+            done.set()
+            sampler.join()
+        after = tree_rss_mb(router.pid)
     return {
         "instances": instances,
         "payload_megabytes": round(payload.total_bytes / 1e6),

@@ -2,7 +2,7 @@
 
     python -m bench.run                 # everything, full size (about 15 minutes on 2 cores)
     python -m bench.run --quick         # same measurements, fewer rounds and instances
-    python -m bench.run --only classify # a subset: classify, ingest, latency, rss
+    python -m bench.run --only classify # a subset: classify, ingest, latency, rss, index
 
 Each figure is checked against its target from the speed specification and the table says
 which are met. The results file records the machine (CPU, cores, load when the run started),
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bodypart_router.config import RouterConfig
+from bodypart_router.config import RouterConfig, load_orthanc_json
 
 from . import classify, corpus, ingest, latency, machine, memory, model, scale
-from .servers import SHIPPED_CONFIG, make_payload, read_orthanc_json
+from .servers import SHIPPED_CONFIG, make_payload
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "bench"
@@ -79,7 +79,7 @@ def _git_commit() -> str | None:
 
 def shipped_router_settings() -> dict[str, int]:
     """Workers and BatchSize of the shipped configuration (the plugin's defaults where it is silent)."""
-    section = read_orthanc_json(SHIPPED_CONFIG).get("BodyPartRouter", {})
+    section = load_orthanc_json(SHIPPED_CONFIG).get("BodyPartRouter", {})
     return {"workers": int(section.get("Workers", RouterConfig.workers)),
             "batch_size": int(section.get("BatchSize", RouterConfig.batch_size))}
 
@@ -176,7 +176,7 @@ def format_table(results: dict) -> str:
         for case, entry in ingest_results.items():
             if not isinstance(entry, dict):
                 continue
-            size, protocol = case.split("_", 1)
+            protocol = case.split("_", 1)[1]
             title = f"{entry['instances']} x {entry['megabytes'] / entry['instances']:.1f} MB, {protocol.upper()}"
             drain = max(entry["drain_after_last_store_s"], default=0.0)
             lines.append(f"{title:28s}{entry['with_router_per_s']:>13.1f}{entry['without_router_per_s']:>10.1f}"

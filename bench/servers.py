@@ -24,9 +24,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
+from bodypart_router.classes import CLASS_NAMES
 from bodypart_router.classifier import file_sha256
 from bodypart_router.config import load_orthanc_json
-from support.orthanc import REPO, OrthancProcess, get_runtime, router_config
+from support.orthanc import REPO, OrthancProcess, get_runtime, peer_config, router_config, wait_router_started
 
 from . import corpus
 
@@ -35,16 +36,13 @@ DEFAULT_SENDERS = 4
 #: The shipped Orthanc configuration; its performance-related settings are benchmarked as shipped.
 SHIPPED_CONFIG = REPO / "orthanc-config" / "orthanc.json"
 SHIPPED_KEYS = ("ConcurrentJobs", "JobsHistorySize", "MaximumStorageCacheSize")
-
-
-def read_orthanc_json(path: Path) -> dict[str, Any]:
-    """Parse an Orthanc configuration file, which may hold ``//`` and ``/* */`` comments."""
-    return load_orthanc_json(path)
+#: The peer (an AI server) that :func:`router_and_peer` routes everything to.
+PEER = "ai-peer"
 
 
 def shipped_settings() -> dict[str, Any]:
     """The :data:`SHIPPED_KEYS` of the shipped configuration (those it sets)."""
-    shipped = read_orthanc_json(SHIPPED_CONFIG)
+    shipped = load_orthanc_json(SHIPPED_CONFIG)
     return {k: shipped[k] for k in SHIPPED_KEYS if k in shipped}
 
 
@@ -62,21 +60,6 @@ def orthanc_config(model: Path | None, *, peers: Mapping[str, OrthancProcess] | 
             config.pop(key, None)
         config["Plugins"] = [p for p in config["Plugins"] if "Python" not in Path(p).name]
     return config
-
-
-def wait_until_router_ready(server: OrthancProcess, timeout: float = 60.0) -> dict:
-    """Block until the router reports itself enabled and started; returns its status."""
-
-    def ready() -> dict | None:
-        r = server.request("GET", "/bodypart-router/status", timeout=5)
-        if not r.ok:
-            return None
-        status = r.json()
-        if status.get("Error"):
-            raise RuntimeError(f"the router is disabled: {status['Error']}")
-        return status if status.get("Enabled") and status.get("OrthancVersion", "0") != "0" else None
-
-    return server.wait_for(ready, timeout=timeout, what="router started", interval=0.2)
 
 
 def router_status(server: OrthancProcess) -> dict:
@@ -109,12 +92,23 @@ def running(config: dict[str, Any], name: str, workdir: Path, *, router: bool) -
     try:
         server.start()
         if router:
-            wait_until_router_ready(server)
+            wait_router_started(server)
         yield server
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         os.sync()  # this trial's writes must not still be flushing during the next one
+
+
+@contextmanager
+def router_and_peer(model: Path, work: Path, name: str) -> Iterator[tuple[OrthancProcess, OrthancProcess]]:
+    """A router and the plain Orthanc peer that every class (and ``uncertain``) is routed to,
+    started in ``work/orthanc/<name>-router`` and ``-peer``; yields ``(router, peer)``."""
+    with running(peer_config(PEER), f"{name}-peer", work / "orthanc" / f"{name}-peer", router=False) as peer:
+        config = orthanc_config(model, peers={PEER: peer}, routes={c: [PEER] for c in CLASS_NAMES},
+                                router={"UncertainRoutes": [PEER]})
+        with running(config, f"{name}-router", work / "orthanc" / f"{name}-router", router=True) as router:
+            yield router, peer
 
 
 @dataclass(frozen=True)

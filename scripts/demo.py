@@ -20,7 +20,9 @@ Orthanc Explorer and the status page.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from bodypart_router.config import SECTION, load_orthanc_json  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from pydicom.errors import InvalidDicomError  # noqa: E402
 from support.dicom_net import c_store_files  # noqa: E402
-from support.orthanc import OrthancProcess, free_port, get_runtime, peer_config  # noqa: E402
+from support.orthanc import OrthancProcess, free_port, get_runtime, peer_config, wait_router_started  # noqa: E402
 
 CONFIG = REPO / "orthanc-config" / "orthanc.json"
 REPORT = REPO / "build" / "demo-report.json"
@@ -89,7 +91,7 @@ def find_dicoms(path: Path) -> list[Path]:
 def router_config(base: dict[str, Any], chest: OrthancProcess, general: OrthancProcess,
                   model: Path | None, model_sha256: str | None) -> dict[str, Any]:
     """The shipped config with absolute paths, free ports and the demo AI servers' addresses."""
-    cfg = json.loads(json.dumps(base))
+    cfg = copy.deepcopy(base)
     here = CONFIG.parent
     for key in PATH_KEYS:
         if key in cfg:
@@ -184,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start Orthanc: {reason}", file=sys.stderr)
         return 2
     base = load_orthanc_json(CONFIG)
-    import shutil
-
     shutil.rmtree(WORKDIR, ignore_errors=True)
     procs: list[OrthancProcess] = []
     try:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         router = OrthancProcess(config, runtime=runtime, name="router", workdir=WORKDIR / "router")
         procs.append(router)
         router.start()
-        status = router.wait_for(lambda: _started(router), timeout=60, what="router started")
+        status = wait_router_started(router, require_enabled=False)
         if not status.get("Enabled"):
             print(f"the router is disabled: {status.get('Error')}\n(log: {router.log_path})", file=sys.stderr)
             return 2
@@ -249,16 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in reversed(procs):
             p.stop()
-
-
-def _started(router: OrthancProcess) -> dict[str, Any] | None:
-    r = router.request("GET", "/bodypart-router/status")
-    if not r.ok:
-        return None
-    status = r.json()
-    if not status.get("Enabled") or status.get("OrthancVersion") not in (None, "0"):
-        return status
-    return None
 
 
 def _display(path: Path) -> str:

@@ -183,11 +183,12 @@ def test_senders_store_by_rest_and_c_store(tiny_corpus: corpus.Corpus, tmp_path:
 
 
 def test_shipped_orthanc_config_is_read_despite_comments(tmp_path: Path) -> None:
-    from bench.servers import read_orthanc_json, shipped_settings
+    from bench.servers import shipped_settings
+    from bodypart_router.config import load_orthanc_json
 
     path = tmp_path / "orthanc.json"
     path.write_text('/* header */ {\n  "Url": "http://host/x", // a comment\n  "A": "q\\"//", "N": 2 /* x */\n}\n')
-    assert read_orthanc_json(path) == {"Url": "http://host/x", "A": 'q"//', "N": 2}
+    assert load_orthanc_json(path) == {"Url": "http://host/x", "A": 'q"//', "N": 2}
     assert "ConcurrentJobs" in shipped_settings()
 
 

@@ -199,7 +199,8 @@ def test_subsample_views_caps_big_classes() -> None:
 def test_export_writes_contract_metadata_and_matches_torch(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from training.export import export_onnx, sha256_of
+    from bodypart_router.classifier import file_sha256
+    from training.export import export_onnx
     from training.model import replace_classifier
 
     model = load_imagenet()
@@ -207,7 +208,7 @@ def test_export_writes_contract_metadata_and_matches_torch(tmp_path: Path) -> No
     inputs = np.stack([to_model_input(_film()), to_model_input(_film(200, 400))])
     facts = export_onnx(model, tmp_path / "m.onnx", "test-model", inputs)
     assert facts["onnx_vs_torch_max_abs_diff"] < 1e-4
-    assert facts["sha256"] == sha256_of(tmp_path / "m.onnx")
+    assert facts["sha256"] == file_sha256(tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["labels"]) == list(CLASS_NAMES)

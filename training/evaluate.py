@@ -7,6 +7,7 @@ import logging
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,21 +15,26 @@ import numpy as np
 from bodypart_router.classes import CLASS_NAMES
 from bodypart_router.preprocess import to_model_input
 
-from .data import Sample, load_gray
+from .data import Sample
 
 log = logging.getLogger(__name__)
+
+
+def cpu_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session using at most ``threads`` threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxModel:
     """The exported model in ONNX Runtime, as the router runs it."""
 
     def __init__(self, path: Path, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(["probabilities"], {"image": batch})[0]
@@ -53,11 +59,13 @@ def unsquash_large(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (1120, 1400), interpolation=cv2.INTER_CUBIC)
 
 
-def shortcut_check(model: OnnxModel, samples: list[Sample], test_idx: list[int]) -> dict:
+def shortcut_check(model: OnnxModel, samples: list[Sample], test_idx: list[int],
+                   test_images: list[np.ndarray]) -> dict:
     """Adult chests made to look like the pediatric source, and pediatric images made large.
 
     If the model had learned "224x224 squashed = pediatric", squashed adult chests would flip to
-    pediatric_chest and enlarged pediatric images would flip away from it.
+    pediatric_chest and enlarged pediatric images would flip away from it. ``test_images`` are the
+    loaded images of ``test_idx``, in the same order (the caller has them already).
     """
     adult = CLASS_NAMES.index("adult_chest")
     pediatric = CLASS_NAMES.index("pediatric_chest")
@@ -65,9 +73,10 @@ def shortcut_check(model: OnnxModel, samples: list[Sample], test_idx: list[int])
     for name, cls, transform in (("adult_chest_squashed_224", adult, squash_224),
                                  ("pediatric_chest_upscaled_1400x1120", pediatric, unsquash_large)):
         # thumbnails (64 px) are left out: squashing them to 224 is an upscale, not the shortcut
-        idx = [i for i in test_idx if samples[i].label == cls
-               and (cls == pediatric or max(samples[i].orig_width, samples[i].orig_height) > 224)]
-        originals = [load_gray(samples[i].path) for i in idx]
+        picked = [(i, im) for i, im in zip(test_idx, test_images, strict=True) if samples[i].label == cls
+                  and (cls == pediatric or max(samples[i].orig_width, samples[i].orig_height) > 224)]
+        idx = [i for i, _ in picked]
+        originals = [im for _, im in picked]
         before = model.classify(originals).argmax(1)
         after = model.classify([transform(im) for im in originals]).argmax(1)
         result[name] = {

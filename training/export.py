@@ -7,7 +7,6 @@ the serving code has nothing model-specific to get wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.classifier import file_sha256
 
 from .model import EfficientNetLite0, normalise_gray
 
@@ -31,14 +31,6 @@ class ServingModel(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return F.softmax(self.net(normalise_gray(image)), dim=1)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_onnx(net: EfficientNetLite0, path: Path, model_name: str, check_inputs: np.ndarray) -> dict:
@@ -74,4 +66,4 @@ def export_onnx(net: EfficientNetLite0, path: Path, model_name: str, check_input
     if max_diff > 1e-4 or not np.array_equal(got.argmax(1), reference.argmax(1)):
         raise RuntimeError(f"ONNX and PyTorch outputs disagree (max abs diff {max_diff:.2e})")
     return {"onnx_vs_torch_max_abs_diff": max_diff, "check_batch": int(len(check_inputs)),
-            "opset": OPSET, "size_bytes": path.stat().st_size, "sha256": sha256_of(path)}
+            "opset": OPSET, "size_bytes": path.stat().st_size, "sha256": file_sha256(path)}

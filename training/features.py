@@ -21,6 +21,7 @@ from bodypart_router.preprocess import to_model_input
 
 from .augment import augment
 from .data import Sample, load_gray
+from .evaluate import cpu_session
 from .model import EfficientNetLite0, normalise_gray
 
 log = logging.getLogger(__name__)
@@ -51,24 +52,24 @@ def export_trunk(model: EfficientNetLite0, path: Path) -> None:
                       opset_version=17, dynamo=False)
 
 
-def render_view(sample: Sample, seed: int | None) -> np.ndarray:
-    """The model input ``(1,224,224)`` for one view: load, optionally augment, shared preprocessing."""
-    image = load_gray(sample.path)
+def view_input(image: np.ndarray, seed: int | None) -> np.ndarray:
+    """The model input ``(1,224,224)`` for one view of a loaded image: optionally augmented, then
+    the shared preprocessing. ``image`` is not modified, so one load serves all views of a sample."""
     if seed is not None:
         image = augment(image, np.random.default_rng(seed))
     return to_model_input(image)
+
+
+def render_view(sample: Sample, seed: int | None) -> np.ndarray:
+    """The model input for one view of ``sample``, read from disk."""
+    return view_input(load_gray(sample.path), seed)
 
 
 class TrunkRunner:
     """ONNX Runtime session of the trunk, limited to the given number of threads."""
 
     def __init__(self, onnx_path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": batch})[0]
@@ -80,7 +81,9 @@ def extract(runner: TrunkRunner, samples: list[Sample], views: list[View], batch
     out = np.empty((len(views), 192, 7, 7), dtype=np.float16)
 
     def render(chunk: list[View]) -> np.ndarray:
-        return np.stack([render_view(samples[v.sample], v.seed) for v in chunk])
+        # the views of a sample are consecutive: decode each image once per chunk, not once per view
+        images = {i: load_gray(samples[i].path) for i in dict.fromkeys(v.sample for v in chunk)}
+        return np.stack([view_input(images[v.sample], v.seed) for v in chunk])
 
     chunks = [views[i:i + batch_size] for i in range(0, len(views), batch_size)]
     start = time.monotonic()

@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     served = OnnxModel(onnx_path, args.threads)
     test_idx = splits["test"]
-    test_probs = served.classify([load_gray(samples[i].path) for i in test_idx])
+    test_images = [load_gray(samples[i].path) for i in test_idx]
+    test_probs = served.classify(test_images)
     y_test = np.array([samples[i].label for i in test_idx])
     groups_test = [samples[i].group_key for i in test_idx]
     test_report = report(y_test, test_probs.argmax(1), groups_test, seed=args.seed)
@@ -260,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         "test": test_report,
         "test_accuracy_by_source": by_source,
         "test_augmented": {k: aug_report[k] for k in ("n", "accuracy", "macro_f1", "macro_f1_ci95", "confusion_matrix")},
-        "shortcut_check": shortcut_check(served, samples, test_idx),
-        "latency": latency(onnx_path, load_gray(samples[test_idx[0]].path)),
+        "shortcut_check": shortcut_check(served, samples, test_idx, test_images),
+        "latency": latency(onnx_path, test_images[0]),
     }
     dicom_dir = args.dicom_dir or args.data.parent / "dicom-xray"
     if (dicom_dir / "manifest.csv").exists():

@@ -64,6 +64,16 @@ def _prometheus(orthanc: OrthancProcess) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(bodypart_router_\w+) (\S+)", text, re.M)}
 
 
+def _prometheus_when(orthanc: OrthancProcess, name: str, value: float, what: str) -> dict[str, float]:
+    """The router's Prometheus metrics as soon as ``name`` reads ``value`` (they are published periodically)."""
+
+    def reached() -> dict[str, float] | None:
+        metrics = _prometheus(orthanc)
+        return metrics if metrics.get(name) == value else None
+
+    return orthanc.wait_for(reached, timeout=METRICS_TIMEOUT, what=what)
+
+
 def _settled(orthanc: OrthancProcess, ids: list[str], states: tuple[str, ...]) -> bool:
     return all(orthanc.metadata(i).get("BodyPartState", "").startswith(states) for i in ids)
 
@@ -129,9 +139,7 @@ def test_header_audit_is_stored_in_metadata(live: tuple[OrthancProcess, OrthancP
 
 def test_metrics_appear_on_orthanc_prometheus_endpoint(live: tuple[OrthancProcess, OrthancProcess], live_traffic: dict[str, str]) -> None:
     router, chest = live
-    router.wait_for(lambda: _prometheus(router).get("bodypart_router_forwards_ai_chest") == 3,
-                    timeout=METRICS_TIMEOUT, what="forwards metric")
-    m = _prometheus(router)
+    m = _prometheus_when(router, "bodypart_router_forwards_ai_chest", 3, "forwards metric")
     assert m["bodypart_router_classified_adult_chest"] == 3
     assert m["bodypart_router_classified_pediatric_chest"] == 1
     assert m["bodypart_router_classified_spine"] == 1
@@ -237,9 +245,7 @@ def test_shadow_mode_forwards_nothing_and_counts_would_be_forwards(host: Runtime
         assert status["WouldSend"] == expected
         assert status["Metrics"]["Mode"] == "shadow"
         assert status["Metrics"]["Shadow"] == {"ai-chest": {"adult_chest": 3, "spine": 1}, "ai-spine": {"spine": 1}}
-        router.wait_for(lambda: _prometheus(router).get("bodypart_router_would_forward_ai_chest_adult_chest") == 3,
-                        timeout=METRICS_TIMEOUT, what="would-forward metric")
-        m = _prometheus(router)
+        m = _prometheus_when(router, "bodypart_router_would_forward_ai_chest_adult_chest", 3, "would-forward metric")
         assert m["bodypart_router_shadow_mode"] == 1
         assert m["bodypart_router_would_forward_ai_spine_spine"] == 1
         assert m["bodypart_router_forwards_ai_chest"] == 0

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
@@ -64,6 +64,9 @@ class CountingSCP:
     data has arrived and before it is counted and answered (so a sender killed meanwhile leaves an
     instance the SCP holds but the sender never saw acknowledged). ``answer_find`` adds C-ECHO
     and a C-FIND SCP at IMAGE level that matches on SOP Instance UID."""
+
+    #: SOP classes accepted by C-STORE (in every transfer syntax).
+    storage_classes: tuple[str, ...] = STORAGE_CLASSES
 
     def __init__(self, aet: str = "AI_SCP", *, delay: float = 0.0, answer_find: bool = False) -> None:
         self.aet = aet
@@ -116,8 +119,12 @@ class CountingSCP:
             answer.StudyInstanceUID, answer.SeriesInstanceUID, answer.SOPInstanceUID = study, series, uid
             yield 0xFF00, answer
 
-    def _serve(self, ae: AE) -> None:
-        """Start ``ae`` (storage contexts already added) in the background, with C-ECHO/C-FIND if asked."""
+    def start(self) -> Self:
+        """Serve in the background: C-STORE of :attr:`storage_classes`, and C-ECHO/C-FIND if asked."""
+        ae = AE(ae_title=self.aet)
+        ae.maximum_associations = 20
+        for sop in self.storage_classes:
+            ae.add_supported_context(sop, ALL_TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_C_STORE, self._on_store)]
         if self.answer_find:
             ae.add_supported_context(Verification)
@@ -125,13 +132,6 @@ class CountingSCP:
             ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
             handlers.append((evt.EVT_C_FIND, self._on_find))
         self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
-
-    def start(self) -> CountingSCP:
-        ae = AE(ae_title=self.aet)
-        ae.maximum_associations = 20
-        for sop in STORAGE_CLASSES:
-            ae.add_supported_context(sop, ALL_TRANSFER_SYNTAXES)
-        self._serve(ae)
         return self
 
     def count(self, sop_instance_uid: str) -> int:

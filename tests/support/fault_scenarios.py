@@ -22,7 +22,6 @@ Every process a scenario starts is stopped in a ``finally``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -39,8 +38,9 @@ from typing import Any
 import requests
 from bodypart_router.claims import CLAIM_METADATA
 from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.classifier import file_sha256
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom import AllStoragePresentationContexts
 from support import tiny_model
 from support.dicom_net import CountingSCP, c_store
 from support.malformed import (
@@ -51,7 +51,7 @@ from support.malformed import (
     phi_markers,
     to_bytes,
 )
-from support.orthanc import OrthancProcess, Runtime, get_runtime, router_config
+from support.orthanc import OrthancProcess, Runtime, get_runtime, router_config, wait_router_started
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster
 from support.postgres import unavailable as postgres_unavailable
 
@@ -127,16 +127,10 @@ class RecordingSCP(CountingSCP):
     whether a forward in flight arrived.
     """
 
+    storage_classes = tuple(context.abstract_syntax for context in AllStoragePresentationContexts)
+
     def __init__(self, aet: str = "AI_DEST", *, delay: float = 0.0) -> None:
         super().__init__(aet, delay=delay, answer_find=True)
-
-    def start(self) -> RecordingSCP:
-        ae = AE(ae_title=self.aet)
-        ae.maximum_associations = 20
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self._serve(ae)
-        return self
 
     def snapshot(self) -> Counter[str]:
         with self._lock:
@@ -157,7 +151,7 @@ class Context:
     def __init__(self, runtime: Runtime, model: Path, workdir: Path, *, verbose_logs: bool = False) -> None:
         self.runtime = runtime
         self.model = model
-        self.model_sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+        self.model_sha256 = file_sha256(model)
         self.workdir = workdir
         self.verbose_logs = verbose_logs
         self.processes: list[OrthancProcess] = []
@@ -199,7 +193,7 @@ class Context:
         self.all_logs.append(proc.log_path)
         if start:
             proc.start()
-            wait_router_ready(proc)
+            wait_router_started(proc, timeout=30)
         return proc
 
     def cleanup(self) -> None:
@@ -226,18 +220,6 @@ class Context:
                 lines += text.count("\n")
                 hits += find_phi(text, birth_dates)
         return hits, lines
-
-
-def wait_router_ready(proc: OrthancProcess, timeout: float = 30.0) -> None:
-    """Wait until the router's status route answers; fail at once if the router disabled itself."""
-
-    def ready() -> dict[str, Any] | None:
-        r = proc.request("GET", "/bodypart-router/status", timeout=5)
-        return r.json() if r.ok else None
-
-    status = proc.wait_for(ready, timeout=timeout, what="router status route")
-    if not status.get("Enabled"):
-        raise RuntimeError(f"{proc.name}: the router is disabled: {status.get('Error')}")
 
 
 def states(proc: OrthancProcess, instance_ids: list[str]) -> dict[str, str]:
@@ -430,7 +412,7 @@ def orthanc_kill9_midstream(ctx: Context, sizes: Sizes) -> ScenarioResult:
     result.details["killed_while_streaming"] = still_streaming
     scp.start()
     router.start()
-    wait_router_ready(router)
+    wait_router_started(router, timeout=30)
     stop_sending.clear()
     left = sender(left)
     result.details["unsent"] = len(left)
@@ -473,7 +455,7 @@ def orthanc_kill9_inflight(ctx: Context, sizes: Sizes) -> ScenarioResult:
         router.kill()
         time.sleep(sizes.inflight_scp_delay + 0.5)  # the interrupted C-STOREs end at the destination
         router.start()
-        wait_router_ready(router)
+        wait_router_started(router, timeout=30)
     result.details["kills"] = len(kills)
     result.details["cstores_on_the_wire_at_kills"] = kills
     final = settle([router], list(ids.values()), scp, set(ids), sizes.settle_seconds)
@@ -500,7 +482,7 @@ def duplicate_stores(ctx: Context, sizes: Sizes) -> ScenarioResult:
     send_rest(router, datasets)  # late duplicates: already forwarded
     router.stop()
     router.start()
-    wait_router_ready(router)
+    wait_router_started(router, timeout=30)
     send_rest(router, datasets)  # after a restart: the durable store must still know them
     c_store(datasets[: len(datasets) // 2], router.dicom_port, called_aet=router.aet)
     result.sent = len(ids)

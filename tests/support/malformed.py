@@ -176,11 +176,6 @@ class MalformedCase:
     def birth_date(self) -> str:
         return phi_markers(self.index)[2]
 
-    @property
-    def deterministic_outcome(self) -> str | None:
-        """The one expected outcome, or None when several are acceptable."""
-        return next(iter(self.expected)) if len(self.expected) == 1 else None
-
 
 @dataclass(frozen=True)
 class CorpusEntry:

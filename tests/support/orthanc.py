@@ -37,6 +37,8 @@ Interface (stable; other runtimes plug in here)::
     ``HostRuntime`` uses Debian 12's /usr/sbin/Orthanc 1.10.1. Another runtime (for example a
     Debian 13 root with Orthanc 1.12) subclasses ``Runtime`` and is added to ``RUNTIMES``.
 
+``wait_router_started(proc)`` waits for the router plugin itself (its status route).
+
 Related helpers: :mod:`support.router_setup` (the router plus one receiver per destination
 kind), :mod:`support.dicom_net` (C-STORE sender, counting SCP), :mod:`support.tiny_model`
 (a model whose class the test chooses), :mod:`support.dicoms` (synthetic instances).
@@ -392,3 +394,24 @@ class OrthancProcess:
             if not self.running():
                 raise RuntimeError(f"{self.name} died while waiting for {what}:\n{self.log_tail()}")
             time.sleep(interval)
+
+
+def wait_router_started(proc: OrthancProcess, *, timeout: float = 60.0, require_enabled: bool = True) -> dict[str, Any]:
+    """Wait until the router's status route says it runs (``OrthancVersion`` is known once Orthanc
+    has started) or that it disabled itself; returns that status.
+
+    With ``require_enabled`` a disabled router raises at once with its ``Error``, instead of
+    every later wait timing out.
+    """
+
+    def settled() -> dict[str, Any] | None:
+        r = proc.request("GET", "/bodypart-router/status", timeout=5)
+        if not r.ok:
+            return None
+        status = r.json()
+        return status if not status.get("Enabled") or status.get("OrthancVersion") not in (None, "0") else None
+
+    status = proc.wait_for(settled, timeout=timeout, what="router started")
+    if require_enabled and not status.get("Enabled"):
+        raise RuntimeError(f"{proc.name}: the router is disabled: {status.get('Error')}")
+    return status

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .dicom_net import CountingSCP
-from .orthanc import OrthancProcess, Runtime, peer_config, router_config
+from .orthanc import OrthancProcess, Runtime, peer_config, router_config, wait_router_started
 
 SLOW_SECONDS = 1.5
 
@@ -60,8 +60,7 @@ def router_setup(runtime: Runtime, model: Path, sha256: str) -> Iterator[RouterS
         router = OrthancProcess(config, runtime=runtime, name="router", args=["--verbose"])
         procs.append(router)
         router.start()
-        router.wait_for(lambda: router.get_json("/bodypart-router/status").get("OrthancVersion") not in (None, "0"),
-                        timeout=20, what="router started")
+        wait_router_started(router, timeout=20)
         yield RouterSetup(router, chest, general, slow)
     finally:
         for p in reversed(procs):

@@ -64,5 +64,6 @@ def build(path: Path) -> str:
     helper.set_model_props(model, {"labels": json.dumps(list(CLASS_NAMES)), "model_name": MODEL_NAME})
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
