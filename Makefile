@@ -56,9 +56,10 @@ run: setup
 
 # Router + two demo AI peers (real Orthanc processes); sends tests/fixtures or INPUT by C-STORE,
 # prints where each file arrived and writes build/demo-report.json. Non-zero exit if any file
-# did not arrive where its class routes.
+# did not arrive where its class routes. KEEP=1 leaves the servers up (Ctrl-C) to browse
+# Orthanc Explorer and the status page.
 demo: setup
-	$(PY) scripts/demo.py $(INPUT)
+	$(PY) scripts/demo.py $(if $(KEEP),--keep-running) $(INPUT)
 
 # --- tests -------------------------------------------------------------------------------------
 test: setup trixie-root

@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the router is disabled: {status.get('Error')}\n(log: {router.log_path})", file=sys.stderr)
             return 2
         print(f"router      {router.url}  (Orthanc Explorer: {router.url}/app/explorer.html)")
+        print(f"status page {router.url}/bodypart-router/status.html")
         print(f"ai-chest    {chest.url}   (Orthanc peer, HTTP)")
         print(f"ai-general  {general.url}   (DICOM modality {general.aet} on port {general.dicom_port})")
         print(f"model       {status['Model']['Version']}")
