@@ -1,37 +1,37 @@
 """classify_per_s: decode + preprocess + infer, images/s, router pipeline versus naive baseline.
 
 The router variant does what the plugin's classification workers do (``orthanc_plugin/workers.py``):
-each worker takes up to ``BatchSize`` instances, decodes them one by one from their DICOM bytes
-with :func:`bodypart_router.decode.decode_dicom`, turns them into model inputs and classifies
-them in one :meth:`~bodypart_router.classifier.Classifier.predict_batch` call; ``Workers`` threads
-do this side by side, each running its inferences on one onnxruntime thread, as the plugin does
-(``orthanc_plugin/footprint.py``). Workers and batch size default to the shipped configuration.
+each worker takes up to ``BatchSize`` instances and hands their file paths to its own
+classifier child process (:class:`bodypart_router.engine.ChildEngine`, started at the lowest CPU
+priority), which reads, decodes and preprocesses them one by one and classifies them in one
+inference on one onnxruntime thread. ``Workers`` workers do this side by side, so decoders
+that hold Python's GIL (JPEG-LS, JPEG lossless) still run in parallel. Workers and batch size
+default to the shipped configuration.
 
-Both variants run in the same process on the same bytes, interleaved round by round (and in
-alternating order), so that a background job slowing the machine down slows both alike and the
-speedup ratio stays meaningful even when the absolute figures move. Each variant is warmed up
-once per transfer syntax (lazy imports, onnxruntime's first-run allocations, process-pool start)
-before anything is timed. The files are read into memory first: disk speed is not measured.
+Both variants run on the same files, interleaved round by round (and in alternating order), so
+that a background job slowing the machine down slows both alike and the speedup ratio stays
+meaningful even when the absolute figures move. Each variant is warmed up once per transfer
+syntax (lazy imports, onnxruntime's first-run allocations, the page cache) before anything is
+timed, so disk speed is not measured.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bodypart_router.classifier import Classifier, Prediction
 from bodypart_router.config import RouterConfig
-from bodypart_router.decode import decode_dicom
-from bodypart_router.preprocess import to_model_input
+from bodypart_router.engine import CHILD_PRIORITY, BatchResult, ChildEngine, Engine, Outcome, python_for_child
 
 from .baseline import NaiveClassifier
 
-#: Classifies a list of DICOM files given as bytes; returns anything (results are not checked here).
-ClassifyMany = Callable[[Sequence[bytes]], object]
+#: Classifies a list of DICOM file paths; returns anything (results are not checked here).
+ClassifyMany = Callable[[Sequence[str]], object]
 
 
 @dataclass(frozen=True)
@@ -48,47 +48,65 @@ PLUGIN_INFERENCE_THREADS = 1
 
 
 class RouterPipeline:
-    """The plugin's classification path, ``workers`` threads, batches of ``batch_size``."""
+    """The plugin's classification path: one engine per worker, batches of ``batch_size``."""
 
-    def __init__(self, classifier: Classifier, workers: int = RouterConfig.workers,
-                 batch_size: int = RouterConfig.batch_size) -> None:
-        self.classifier = classifier
-        self.workers = workers
+    def __init__(self, engines: Sequence[Engine], batch_size: int = RouterConfig.batch_size) -> None:
+        self.engines = list(engines)
         self.batch_size = batch_size
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bench-router")
+        self._pool = ThreadPoolExecutor(max_workers=len(self.engines), thread_name_prefix="bench-router")
 
-    def _batch(self, blobs: Sequence[bytes]) -> list[Prediction]:
-        inputs = [to_model_input(decode_dicom(blob).pixels) for blob in blobs]
-        return self.classifier.predict_batch(inputs)
+    def classify_many(self, paths: Sequence[str]) -> list[Outcome]:
+        batches = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        # Worker k takes batches k, k + n, k + 2n...: each engine serves one thread, as in the plugin.
+        n = len(self.engines)
 
-    def classify_many(self, blobs: Sequence[bytes]) -> list[Prediction]:
-        batches = [blobs[i : i + self.batch_size] for i in range(0, len(blobs), self.batch_size)]
-        return [p for batch in self._pool.map(self._batch, batches) for p in batch]
+        def worker(k: int) -> list[BatchResult]:
+            return [self.engines[k].classify(b) for b in batches[k::n]]
+
+        by_batch: list[BatchResult | None] = [None] * len(batches)
+        for k, per_worker in enumerate(self._pool.map(worker, range(n))):
+            by_batch[k::n] = per_worker
+        outcomes = [o for r in by_batch if r is not None for o in r.outcomes]
+        failed = [o for o in outcomes if not o.classified]
+        if failed:
+            raise RuntimeError(f"the router did not classify {len(failed)} benchmark image(s): {failed[0].detail}")
+        return outcomes
 
     def close(self) -> None:
         self._pool.shutdown()
+        for engine in self.engines:
+            engine.close()
+
+
+def router_engines(model_path: Path, workers: int) -> list[Engine]:
+    """One classifier child process per worker, as the plugin starts them."""
+    python = python_for_child(sys.prefix)
+    if python is None:
+        raise RuntimeError("no python interpreter of this version for the classifier child processes")
+    return [ChildEngine(model_path, python=python, intra_op_threads=PLUGIN_INFERENCE_THREADS,
+                        niceness=CHILD_PRIORITY) for _ in range(workers)]
 
 
 def standard_variants(model_path: Path, router_images: int, baseline_images: int, *,
                       shipped_workers: int, batch_size: int, workers: Sequence[int] = ()) -> list[Variant]:
     """The router as shipped (``router``), with other worker counts, and the naive baseline."""
-    classifier = Classifier(model_path, intra_op_threads=PLUGIN_INFERENCE_THREADS)
     variants = []
     for n in dict.fromkeys([shipped_workers, *workers]):
         name = "router" if n == shipped_workers else f"router_{n}_workers"
-        pipeline = RouterPipeline(classifier, workers=n, batch_size=batch_size)
+        pipeline = RouterPipeline(router_engines(model_path, n), batch_size=batch_size)
         variants.append(Variant(name, pipeline.classify_many, router_images))
     naive = NaiveClassifier(model_path)
-    variants.append(Variant("baseline", lambda blobs: [naive.classify(b) for b in blobs], baseline_images))
+    variants.append(Variant("baseline", lambda paths: [naive.classify(Path(p).read_bytes()) for p in paths],
+                            baseline_images))
     return variants
 
 
-def _cycle(blobs: Sequence[bytes], n: int) -> list[bytes]:
+def _cycle(blobs: Sequence[str], n: int) -> list[str]:
     return [blobs[i % len(blobs)] for i in range(n)]
 
 
 def measure(
-    inputs: dict[str, Sequence[bytes]],
+    inputs: dict[str, Sequence[str]],
     variants: Sequence[Variant],
     rounds: int = 3,
     reference: str = "baseline",
@@ -97,7 +115,7 @@ def measure(
     """Images/s per transfer syntax and variant, with the speedup over ``reference``.
 
     Args:
-        inputs: per transfer-syntax key, the DICOM files (bytes) to cycle through.
+        inputs: per transfer-syntax key, the DICOM files (paths) to cycle through.
         variants: what to compare; one of them should be named ``reference``.
         rounds: timed rounds per variant; the median round is reported.
         reference: the variant the other variants' speedups are relative to.

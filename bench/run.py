@@ -98,7 +98,7 @@ def _progress(message: str) -> None:
 
 
 def run_classify(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
-    inputs = {key: [p.read_bytes() for p in paths] for key, paths in data.classify.items() if key in args.syntaxes}
+    inputs = {key: [str(p) for p in paths] for key, paths in data.classify.items() if key in args.syntaxes}
     router_images, baseline_images, rounds = (16, 4, 2) if args.quick else (48, 8, 3)
     shipped = shipped_router_settings()
     variants = classify.standard_variants(chosen.path, router_images, baseline_images, workers=args.workers,
@@ -112,7 +112,7 @@ def run_classify(args: argparse.Namespace, chosen: model.ModelChoice, data: corp
 def run_ingest(args: argparse.Namespace, chosen: model.ModelChoice, data: corpus.Corpus) -> dict:
     cases = (("small", 60), ("large", 10)) if args.quick else ingest.CASES
     return ingest.measure(
-        data, chosen.path, BUILD / "work", cases=cases, rounds=1 if args.quick else 3,
+        data, chosen.path, BUILD / "work", cases=cases, rounds=1 if args.quick else 5,
         on_trial=lambda case, variant, rate: _progress(f"  ingest {case:14s} {variant:15s} {rate:7.1f} instances/s"),
     )
 

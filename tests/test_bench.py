@@ -99,6 +99,28 @@ def test_baseline_classifies_with_the_model_contract(tiny_corpus: corpus.Corpus,
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_router_pipeline_spreads_batches_over_child_engines(tiny_corpus: corpus.Corpus,
+                                                            shipped_model_path: Path) -> None:
+    from bodypart_router.engine import LocalEngine
+
+    paths = [str(p) for key in ("uncompressed", "jpeg2000", "jpeg-ls") for p in tiny_corpus.classify[key]]
+    pipeline = classify.RouterPipeline(classify.router_engines(shipped_model_path, 2), batch_size=2)
+    try:
+        outcomes = pipeline.classify_many(paths)
+    finally:
+        pipeline.close()
+    expected = LocalEngine(shipped_model_path).classify(paths).outcomes
+    # batches 0 and 2 went to worker 0, batch 1 to worker 1; the outcomes come back in input order
+    assert [(o.class_name, round(o.score, 5)) for o in outcomes] == [
+        (o.class_name, round(o.score, 5)) for o in expected]
+    with pytest.raises(RuntimeError, match="did not classify 1 benchmark image"):
+        one = classify.RouterPipeline(classify.router_engines(shipped_model_path, 1))
+        try:
+            one.classify_many([str(tiny_corpus.classify["uncompressed"][0]), "/nonexistent.dcm"])
+        finally:
+            one.close()
+
+
 def test_measure_interleaves_and_reports_speedup() -> None:
     calls: list[tuple[str, int]] = []
 
@@ -106,7 +128,7 @@ def test_measure_interleaves_and_reports_speedup() -> None:
         return lambda batch: calls.append((name, len(batch)))
 
     variants = [classify.Variant("router", recorder("router"), 4), classify.Variant("baseline", recorder("baseline"), 2)]
-    result = classify.measure({"uncompressed": [b"a", b"b", b"c"]}, variants, rounds=2)
+    result = classify.measure({"uncompressed": ["a", "b", "c"]}, variants, rounds=2)
     # warm-up on every input, then round 0 in order, round 1 reversed
     assert calls == [("router", 3), ("baseline", 3), ("router", 4), ("baseline", 2), ("baseline", 2), ("router", 4)]
     entry = result["uncompressed"]

@@ -63,6 +63,20 @@ def test_verify_before_resend_is_a_boolean() -> None:
         "BodyPartRouter.VerifyBeforeResend: expected true or false, got 'yes'"]
 
 
+def test_child_process_and_yield_to_ingest() -> None:
+    parsed = parse({}, orthanc({}), base_dir=Path("/etc/orthanc"), check_paths=False)
+    assert parsed.classify_in_child_process
+    assert parsed.yield_busy_cores is None and parsed.yield_max_wait_seconds == 10.0  # None: cores / 4
+    section = {"ClassifyInChildProcess": False, "YieldToIngest": {"BusyCores": 1.5, "MaxWaitSeconds": 0}}
+    parsed = parse(section, orthanc(section), base_dir=Path("/etc/orthanc"), check_paths=False)
+    assert not parsed.classify_in_child_process
+    assert parsed.yield_busy_cores == 1.5 and parsed.yield_max_wait_seconds == 0
+    assert problems({"YieldToIngest": {"BusyCores": 0, "MaxWait": 5}}) == [
+        "BodyPartRouter.YieldToIngest.BusyCores: 0 is out of range, use a value between 0.05 and 1024",
+        'BodyPartRouter.YieldToIngest.MaxWait: unknown key; did you mean "MaxWaitSeconds"?',
+    ]
+
+
 def test_routes_resolve_modalities_and_peers() -> None:
     section = {"Routes": {"spine": ["ai-spine"], "adult_chest": ["ai-chest", "ai-spine"]}}
     parsed = parse(section, orthanc(section), base_dir=Path("/x"), check_paths=False)

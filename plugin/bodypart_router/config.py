@@ -106,6 +106,12 @@ class RouterConfig:
     job_poll_seconds: float = 0.25
     shadow_mode: bool = False
     verify_before_resend: bool = True
+    #: Decode and classify in a child process (see engine.py); False runs them in Orthanc's.
+    classify_in_child_process: bool = True
+    #: Hold classification back while Orthanc uses this many cores (None: a quarter of the
+    #: machine, see ingest_gate.py), for at most ``yield_max_wait_seconds`` per batch (0: never).
+    yield_busy_cores: float | None = None
+    yield_max_wait_seconds: float = 10.0
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -201,6 +207,10 @@ _SUB_SCHEMAS: dict[str, dict[str, Callable[[Any, str, _Problems], Any]]] = {
     "CircuitBreaker": {
         "FailureThreshold": _number(1, 1000, integer=True),
     },
+    "YieldToIngest": {
+        "BusyCores": _number(0.05, 1024),
+        "MaxWaitSeconds": _number(0, 3600),
+    },
 }
 
 _TOP_LEVEL = [
@@ -208,6 +218,7 @@ _TOP_LEVEL = [
     "BelowMinimum", "UncertainRoutes", "Modalities", "SOPClasses", "AcceptMissingModality",
     "Workers", "BatchSize", "QueueSize", "Retry", "CircuitBreaker", "StateDirectory",
     "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
+    "ClassifyInChildProcess", "YieldToIngest",
 ]
 
 
@@ -397,6 +408,9 @@ def parse(
         job_poll_seconds=float(get("JobPollSeconds", _number(0.01, 10), RouterConfig.job_poll_seconds)),
         shadow_mode=get("ShadowMode", _bool, RouterConfig.shadow_mode),
         verify_before_resend=get("VerifyBeforeResend", _bool, RouterConfig.verify_before_resend),
+        classify_in_child_process=get("ClassifyInChildProcess", _bool, RouterConfig.classify_in_child_process),
+        yield_busy_cores=sub["YieldToIngest"].get("BusyCores", RouterConfig.yield_busy_cores),
+        yield_max_wait_seconds=float(sub["YieldToIngest"].get("MaxWaitSeconds", RouterConfig.yield_max_wait_seconds)),
     )
     if problems:
         raise ConfigError(problems)

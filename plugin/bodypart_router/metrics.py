@@ -175,7 +175,8 @@ class RouterMetrics:
         self._started = clock()
         self._classified: Counter[str] = Counter({c: 0 for c in (*CLASS_NAMES, UNCERTAIN)})
         self._not_classified: Counter[str] = Counter()  # "skipped:<reason>" / "failed:<reason>"
-        self._timings = {"decode": Timing(), "inference": Timing()}
+        #: decode and inference per instance; ingest_yield per batch held back for ingest.
+        self._timings = {"decode": Timing(), "inference": Timing(), "ingest_yield": Timing()}
         self._destinations: dict[str, DestinationStats] = {}
         self._would_forward: dict[str, Counter[str]] = {}
         self.stations = StationTally()
@@ -232,7 +233,7 @@ class RouterMetrics:
         return _Stopwatch(self._timings["inference"], self._lock, instances)
 
     def observe(self, what: str, seconds: float, instances: int = 1) -> None:
-        """Record a duration measured elsewhere; ``what`` is ``decode`` or ``inference``."""
+        """Record a duration measured elsewhere; ``what`` is ``decode``, ``inference`` or ``ingest_yield``."""
         with self._lock:
             self._timings[what].observe(seconds, instances)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
+from ..engine import ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, python_for_child
+from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
 from ..store import CLASSIFIED, Delivery, Store
 from ..verify import DestinationLookup, peers_from_config
 from . import explorer, footprint, rest_api
@@ -37,6 +40,7 @@ from .forwarding import ForwardingThread
 from .host import OrthancRest, log
 from .ingest import Recorder
 from .results import ResultWriter
+from .storage_files import StorageFiles
 from .workers import ClassifyWorker
 
 #: Seconds allowed for all threads to finish at ORTHANC_STOPPED (Orthanc must stop in < 10 s,
@@ -45,6 +49,11 @@ SHUTDOWN_BUDGET_SECONDS = 5.5
 STATE_DB = "state.sqlite"
 #: Store setting listing instances whose results could not be written during the last shutdown.
 RESYNC_KEY = "metadata_resync"
+
+
+def _router_threads() -> list[threading.Thread]:
+    """The router's own threads (all named ``bodypart-...``): their CPU is not Orthanc's ingest."""
+    return [t for t in threading.enumerate() if t.name.startswith("bodypart")]
 
 
 class RouterApp:
@@ -59,11 +68,15 @@ class RouterApp:
         self.orthanc_config: dict[str, Any] = {}
         self.error: str | None = None
         self.store: Store | None = None
-        self.classifier: Any = None
+        #: One engine per worker (child processes), or one shared in-process engine.
+        self.engines: list[Engine] = []
+        self.model: ModelInfo | None = None
+        self.files: StorageFiles | None = None
         self.writer = ResultWriter(self.rest, "0")
         self.recorder: Recorder | None = None
         self.workers: list[ClassifyWorker] = []
         self.forwarder: ForwardingThread | None = None
+        self.ingest_gate: IngestGate | None = None
         self.stop_event = threading.Event()
         self.wake_workers = threading.Event()
         self.wake_forwarder = threading.Event()
@@ -80,7 +93,6 @@ class RouterApp:
 
     # -- 1. load ------------------------------------------------------------------------
     def load(self) -> None:
-        footprint.tune_malloc()
         try:
             self._configure()
         except ConfigError as exc:
@@ -105,11 +117,14 @@ class RouterApp:
         if not config.enabled:
             log("warning", f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
             return
-        from ..classifier import Classifier  # heavy imports (onnxruntime) only when enabled
         from ..modelcard import verify_model
 
         verify_model(config.model_path, allowed_sha256=config.model_sha256)
-        self.classifier = Classifier(config.model_path, intra_op_threads=footprint.INFERENCE_THREADS)
+        self.engines = self._start_engines(config)
+        self.model = self.engines[0].info
+        self.files = StorageFiles(self.rest, orthanc_config, self.config_dir)
+        busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
+        self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
         self.store = Store(config.state_directory / STATE_DB)
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
         self.recorder.claims = claims_for_node(orthanc_config, self.store)
@@ -121,9 +136,38 @@ class RouterApp:
                            "those it finds, but set \"SaveJobs\": false (it tracks its own forwards)")
         routes = "; ".join(f"{c} -> {', '.join(map(str, d)) or 'nowhere'}" for c, d in config.routes.items())
         # One line at warning level, so that Orthanc's default log shows what is running.
-        log("warning", f"bodypart-router {__version__}: model {self.classifier.version} "
-                    f"({getattr(self.classifier, 'provider', 'cpu')}), routes: {routes or 'none'}"
+        where = "child process" if self.in_child_process else "in Orthanc's process"
+        log("warning", f"bodypart-router {__version__}: model {self.model.version} "
+                    f"({self.model.provider}, {where}), routes: {routes or 'none'}"
                     f"{'; SHADOW MODE: nothing is forwarded' if config.shadow_mode else ''}")
+
+    @property
+    def in_child_process(self) -> bool:
+        return any(isinstance(e, ChildEngine) for e in self.engines)
+
+    def _start_engines(self, config: RouterConfig) -> list[Engine]:
+        """A child process per worker (see engine.py); where none can start, one engine in
+        this process shared by the workers, with the in-process footprint measures."""
+        why = "BodyPartRouter.ClassifyInChildProcess is false"
+        if config.classify_in_child_process:
+            python = python_for_child(config.python_environment)
+            if python is None:
+                why = (f"no python{sys.version_info.major}.{sys.version_info.minor} interpreter was found "
+                       "(set BodyPartRouter.PythonEnvironment)")
+            else:
+                engines: list[Engine] = []
+                try:
+                    for _ in range(config.workers):
+                        engines.append(ChildEngine(config.model_path, python=python, policy=config.policy,
+                                                   intra_op_threads=footprint.INFERENCE_THREADS, log=log))
+                    return engines
+                except EngineStartError as exc:
+                    for engine in engines:
+                        engine.close()
+                    why = str(exc)
+            log("warning", f"classifying inside Orthanc's process: {why}")
+        footprint.tune_in_process_malloc()
+        return [LocalEngine(config.model_path, policy=config.policy, intra_op_threads=footprint.INFERENCE_THREADS)]
 
     def _disable(self, why: str, problems: list[str]) -> None:
         self.error = "; ".join(problems)
@@ -152,17 +196,15 @@ class RouterApp:
         if requeued or pending:
             log("info", f"resuming {pending} queued instance(s) left by the previous run")
         self.recorder.start()
-        from ..decode import decode_dicom
-
-        policy = self.config.policy
+        assert self.files is not None
         self.workers = [
-            ClassifyWorker(i, self.config, self.store, self.rest, self.writer, self.classifier,
-                           lambda data: decode_dicom(data, policy=policy), self.events,
-                           self.wake_workers, self.wake_forwarder, self.stop_event)
+            ClassifyWorker(i, self.config, self.store, self.rest, self.writer, self.engines[i % len(self.engines)],
+                           self.files, self.events, self.wake_workers, self.wake_forwarder, self.stop_event,
+                           in_process=not self.in_child_process)
             for i in range(self.config.workers)
         ]
         for w in self.workers:
-            w.yield_to_ingest = self.recorder.wait_for_quiet  # ingest first: see Recorder.wait_for_quiet
+            w.yield_to_ingest = self.ingest_gate
             w.thread.start()
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))
@@ -225,12 +267,17 @@ class RouterApp:
         self.stop_event.set()
         self.wake_workers.set()
         self.wake_forwarder.set()
+        for engine in self.engines:
+            if isinstance(engine, ChildEngine):
+                engine.shutdown()  # the batch in hand still finishes; the child then exits
         assert self.recorder and self.store
         self.recorder.stop()
         threads = [w.thread for w in self.workers] + ([self.forwarder.thread] if self.forwarder else [])
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self.recorder.thread.join(max(0.0, deadline - time.monotonic()))
+        for engine in self.engines:
+            engine.close()
         missed = self.writer.suspend()
         if missed:
             self.store.set_setting(RESYNC_KEY, json.dumps(sorted(missed)))
@@ -273,10 +320,16 @@ class RouterApp:
             "OrthancVersion": self.writer.version,
         }
         if self.enabled and self.store is not None:
+            assert self.model is not None
             out["Model"] = {
-                "Version": self.classifier.version,
-                "Provider": getattr(self.classifier, "provider", None),
+                "Version": self.model.version,
+                "Provider": self.model.provider,
+                "Process": "child" if self.in_child_process else "orthanc",
             }
+            gate = self.ingest_gate
+            if gate is not None:
+                out["YieldToIngest"] = {"BusyCores": gate.busy_cores, "MaxWaitSeconds": gate.max_wait_seconds,
+                                        "OrthancCores": None if gate.last_load is None else round(gate.last_load, 2)}
             out["Counts"] = self.store.counts()
             out["QueueDepth"] = self.store.queued_count()
             out["Circuits"] = self.forwarder.forwarder.breaker.states() if self.forwarder else {}

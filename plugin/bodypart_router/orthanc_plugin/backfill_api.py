@@ -64,19 +64,15 @@ class _Processor:
     """``process(instance_id, route) -> state`` for the runner."""
 
     def __init__(self, app: "RouterApp") -> None:
-        from ..decode import decode_dicom
-
-        assert app.config is not None and app.store is not None
+        assert app.config is not None and app.store is not None and app.files is not None
         self.app = app
         self.config = app.config
-        store, policy = app.store, app.config.policy
+        store, files = app.store, app.files
 
-        def decode(data: bytes) -> Any:
-            return decode_dicom(data, policy=policy)
-
-        def worker(config: Any) -> ClassifyWorker:
-            return ClassifyWorker(0, config, store, app.rest, app.writer, app.classifier, decode, app.events,
-                                  threading.Event(), app.wake_forwarder, app.stop_event)
+        def worker(config: Any) -> ClassifyWorker:  # shares the first worker's engine (it is locked)
+            return ClassifyWorker(0, config, store, app.rest, app.writer, app.engines[0], files, app.events,
+                                  threading.Event(), app.wake_forwarder, app.stop_event,
+                                  in_process=not app.in_child_process)
 
         self.routing = worker(app.config)
         self.labelling = worker(dataclasses.replace(app.config, routes={}, uncertain_routes=()))

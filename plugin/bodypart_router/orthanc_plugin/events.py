@@ -6,6 +6,7 @@ Events and their keyword arguments:
 * ``classified`` instance_id, decision (RoutingDecision), model, seconds, batch_size,
   decode_seconds (this instance), inference_seconds (its share of the batch's model run)
 * ``not_classified`` instance_id, state ("skipped:<reason>" / "failed:<reason>")
+* ``yielded_to_ingest`` seconds (a batch held back while Orthanc was busy storing)
 * ``submitted``  delivery (store.Delivery)
 * ``delivered``  delivery, seconds (submission -> job success)
 * ``forward_failed`` delivery, error

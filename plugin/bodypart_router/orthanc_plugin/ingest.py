@@ -41,10 +41,6 @@ from .host import OrthancRest, log
 from .results import ResultWriter
 
 CHECKPOINT_KEY = "changes_checkpoint"
-#: A burst of ingest is over when no instance arrived for this long (10/s leaves 100 ms gaps).
-INGEST_QUIET_SECONDS = 0.08
-#: Longest a worker defers one batch to ingest.
-INGEST_MAX_DEFER_SECONDS = 1.0
 
 
 def _policy_state(instance_id: str, config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
@@ -87,11 +83,9 @@ class Recorder:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
-        self.last_arrival = 0.0  # time.monotonic() of the last OnStoredInstance
 
     # -- the OnStoredInstance callback (runs on Orthanc's ingest path: keep it tiny) -------
     def on_stored_instance(self, dicom: Any, instance_id: str) -> None:
-        self.last_arrival = time.monotonic()
         try:
             tags = json.loads(dicom.GetInstanceSimplifiedJson())
             item = _policy_state(instance_id, self.config, tags.get("Modality"), tags.get("SOPClassUID"))
@@ -108,24 +102,6 @@ class Recorder:
                 log("warning", f"ingest queue full ({self.config.queue_size}); new instances are picked up "
                                "from Orthanc's changes log instead (raise BodyPartRouter.QueueSize?)")
         self._wake.set()
-
-    def wait_for_quiet(self, stop: threading.Event) -> None:
-        """Hold a worker back while stores keep arriving, so a burst of ingest gets the CPU first.
-
-        On a small machine Orthanc's own ingest can use every core; classifying during a burst
-        slowed it down by a third (``make bench``: ``ingest_ratio``). A worker waits until no
-        instance has arrived for ``INGEST_QUIET_SECONDS``, but never longer than
-        ``INGEST_MAX_DEFER_SECONDS`` per batch, so classification still progresses under a
-        sustained flood. At a steady 10 instances/s the gaps between stores are long enough
-        that nothing waits.
-        """
-        deadline = time.monotonic() + INGEST_MAX_DEFER_SECONDS
-        while not stop.is_set():
-            now = time.monotonic()
-            quiet_for = now - self.last_arrival
-            if quiet_for >= INGEST_QUIET_SECONDS or now >= deadline:
-                return
-            stop.wait(min(INGEST_QUIET_SECONDS - quiet_for, deadline - now))
 
     # -- thread ---------------------------------------------------------------------------
     def start(self) -> None:

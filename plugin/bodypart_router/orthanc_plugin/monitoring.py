@@ -94,6 +94,9 @@ class _Listeners:
             self.metrics.failure(instance_id, state, detail)
         self.metrics.decision(instance_id, class_name=None, score=None, state=state, source=_source())
 
+    def yielded_to_ingest(self, seconds: float, **_: Any) -> None:
+        self.metrics.observe("ingest_yield", seconds)
+
     def delivered(self, delivery: Delivery, **_: Any) -> None:
         self.metrics.forwarded(_name(delivery.destination))
         self.metrics.annotate(delivery.instance_id, State="forwarded")
@@ -128,13 +131,15 @@ def register(app: "RouterApp") -> None:
     if app.enabled and config is not None:
         metrics.set_shadow_mode(config.shadow_mode)
         metrics.register_destinations(d.name for d in config.destinations)
-        classifier = app.classifier
-        metrics.set_model(classifier.model_name, classifier.version, classifier.sha256, classifier.provider)
+        model = app.model
+        assert model is not None
+        metrics.set_model(model.model_name, model.version, model.sha256, model.provider)
         store = app.store
         if store is not None:
             metrics.watch_queue(store.queued_count)
     listeners = _Listeners(app, metrics)
-    for event in ("received", "classified", "not_classified", "delivered", "forward_failed", "dead_lettered", "circuit"):
+    for event in ("received", "classified", "not_classified", "yielded_to_ingest", "delivered", "forward_failed",
+                  "dead_lettered", "circuit"):
         app.events.subscribe(event, getattr(listeners, event))
     app.status_sections["Metrics"] = lambda: status_section(app, metrics)
 

@@ -1,7 +1,9 @@
-"""Classification workers: fetch, decode, classify (in batches), write results, create deliveries.
+"""Classification workers: locate, classify (in batches), write results, create deliveries.
 
 Each worker claims up to ``BatchSize`` queued instances from the store at once, so when
-several are waiting they share one inference call. Results are written to Orthanc first and
+several are waiting they share one inference call. The decoding and inference happen in the
+worker's :mod:`engine <bodypart_router.engine>` (a child process by default); the worker tells
+it where each file is and turns its outcomes into Orthanc metadata, store records and events. Results are written to Orthanc first and
 committed to the store second: a crash in between only means the instance is classified
 again at the next start (metadata writes are idempotent), never that a delivery is lost.
 """
@@ -13,18 +15,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from ..config import RouterConfig
 from ..delivery import RestError
-from ..errors import NotClassifiable, Reason
-from ..preprocess import to_model_input
+from ..engine import Engine, EngineStartError, Outcome, Source
+from ..ingest_gate import IngestGate
 from ..routing import decide
 from ..store import CLASSIFIED, Store
 from . import footprint
 from .events import EventBus
 from .host import OrthancRest, log
 from .results import ResultWriter
+from .storage_files import StorageFiles
 
 #: A transient error (REST, I/O) is retried this many times before the instance is marked failed.
 MAX_CLASSIFY_ATTEMPTS = 3
@@ -34,32 +35,39 @@ class ClassifyWorker:
     """One thread; several may run (``Workers``), they share the store's queue."""
 
     def __init__(self, index: int, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 classifier: Any, decode: Callable[[bytes], Any], events: EventBus,
-                 wake: threading.Event, wake_forwarder: threading.Event, stop: threading.Event) -> None:
+                 engine: Engine, files: StorageFiles, events: EventBus,
+                 wake: threading.Event, wake_forwarder: threading.Event, stop: threading.Event,
+                 *, in_process: bool = False) -> None:
         self.config = config
         self.store = store
         self.rest = rest
         self.writer = writer
-        self.classifier = classifier
-        self.decode = decode
+        self.engine = engine
+        self.files = files
         self.events = events
         self.wake = wake
         self.wake_forwarder = wake_forwarder
         self.stop = stop
+        #: The engine decodes in this process: lower this thread's priority and trim the heap.
+        self.in_process = in_process
         self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
-        #: Called before each batch to let a burst of ingest pass first (Recorder.wait_for_quiet).
-        self.yield_to_ingest: Callable[[threading.Event], None] | None = None
+        #: Holds each batch back while Orthanc is busy storing instances (see ingest_gate.py).
+        self.yield_to_ingest: IngestGate | None = None
 
     def _run(self) -> None:
-        footprint.lower_thread_priority()  # ingest first: see footprint.py
+        if self.in_process:
+            footprint.lower_thread_priority()  # ingest first: see footprint.py
         while not self.stop.is_set():
             try:
-                if self.yield_to_ingest is not None:
-                    self.yield_to_ingest(self.stop)
+                if self.yield_to_ingest is not None and self.store.queued_count():
+                    waited = self.yield_to_ingest.wait(self.stop)
+                    if waited:
+                        self.events.emit("yielded_to_ingest", seconds=waited)
                 ids = self.store.claim_queued(self.config.batch_size)
                 if ids:
                     self.process(ids)
-                    footprint.release_free_memory()  # bounded RSS: see footprint.py
+                    if self.in_process:
+                        footprint.release_free_memory()  # bounded RSS: see footprint.py
                     continue
             except Exception as exc:
                 log("error", f"classification worker: {exc!r}")
@@ -68,61 +76,63 @@ class ClassifyWorker:
             self.wake.clear()
 
     def process(self, instance_ids: list[str]) -> None:
-        """Classify a batch of claimed instances; every one ends with a state."""
+        """Classify a batch of claimed instances; every one ends with a state (or back in the queue)."""
         t0 = time.perf_counter()
-        ready: list[tuple[str, np.ndarray]] = []
-        decode_seconds: dict[str, float] = {}
+        located: list[tuple[str, Source]] = []
         for instance_id in instance_ids:
             if self.stop.is_set():
                 self.store.requeue(instance_id, "interrupted by shutdown")
                 continue
             try:
-                data = self.rest.get(f"/instances/{instance_id}/file")
-                t_decode = time.perf_counter()
-                image = self.decode(data)
-                decode_seconds[instance_id] = time.perf_counter() - t_decode
-                ready.append((instance_id, to_model_input(image.pixels)))
-            except NotClassifiable as exc:
-                self._not_classified(instance_id, exc.state, exc.detail)
+                located.append((instance_id, self.files.source(instance_id)))
             except RestError as exc:
                 if exc.status == 404:
                     self.store.forget(instance_id)
                     log("info", f"instance {instance_id} was deleted before classification")
                 else:
                     self._transient(instance_id, str(exc))
-            except MemoryError:
-                self._not_classified(instance_id, f"failed:{Reason.IMAGE_TOO_LARGE.value}",
-                                     "out of memory while decoding")
-            except Exception as exc:  # a decoder bug on odd input must not kill the worker
-                self._not_classified(instance_id, f"failed:{Reason.UNDECODABLE_PIXELS.value}", repr(exc)[:300])
-        if not ready:
+        if not located:
             return
         try:
-            t_model = time.perf_counter()
-            predictions = self.classifier.predict_batch([x for _, x in ready])
-        except Exception as exc:
-            for instance_id, _ in ready:
-                self._not_classified(instance_id, f"failed:{Reason.MODEL_ERROR.value}", repr(exc)[:300])
+            result = self.engine.classify([source for _, source in located])
+        except EngineStartError as exc:
+            log("error", f"classifier unavailable: {exc}")
+            for instance_id, _ in located:
+                self._transient(instance_id, str(exc))
             return
-        seconds = (time.perf_counter() - t0) / len(ready)
-        inference_seconds = (time.perf_counter() - t_model) / len(ready)
-        model = self.classifier.version
-        for (instance_id, _), prediction in zip(ready, predictions, strict=True):
-            decision = decide(self.config, prediction.class_name, float(prediction.score))
-            destinations = [d.key for d in decision.destinations]
-            self.writer.classified(instance_id, decision, model, CLASSIFIED)
-            state = self.store.record_classification(
-                instance_id, class_name=decision.class_name, score=decision.score, model=model,
-                destinations=destinations, shadow=self.config.shadow_mode)
-            if state != CLASSIFIED:  # e.g. already forwarded earlier with this model
-                self.writer.state(instance_id, state)
-            log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
-                        f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
-                        f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
-            self.events.emit("classified", instance_id=instance_id, decision=decision, model=model,
-                             seconds=seconds, batch_size=len(ready),
-                             decode_seconds=decode_seconds[instance_id], inference_seconds=inference_seconds)
-        self.wake_forwarder.set()
+        classified = [(i, o) for (i, _), o in zip(located, result.outcomes, strict=True) if o.classified]
+        seconds = (time.perf_counter() - t0) / max(1, len(classified))
+        for (instance_id, _), outcome in zip(located, result.outcomes, strict=True):
+            if outcome.classified:
+                self._classified(instance_id, outcome, seconds, len(classified), result.inference_seconds)
+            elif outcome.state == "retry":
+                if self.stop.is_set():
+                    self.store.requeue(instance_id, outcome.detail)
+                else:
+                    self._transient(instance_id, outcome.detail)
+            else:
+                self._not_classified(instance_id, str(outcome.state), outcome.detail)
+        if classified:
+            self.wake_forwarder.set()
+
+    def _classified(self, instance_id: str, outcome: Outcome, seconds: float, batch_size: int,
+                    inference_seconds: float) -> None:
+        assert outcome.class_name is not None
+        model = self.engine.info.version
+        decision = decide(self.config, outcome.class_name, float(outcome.score))
+        destinations = [d.key for d in decision.destinations]
+        self.writer.classified(instance_id, decision, model, CLASSIFIED)
+        state = self.store.record_classification(
+            instance_id, class_name=decision.class_name, score=decision.score, model=model,
+            destinations=destinations, shadow=self.config.shadow_mode)
+        if state != CLASSIFIED:  # e.g. already forwarded earlier with this model
+            self.writer.state(instance_id, state)
+        log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
+                    f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
+                    f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
+        self.events.emit("classified", instance_id=instance_id, decision=decision, model=model,
+                         seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
+                         inference_seconds=inference_seconds)
 
     def _not_classified(self, instance_id: str, state: str, detail: str) -> None:
         self.store.set_state(instance_id, state, detail)

@@ -1,0 +1,41 @@
+"""glibc malloc controls: give freed image buffers back to the system.
+
+A radiograph passes through several 6-60 MB buffers (the file, decode arrays). After the first
+such buffer is freed, glibc raises its mmap threshold and serves the next ones from per-thread
+arenas whose free space it keeps, so a long-running process grows by hundreds of MB. Trimming
+after each batch hands those pages back. Everything here is a no-op where glibc is not the
+allocator.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import platform
+
+_M_ARENA_MAX = -8  # from glibc's <malloc.h>
+
+
+@functools.lru_cache(maxsize=1)
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (mallopt/malloc_trim exist), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def cap_arenas(arenas: int) -> bool:
+    """Limit glibc's malloc arenas (the default is 8 per core); False if refused or not glibc."""
+    libc = glibc()
+    return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def release_free_memory() -> None:
+    """Give the free pages of malloc's arenas back to the system (a few ms; call between batches)."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -1,0 +1,128 @@
+"""The classification engine, in this process and in a child process: same outcomes, and a
+child that dies on a file fails that file only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bodypart_router.engine import (CRASH_DETAIL, ChildEngine, EngineStartError, LocalEngine, classify_sources,
+                                    python_for_child)
+
+FILES = ["chest_mono1.dcm", "chest_j2k.dcm", "chest_jpegls.dcm", "tibia_rescale_voilut.dcm"]
+
+
+@pytest.fixture(scope="module")
+def child(shipped_model_path: Path):
+    python = python_for_child(sys.prefix)
+    assert python is not None
+    engine = ChildEngine(shipped_model_path, python=python)
+    yield engine
+    engine.close()
+
+
+def _summary(outcomes):
+    return [(o.class_name, round(o.score, 5), o.state) for o in outcomes]
+
+
+def test_python_for_child_prefers_the_configured_environment() -> None:
+    assert python_for_child(sys.prefix) == str(Path(sys.prefix) / "bin" / "python")
+
+
+def test_child_and_local_engines_agree(child: ChildEngine, shipped_model_path: Path, fixtures_dir: Path) -> None:
+    paths = [str(fixtures_dir / f) for f in FILES]
+    local = LocalEngine(shipped_model_path).classify(paths)
+    remote = child.classify(paths)
+    assert _summary(remote.outcomes) == _summary(local.outcomes)
+    assert all(o.classified for o in remote.outcomes)
+    assert all(o.decode_seconds > 0 for o in remote.outcomes)
+    assert child.info == LocalEngine(shipped_model_path).info
+
+
+def test_paths_and_bytes_give_the_same_result(child: ChildEngine, fixtures_dir: Path) -> None:
+    path = fixtures_dir / FILES[0]
+    by_path, by_bytes = child.classify([str(path), path.read_bytes()]).outcomes
+    assert _summary([by_path]) == _summary([by_bytes])
+
+
+def test_bad_input_gets_a_reason_and_the_rest_is_classified(child: ChildEngine, fixtures_dir: Path,
+                                                            tmp_path: Path) -> None:
+    good = str(fixtures_dir / FILES[0])
+    outcomes = child.classify([b"not a dicom file", str(tmp_path / "gone.dcm"), good]).outcomes
+    assert outcomes[0].state is not None and outcomes[0].state.startswith("skipped:")
+    assert outcomes[1].state == "retry" and "gone.dcm" in outcomes[1].detail
+    assert outcomes[2].classified
+
+
+def test_a_child_that_dies_fails_only_the_file_it_was_decoding(shipped_model_path: Path, fixtures_dir: Path,
+                                                               tmp_path: Path) -> None:
+    engine = ChildEngine(shipped_model_path, python=python_for_child(sys.prefix) or "")
+    try:
+        first_pid = engine.pid
+        fifo = tmp_path / "blocks.dcm"
+        os.mkfifo(fifo)  # opening it blocks the child until we kill it
+        good = str(fixtures_dir / FILES[0])
+        result: list = []
+        worker = threading.Thread(target=lambda: result.append(engine.classify([good, str(fifo), good])))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while True:  # a FIFO can be opened for writing without blocking only once a reader has it open
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the child never opened the FIFO"
+                time.sleep(0.05)
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        worker.join(60)
+        outcomes = result[0].outcomes
+        assert outcomes[0].classified and outcomes[2].classified
+        assert outcomes[1].state == "failed:undecodable-pixels" and outcomes[1].detail == CRASH_DETAIL
+        assert engine.restarts == 1 and engine.pid not in (None, first_pid)
+    finally:
+        engine.close()
+
+
+def test_after_shutdown_work_comes_back_to_be_retried(shipped_model_path: Path, fixtures_dir: Path) -> None:
+    engine = ChildEngine(shipped_model_path, python=python_for_child(sys.prefix) or "")
+    process_pid = engine.pid
+    engine.shutdown()
+    outcomes = engine.classify([str(fixtures_dir / FILES[0])]).outcomes
+    assert [o.state for o in outcomes] == ["retry"]
+    engine.close()
+    assert engine.pid is None
+    with pytest.raises(ProcessLookupError):
+        assert process_pid is not None
+        os.kill(process_pid, 0)
+
+
+def test_a_child_that_cannot_load_the_model_says_why(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(EngineStartError, match="could not load the model.*not a loadable ONNX model"):
+        ChildEngine(bad, python=python_for_child(sys.prefix) or "")
+
+
+def test_an_interpreter_that_is_not_python_is_reported(tmp_path: Path, shipped_model_path: Path) -> None:
+    with pytest.raises(EngineStartError, match="did not start"):
+        ChildEngine(shipped_model_path, python="/bin/true")
+    with pytest.raises(EngineStartError, match="cannot run"):
+        ChildEngine(shipped_model_path, python=str(tmp_path / "no-such-python"))
+
+
+def test_classify_sources_reports_progress_and_a_model_failure(fixtures_dir: Path) -> None:
+    class Broken:
+        def predict_batch(self, inputs):
+            raise RuntimeError("session lost")
+
+    seen: list[int] = []
+    result = classify_sources([str(fixtures_dir / FILES[0])], Broken(), None, on_item=seen.append)
+    assert seen == [0, 1]  # 1 = past the last decode, in the model
+    assert result.outcomes[0].state == "failed:model-error" and "session lost" in result.outcomes[0].detail
