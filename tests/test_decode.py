@@ -353,3 +353,27 @@ def test_pydicom_data_radiographs_decode_alike_in_every_encoding(stem: str) -> N
 
         a, b = (cv2.resize(p, shape, interpolation=cv2.INTER_AREA) for p in small)
         assert np.abs(a - b).mean() < 4, suffix
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float32])
+def test_area_reduce_is_the_rounded_mean_of_each_whole_block(dtype: type) -> None:
+    from bodypart_router.decode import _area_reduce
+
+    rng = np.random.default_rng(7)
+    high = 200 if dtype is np.uint8 else 30000
+    image = rng.integers(-high if np.dtype(dtype).kind == "i" else 0, high, size=(23, 31)).astype(dtype)
+    reduced = _area_reduce(image, 4)
+    assert reduced.shape == (5, 7) and reduced.dtype == image.dtype  # remainders of 3 rows, 3 columns left out
+    expected = image[:20, :28].astype(np.float64).reshape(5, 4, 7, 4).mean(axis=(1, 3))
+    if np.dtype(dtype).kind in "iu":
+        expected = np.floor(expected + 0.5)
+    np.testing.assert_allclose(reduced.astype(np.float64), expected, atol=1e-3)
+
+
+def test_area_reduce_keeps_colour_channels_and_tiny_images() -> None:
+    from bodypart_router.decode import _area_reduce
+
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[..., 1] = 100
+    assert _area_reduce(colour, 2).shape == (4, 4, 3) and (_area_reduce(colour, 2)[..., 1] == 100).all()
+    assert _area_reduce(np.full((3, 3), 9, np.uint16), 4).shape == (1, 1)  # smaller than a block

@@ -90,6 +90,21 @@ def test_a_child_that_dies_fails_only_the_file_it_was_decoding(shipped_model_pat
         engine.close()
 
 
+def test_a_child_killed_while_idle_is_replaced_without_failing_the_next_batch(shipped_model_path: Path,
+                                                                             fixtures_dir: Path) -> None:
+    engine = ChildEngine(shipped_model_path, python=python_for_child(sys.prefix) or "")
+    try:
+        first_pid = engine.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        os.waitpid(first_pid, 0)
+        outcomes = engine.classify([str(fixtures_dir / f) for f in FILES[:2]]).outcomes
+        assert all(o.classified for o in outcomes)
+        assert engine.restarts == 1 and engine.pid not in (None, first_pid)
+    finally:
+        engine.close()
+
+
 def test_after_shutdown_work_comes_back_to_be_retried(shipped_model_path: Path, fixtures_dir: Path) -> None:
     engine = ChildEngine(shipped_model_path, python=python_for_child(sys.prefix) or "")
     process_pid = engine.pid

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,8 @@ Source = str | bytes
 CHILD_PRIORITY: int | str = "idle"
 #: Seconds the child may take to import its libraries and load the model.
 CHILD_START_TIMEOUT = 120.0
+#: The child hands its freed memory back to the system after this long without work.
+IDLE_TRIM_SECONDS = 1.0
 #: State of an instance whose decoding crashed the child process.
 CRASH_DETAIL = "the decoder crashed on this file (the classifier process was restarted)"
 
@@ -307,6 +310,7 @@ class ChildEngine:
             outcomes: dict[int, Outcome] = {}
             pending = list(range(len(sources)))
             inference_seconds = 0.0
+            idle_death_retried = False
             while pending:
                 if self._closing:
                     outcomes.update((i, Outcome(state="retry", detail="interrupted by shutdown")) for i in pending)
@@ -321,6 +325,12 @@ class ChildEngine:
                     break
                 self._kill()
                 if self._closing:
+                    continue
+                if current is None and not idle_death_retried:
+                    # Gone before it took the batch (killed while idle, the OOM killer...):
+                    # nothing of this batch is to blame, so start a fresh child and send it again.
+                    idle_death_retried = True
+                    self._log("warning", "the classifier process had stopped; restarting it")
                     continue
                 if current is None or current >= len(pending):  # not while decoding: the model's
                     detail = "the classifier process stopped during inference"
@@ -371,15 +381,20 @@ def _child_main() -> int:
         return 0
     try:
         _lower_priority(init.get("niceness"))
-        from .memory import release_free_memory
+        from .memory import release_free_memory, reuse_freed_memory
 
+        reuse_freed_memory()
         engine = LocalEngine(init["model_path"], policy=init["policy"], intra_op_threads=init["intra_op_threads"],
                              providers=init["providers"])
     except Exception as exc:
         _send(channel_out, ("error", str(exc) or repr(exc)))
         return 1
     _send(channel_out, ("ready", engine.info))
+    trimmed = True
     while True:
+        if not trimmed and not select.select([channel_in], [], [], IDLE_TRIM_SECONDS)[0]:
+            release_free_memory()  # idle: hand the freed buffers back (see memory.py)
+            trimmed = True
         try:
             kind, sources = pickle.load(channel_in)
         except (EOFError, pickle.UnpicklingError, OSError):
@@ -391,7 +406,7 @@ def _child_main() -> int:
             _send(channel_out, ("done", result))
         except (BrokenPipeError, OSError):
             return 0
-        release_free_memory()
+        trimmed = False
 
 
 if __name__ == "__main__":
