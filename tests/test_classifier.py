@@ -149,3 +149,15 @@ def test_shipped_model_gives_the_manifest_classes(shipped: Classifier, shared_di
     wrong = {r["file"]: (r["expected_class"], p.class_name, round(p.score, 3))
              for r, p in zip(rows, got) if p.class_name != r["expected_class"]}
     assert not wrong, f"expected, got, score: {wrong}"
+
+
+def test_shrinking_the_arena_keeps_predictions_identical(shipped_model_path) -> None:
+    import numpy as np
+
+    from bodypart_router.classifier import Classifier
+
+    classifier = Classifier(shipped_model_path, intra_op_threads=1)
+    inputs = [np.random.default_rng(i).random((1, 224, 224), dtype=np.float32) for i in range(3)]
+    before = classifier.predict_batch(inputs)
+    classifier.shrink_arena()
+    assert classifier.predict_batch(inputs) == before

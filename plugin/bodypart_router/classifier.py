@@ -119,6 +119,21 @@ class Classifier:
             raise NotClassifiable(Reason.MODEL_ERROR, f"onnxruntime failed on a batch of {len(inputs)}: {exc}") from exc
         return [self._prediction(row) for row in np.asarray(probabilities, dtype=np.float64)]
 
+    def shrink_arena(self) -> None:
+        """Hand the free chunks of onnxruntime's CPU memory arena back (one 1-image inference, ~20 ms).
+
+        The arena grows to fit every batch size it has seen and keeps that memory: measured,
+        batches of 1-8 left a process at 348 MB; after this and a heap trim, 92 MB. Call it
+        when idle, not between batches (the next batch would grow the arena again).
+        """
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        blank = np.zeros((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        try:
+            self._session.run([OUTPUT_NAME], {INPUT_NAME: blank}, options)
+        except Exception:  # e.g. a provider without a CPU arena: nothing to give back
+            pass
+
     def predict(self, model_input: np.ndarray) -> Prediction:
         """Classify one ``(1, 224, 224)`` array."""
         return self.predict_batch([model_input])[0]

@@ -393,7 +393,8 @@ def _child_main() -> int:
     trimmed = True
     while True:
         if not trimmed and not select.select([channel_in], [], [], IDLE_TRIM_SECONDS)[0]:
-            release_free_memory()  # idle: hand the freed buffers back (see memory.py)
+            engine.classifier.shrink_arena()  # idle: hand the freed buffers back (see memory.py)
+            release_free_memory()
             trimmed = True
         try:
             kind, sources = pickle.load(channel_in)

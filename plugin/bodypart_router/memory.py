@@ -16,6 +16,9 @@ import ctypes
 import ctypes.util
 import functools
 import platform
+import threading
+import time
+from collections.abc import Callable
 
 # from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -53,3 +56,35 @@ def release_free_memory() -> None:
     libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+#: Seconds without work after which a long-running process's free heap goes back to the system.
+IDLE_TRIM_SECONDS = 1.0
+
+
+class IdleTrim:
+    """Trim the heap once per idle period: threads call ``busy()`` after work and
+    ``idle()`` when they find none; thread-safe."""
+
+    def __init__(self, idle_seconds: float = IDLE_TRIM_SECONDS, *, clock: Callable[[], float] = time.monotonic,
+                 trim: Callable[[], None] | None = None) -> None:
+        self.idle_seconds = idle_seconds
+        self._clock, self._trim = clock, trim or release_free_memory
+        self._lock = threading.Lock()
+        self._last_busy: float | None = None  # None: trimmed since the last work
+        #: Trims done, for tests and the status page.
+        self.trims = 0
+
+    def busy(self) -> None:
+        with self._lock:
+            self._last_busy = self._clock()
+
+    def idle(self) -> bool:
+        """Trim if the last work is ``idle_seconds`` old and not yet followed by a trim."""
+        with self._lock:
+            if self._last_busy is None or self._clock() - self._last_busy < self.idle_seconds:
+                return False
+            self._last_busy = None
+        self._trim()
+        self.trims += 1
+        return True

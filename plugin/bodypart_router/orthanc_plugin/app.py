@@ -31,6 +31,7 @@ from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
 from ..engine import ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, python_for_child
 from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
+from ..memory import IdleTrim
 from ..store import CLASSIFIED, Delivery, Store
 from ..verify import DestinationLookup, peers_from_config
 from . import explorer, footprint, rest_api
@@ -203,14 +204,17 @@ class RouterApp:
                            in_process=not self.in_child_process)
             for i in range(self.config.workers)
         ]
+        idle_trim = IdleTrim()
         for w in self.workers:
             w.yield_to_ingest = self.ingest_gate
+            w.idle_trim = idle_trim
             w.thread.start()
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))
                       if self.config.verify_before_resend else None)
             self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.writer, self.events,
                                               self.wake_forwarder, self.stop_event, lookup)
+            self.forwarder.idle_trim = idle_trim
             self.forwarder.thread.start()
         self.wake_workers.set()
         self.started_at = time.time()

@@ -9,6 +9,7 @@ from ..config import RouterConfig
 from ..delivery import DeliveryEvents, Forwarder, Lookup
 from ..store import Store
 from .events import EventBus
+from ..memory import IdleTrim
 from .host import OrthancRest, log
 from .results import ResultWriter
 
@@ -37,6 +38,8 @@ class ForwardingThread:
         self.poll_seconds = config.job_poll_seconds
         #: Set by the app at shutdown: until when the thread may wait for running forwards.
         self.drain_until = 0.0
+        #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
+        self.idle_trim: IdleTrim | None = None
         self.thread = threading.Thread(target=self._run, name="bodypart-forwarder", daemon=True)
 
     def _run(self) -> None:
@@ -47,7 +50,11 @@ class ForwardingThread:
         while not self.stop.is_set():
             try:
                 if self.forwarder.step():
+                    if self.idle_trim is not None:
+                        self.idle_trim.busy()
                     continue
+                if self.idle_trim is not None:
+                    self.idle_trim.idle()
             except Exception as exc:
                 log("error", f"forwarder: {exc!r}")
                 self.stop.wait(1.0)

@@ -19,6 +19,7 @@ from ..config import RouterConfig
 from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
 from ..ingest_gate import IngestGate
+from ..memory import IdleTrim
 from ..routing import decide
 from ..store import CLASSIFIED, Store
 from . import footprint
@@ -53,6 +54,8 @@ class ClassifyWorker:
         self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
         #: Holds each batch back while Orthanc is busy storing instances (see ingest_gate.py).
         self.yield_to_ingest: IngestGate | None = None
+        #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
+        self.idle_trim: IdleTrim | None = None
 
     def _run(self) -> None:
         if self.in_process:
@@ -68,7 +71,11 @@ class ClassifyWorker:
                     self.process(ids)
                     if self.in_process:
                         footprint.release_free_memory()  # bounded RSS: see footprint.py
+                    if self.idle_trim is not None:
+                        self.idle_trim.busy()
                     continue
+                if self.idle_trim is not None:
+                    self.idle_trim.idle()
             except Exception as exc:
                 log("error", f"classification worker: {exc!r}")
                 self.stop.wait(1.0)
