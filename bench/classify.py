@@ -4,7 +4,7 @@ The router variant does what the plugin's classification workers do (``orthanc_p
 each worker takes up to ``BatchSize`` instances and hands their file paths to its own
 classifier child process (:class:`bodypart_router.engine.ChildEngine`, started at the lowest CPU
 priority), which reads, decodes and preprocesses them one by one and classifies them in one
-inference on one onnxruntime thread. ``Workers`` workers do this side by side, so decoders
+inference, on the cores shared out among the workers (``engine.child_inference_threads``). ``Workers`` workers do this side by side, so decoders
 that hold Python's GIL (JPEG-LS, JPEG lossless) still run in parallel. Workers and batch size
 default to the shipped configuration.
 
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bodypart_router.config import RouterConfig
-from bodypart_router.engine import CHILD_PRIORITY, BatchResult, ChildEngine, Engine, Outcome, python_for_child
+from bodypart_router.engine import (CHILD_PRIORITY, BatchResult, ChildEngine, Engine, Outcome, child_inference_threads,
+                                    python_for_child)
 
 from .baseline import NaiveClassifier
 
@@ -41,10 +42,6 @@ class Variant:
     name: str
     classify_many: ClassifyMany
     images: int
-
-
-#: onnxruntime threads per inference in the plugin's workers (``orthanc_plugin/footprint.py``).
-PLUGIN_INFERENCE_THREADS = 1
 
 
 class RouterPipeline:
@@ -83,8 +80,9 @@ def router_engines(model_path: Path, workers: int) -> list[Engine]:
     python = python_for_child(sys.prefix)
     if python is None:
         raise RuntimeError("no python interpreter of this version for the classifier child processes")
-    return [ChildEngine(model_path, python=python, intra_op_threads=PLUGIN_INFERENCE_THREADS,
-                        niceness=CHILD_PRIORITY) for _ in range(workers)]
+    threads = child_inference_threads(workers)
+    return [ChildEngine(model_path, python=python, intra_op_threads=threads, niceness=CHILD_PRIORITY)
+            for _ in range(workers)]
 
 
 def standard_variants(model_path: Path, router_images: int, baseline_images: int, *,

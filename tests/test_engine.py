@@ -141,3 +141,13 @@ def test_classify_sources_reports_progress_and_a_model_failure(fixtures_dir: Pat
     result = classify_sources([str(fixtures_dir / FILES[0])], Broken(), None, on_item=seen.append)
     assert seen == [0, 1]  # 1 = past the last decode, in the model
     assert result.outcomes[0].state == "failed:model-error" and "session lost" in result.outcomes[0].detail
+
+
+def test_child_inference_threads_share_the_cores_among_workers() -> None:
+    from bodypart_router.engine import MAX_CHILD_INFERENCE_THREADS, child_inference_threads
+
+    assert child_inference_threads(1, cores=2) == 2
+    assert child_inference_threads(2, cores=2) == 1
+    assert child_inference_threads(3, cores=2) == 1  # never zero
+    assert child_inference_threads(1, cores=64) == MAX_CHILD_INFERENCE_THREADS
+    assert child_inference_threads(1) >= 1  # from this process's CPU affinity

@@ -29,7 +29,8 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
-from ..engine import ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, python_for_child
+from ..engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
+                      python_for_child)
 from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
 from ..memory import IdleTrim
 from ..store import CLASSIFIED, Delivery, Store
@@ -157,10 +158,11 @@ class RouterApp:
                        "(set BodyPartRouter.PythonEnvironment)")
             else:
                 engines: list[Engine] = []
+                threads = child_inference_threads(config.workers)
                 try:
                     for _ in range(config.workers):
                         engines.append(ChildEngine(config.model_path, python=python, policy=config.policy,
-                                                   intra_op_threads=footprint.INFERENCE_THREADS, log=log))
+                                                   intra_op_threads=threads, log=log))
                     return engines
                 except EngineStartError as exc:
                     for engine in engines:

@@ -34,7 +34,7 @@ import threading
 from .. import memory
 from .host import log
 
-#: onnxruntime intra-op threads per inference (per worker or child).
+#: onnxruntime intra-op threads per inference in Orthanc's process (children: ``engine.child_inference_threads``).
 INFERENCE_THREADS = 1
 #: Nice increment applied to in-process worker threads (0 = Orthanc's priority, 19 = lowest).
 WORKER_NICENESS = 10
