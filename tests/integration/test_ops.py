@@ -119,6 +119,9 @@ def live_traffic(live: tuple[OrthancProcess, OrthancProcess]) -> dict[str, str]:
     ids["station"] = router.wait_for(lambda: router.find_instance(station.SOPInstanceUID), what="C-STORE stored")
     router.wait_for(lambda: _settled(router, list(ids.values()), ("forwarded", "classified", "skipped:")),
                     timeout=60, what="every instance settled")
+    # "classified" is final for the unrouted ones; the three adult chests go on to ai-chest.
+    chests = [ids["agree"], ids["agree-text"], ids["disagree"]]
+    router.wait_for(lambda: _settled(router, chests, ("forwarded",)), timeout=60, what="adult chests forwarded")
     router.wait_for(lambda: all(METADATA_NAME in router.metadata(i) for k, i in ids.items() if k != "ct"),
                     what="header audit metadata")
     return ids

@@ -66,6 +66,10 @@ ROUTER_SCRIPT = REPO / "plugin" / "router.py"
 SHUTDOWN_LUA = REPO / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
 
 
+class PortTaken(RuntimeError):
+    """Orthanc exited because its HTTP or DICOM port was already in use."""
+
+
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -232,6 +236,8 @@ class OrthancProcess:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"orthanc-{name}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
+        #: Ports this object chose (it may choose again if another process took one meanwhile).
+        self._own_ports = [k for k in ("HttpPort", "DicomPort") if k not in self.config]
         self.config.setdefault("HttpPort", free_port())
         self.config.setdefault("DicomPort", free_port())
         self.config.setdefault("DicomAet", name.upper().replace("-", "_")[:16])
@@ -267,8 +273,24 @@ class OrthancProcess:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> OrthancProcess:
-        """Write the config, launch Orthanc, wait until its REST API answers."""
+        """Write the config, launch Orthanc, wait until its REST API answers.
+
+        A port found free by :func:`free_port` can be taken by another process (a client's
+        ephemeral port) before Orthanc binds it; ports this object chose are then chosen again.
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if not self._own_ports or attempt == 2:
+                    raise
+                for key in self._own_ports:
+                    self.config[key] = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> OrthancProcess:
         self.config_path.write_text(json.dumps(self.config, indent=2))
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.runtime.env}
         self._proc = subprocess.Popen(
@@ -283,6 +305,9 @@ class OrthancProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                tail = self.log_tail()
+                if "privileged or already in use" in self.log_text()[log_start:]:
+                    raise PortTaken(f"Orthanc {self.name}: a port was taken before it could bind it:\n{tail}")
                 raise RuntimeError(f"Orthanc {self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
                 if self.session.get(self.url + "/system", timeout=2).ok:
