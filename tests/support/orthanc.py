@@ -66,6 +66,22 @@ ROUTER_SCRIPT = REPO / "plugin" / "router.py"
 SHUTDOWN_LUA = REPO / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
 
 
+def _session() -> requests.Session:
+    """A keep-alive session whose GETs survive Orthanc closing an idle connection.
+
+    civetweb closes a kept-alive connection after ``KeepAliveTimeout`` (1 s by default); a GET
+    sent on it at that moment fails with ``RemoteDisconnected`` and is simply sent again.
+    """
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    retry = Retry(total=1, connect=1, read=1, status=0, other=0, backoff_factor=0,
+                  allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
 class PortTaken(RuntimeError):
     """Orthanc exited because its HTTP or DICOM port was already in use."""
 
@@ -245,7 +261,7 @@ class OrthancProcess:
         self.config_path = self.workdir / "config.json"
         self.log_path = self.workdir / "orthanc.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
+        self.session = _session()
 
     # -- identity -------------------------------------------------------------------------
     @property
