@@ -49,6 +49,26 @@ def test_a_busy_host_holds_the_batch_until_it_is_quiet() -> None:
     assert gate.last_load is not None and gate.last_load < 1.0
 
 
+def test_short_lulls_in_a_burst_do_not_let_the_batch_go() -> None:
+    load = Load(3.0)
+    gate = IngestGate(1.0, 5.0, cpu=load, window=0.01, quiet=0.3, max_age=0.5)
+    stop_flapping = threading.Event()
+
+    def flap() -> None:  # busy 0.15 s, quiet 0.1 s, ... then quiet for good
+        for _ in range(4):  # any 0.3 s window holds 0.15 s or more of a burst: 1.5 cores or more
+            load.cores = 3.0
+            stop_flapping.wait(0.15)
+            load.cores = 0.0
+            stop_flapping.wait(0.1)
+        load.cores = 0.0
+
+    threading.Thread(target=flap, daemon=True).start()
+    waited = gate.wait(threading.Event())
+    stop_flapping.set()
+    assert waited >= 0.9  # past the four bursts (1 s), not at the first 0.1 s lull
+    assert waited < 3.0
+
+
 def test_a_batch_never_waits_past_the_limit() -> None:
     gate = _gate(Load(2.0), max_wait=0.2)
     waited = gate.wait(threading.Event())

@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterable
 
 #: Window over which Orthanc's CPU use is measured when no recent sample exists (seconds).
 SAMPLE_WINDOW_SECONDS = 0.05
+#: Once Orthanc was seen busy, it must stay below the threshold this long before a batch goes:
+#: the lulls between the stores of a burst (a sender preparing its next file) are shorter.
+QUIET_SECONDS = 0.3
 #: A previous sample younger than this is reused as the start of the window (no extra wait).
 SAMPLE_MAX_AGE_SECONDS = 0.5
 #: Default busy threshold, as a share of the cores this process may run on (at least half a core).
@@ -79,34 +82,36 @@ class HostCpu:
 
 
 class IngestGate:
-    """``wait(stop)`` returns once Orthanc uses fewer than ``busy_cores`` (or after ``max_wait_seconds``).
+    """``wait(stop)`` returns once Orthanc uses fewer than ``busy_cores`` (or after ``max_wait_seconds``);
+    once it was seen busy, it must stay below that for ``quiet`` seconds.
 
     ``max_wait_seconds`` 0 turns yielding off. Thread-safe: several workers may wait at once.
     """
 
     def __init__(self, busy_cores: float, max_wait_seconds: float, *, cpu: CpuClock,
                  clock: CpuClock = time.monotonic, window: float = SAMPLE_WINDOW_SECONDS,
-                 max_age: float = SAMPLE_MAX_AGE_SECONDS) -> None:
+                 quiet: float = QUIET_SECONDS, max_age: float = SAMPLE_MAX_AGE_SECONDS) -> None:
         self.busy_cores = busy_cores
         self.max_wait_seconds = max_wait_seconds
         self._cpu, self._clock = cpu, clock
-        self._window, self._max_age = window, max_age
+        self._window, self._quiet, self._max_age = window, quiet, max_age
         self._lock = threading.Lock()
         self._sample: tuple[float, float] | None = None  # (clock, cpu) of the last reading
         #: Orthanc's CPU use (cores) at the last reading, for the status page.
         self.last_load: float | None = None
 
-    def load(self, stop: threading.Event) -> float:
-        """Cores' worth of CPU Orthanc used since the last reading (waiting one window if that
-        reading is missing or stale)."""
+    def load(self, stop: threading.Event, window: float | None = None) -> float:
+        """Cores' worth of CPU Orthanc used since the last reading, over at least ``window``
+        seconds (default: the short sampling window), waiting for the rest of it if needed."""
+        window = self._window if window is None else window
         with self._lock:
             previous = self._sample
             now = self._clock()
             if previous is None or not (0 < now - previous[0] <= self._max_age):
                 previous = (now, self._cpu())
                 self._sample = previous
-        if self._clock() - previous[0] < self._window:
-            stop.wait(max(0.0, self._window - (self._clock() - previous[0])))
+        if self._clock() - previous[0] < window:
+            stop.wait(max(0.0, window - (self._clock() - previous[0])))
         with self._lock:
             now, cpu = self._clock(), self._cpu()
             elapsed = now - previous[0]
@@ -123,7 +128,7 @@ class IngestGate:
         deadline = start + self.max_wait_seconds
         busy = False
         while not stop.is_set():
-            if self.load(stop) < self.busy_cores:
+            if self.load(stop, self._quiet if busy else None) < self.busy_cores:
                 break
             busy = True
             if self._clock() >= deadline:
