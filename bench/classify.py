@@ -4,8 +4,9 @@ The router variant does what the plugin's classification workers do (``orthanc_p
 each worker takes up to ``BatchSize`` instances and hands their file paths to its own
 classifier child process (:class:`bodypart_router.engine.ChildEngine`, started at the lowest CPU
 priority), which reads, decodes and preprocesses them one by one and classifies them in one
-inference, on the cores shared out among the workers (``engine.child_inference_threads``). ``Workers`` workers do this side by side, so decoders
-that hold Python's GIL (JPEG-LS, JPEG lossless) still run in parallel. Workers and batch size
+inference, on the cores shared out among the workers (``engine.child_inference_threads``).
+``Workers`` workers do this side by side, so decoders that hold Python's GIL (JPEG-LS, JPEG
+lossless) still run in parallel. Workers and batch size
 default to the shipped configuration.
 
 Both variants run on the same files, interleaved round by round (and in alternating order), so

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, Sequence
 
 from .errors import NotClassifiable, Reason
+from .ingest_gate import available_cores
 from .xray_policy import XrayPolicy
 
 #: A DICOM file to classify: a path the engine may read, or the file's bytes.
@@ -58,8 +59,6 @@ def child_inference_threads(workers: int, cores: int | None = None) -> int:
     2 threads took 9.5 ms instead of 16 ms (``make bench``: ``classify_per_s``).
     """
     if cores is None:
-        from .ingest_gate import available_cores
-
         cores = available_cores()
     return max(1, min(MAX_CHILD_INFERENCE_THREADS, cores // max(1, workers)))
 

@@ -11,9 +11,10 @@ without the router; held back until the burst was over, at 0.99.
 (this process's CPU time minus the router's threads; the classifier child is another process)
 over the last fraction of a second. Once it was busy, it must stay quiet for
 :data:`QUIET_SECONDS` before a batch goes: letting one through at the first 50 ms lull, 15 MB by
-REST ingested at 0.81 of its rate without the router; waiting for 0.3 s of quiet, at 0.97. Where ingest leaves cores idle (a sender-bound modality,
-a large machine), classification goes ahead at once; at 10 instances/s of 0.5 MB Orthanc uses a
-few percent of one core and nothing waits. A batch never waits longer than ``max_wait_seconds``,
+REST ingested at 0.81 of its rate without the router; waiting for 0.3 s of quiet, at 0.97.
+Where ingest leaves cores idle (a sender-bound modality, a large machine), classification goes
+ahead at once; at 10 instances/s of 0.5 MB Orthanc uses a few percent of one core and nothing
+waits. A batch never waits longer than ``max_wait_seconds``,
 so a flood that never stops is still classified, slowly.
 
 Nothing here imports ``orthanc``: the adapter hands in the threads to leave out.

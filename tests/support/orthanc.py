@@ -60,6 +60,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTER_SCRIPT = REPO / "plugin" / "router.py"
@@ -72,9 +74,6 @@ def _session() -> requests.Session:
     civetweb closes a kept-alive connection after ``KeepAliveTimeout`` (1 s by default); a GET
     sent on it at that moment fails with ``RemoteDisconnected`` and is simply sent again.
     """
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-
     session = requests.Session()
     retry = Retry(total=1, connect=1, read=1, status=0, other=0, backoff_factor=0,
                   allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
@@ -294,15 +293,15 @@ class OrthancProcess:
         A port found free by :func:`free_port` can be taken by another process (a client's
         ephemeral port) before Orthanc binds it; ports this object chose are then chosen again.
         """
-        for attempt in range(3):
+        for _ in range(2):
             try:
                 return self._start_once(timeout)
             except PortTaken:
-                if not self._own_ports or attempt == 2:
+                if not self._own_ports:
                     raise
                 for key in self._own_ports:
                     self.config[key] = free_port()
-        raise AssertionError("unreachable")
+        return self._start_once(timeout)
 
     def _start_once(self, timeout: float) -> OrthancProcess:
         self.config_path.write_text(json.dumps(self.config, indent=2))
@@ -322,9 +321,9 @@ class OrthancProcess:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 tail = self.log_tail()
-                if "privileged or already in use" in self.log_text()[log_start:]:
+                if b"privileged or already in use" in self.log_path.read_bytes()[log_start:]:
                     raise PortTaken(f"Orthanc {self.name}: a port was taken before it could bind it:\n{tail}")
-                raise RuntimeError(f"Orthanc {self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"Orthanc {self.name} exited with {self._proc.returncode}:\n{tail}")
             try:
                 if self.session.get(self.url + "/system", timeout=2).ok:
                     return self
