@@ -39,6 +39,17 @@ class Prediction:
     class_name: str
     score: float
     scores: dict[str, float] = field(default_factory=dict)
+    #: Secondary outputs of a model that has them (``None`` for a five-class-only model):
+    #: the fine anatomical region, ``frontal``/``lateral``, the clockwise turn in degrees that
+    #: would make the film upright, and whether its polarity is wrong (bone dark).
+    region: str | None = None
+    region_score: float | None = None
+    view: str | None = None
+    view_score: float | None = None
+    rotation: int | None = None
+    rotation_score: float | None = None
+    inverted: bool | None = None
+    inverted_score: float | None = None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

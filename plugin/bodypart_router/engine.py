@@ -70,6 +70,15 @@ class Outcome:
     class_name: str | None = None
     score: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
+    #: The model's secondary outputs (see :class:`~bodypart_router.classifier.Prediction`).
+    region: str | None = None
+    region_score: float | None = None
+    view: str | None = None
+    view_score: float | None = None
+    rotation: int | None = None
+    rotation_score: float | None = None
+    inverted: bool | None = None
+    inverted_score: float | None = None
     #: ``skipped:<reason>`` / ``failed:<reason>`` when not classified; ``retry`` for a transient error.
     state: str | None = None
     detail: str = ""
@@ -155,7 +164,10 @@ def classify_sources(sources: Sequence[Source], classifier: Any, policy: XrayPol
         if predictions is not None:
             for (i, _, seconds), p in zip(ready, predictions, strict=True):
                 outcomes[i] = Outcome(class_name=p.class_name, score=float(p.score), scores=dict(p.scores),
-                                      decode_seconds=seconds)
+                                      region=p.region, region_score=p.region_score, view=p.view,
+                                      view_score=p.view_score, rotation=p.rotation,
+                                      rotation_score=p.rotation_score, inverted=p.inverted,
+                                      inverted_score=p.inverted_score, decode_seconds=seconds)
     return BatchResult([o if o is not None else _failed(Reason.UNDECODABLE_PIXELS, "no result") for o in outcomes],
                        inference_seconds)
 
