@@ -75,7 +75,7 @@ ARCHIVE = {"s1": ("20231231", 3), "s2": ("20240101", 4), "s3": ("20240615", 2), 
 
 
 def test_scope_from_request() -> None:
-    assert Scope.from_request(None) == Scope()
+    assert Scope.from_request({}) == Scope()
     s = Scope.from_request({"Since": "2024-01-01", "Route": True, "RatePerSecond": 5})
     assert (s.since.isoformat(), s.route, s.rate_per_second) == ("2024-01-01", True, 5.0)
     assert Scope.from_request({"Since": "20240101"}).since == s.since
@@ -87,6 +87,10 @@ def test_scope_from_request() -> None:
     "body, message",
     [
         ([1], "JSON object"),
+        (None, "JSON object"),
+        ({"Since": 20240101}, "Since: expected a date as a string"),
+        ({"Studies": None}, "Studies: expected"),
+        ({"Route": "false"}, "Route: expected true or false"),
         ({"Since": "01/02/2024"}, "Since: expected a date"),
         ({"Studies": []}, "Studies: expected a non-empty list"),
         ({"Studies": "abc"}, "Studies: expected"),

@@ -98,18 +98,20 @@ class Scope:
 
     @classmethod
     def from_request(cls, body: Any) -> "Scope":
-        """Validate the POST body (``None`` or ``{}`` means everything, label only)."""
-        body = body or {}
+        """Validate the POST body (``{}`` means everything, label only; ``null`` is refused, so
+        that nothing but an explicit request starts a backfill of the whole archive)."""
         if not isinstance(body, Mapping):
             raise BackfillError("the request body must be a JSON object, e.g. {\"Since\": \"2024-01-01\", \"Route\": false}")
         unknown = sorted(set(body) - {"Since", "Studies", "Route", "RatePerSecond"})
         if unknown:
             raise BackfillError(f"unknown field(s) {', '.join(unknown)}; use Since, Studies, Route, RatePerSecond")
         since = None
-        if body.get("Since") is not None:
+        if "Since" in body:
+            if not isinstance(body["Since"], str):
+                raise BackfillError(f"Since: expected a date as a string, YYYY-MM-DD, got {body['Since']!r}")
             since = _parse_since(body["Since"])
         studies: tuple[str, ...] = ()
-        if body.get("Studies") is not None:
+        if "Studies" in body:
             raw = body["Studies"]
             if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s.strip() for s in raw):
                 raise BackfillError("Studies: expected a non-empty list of Orthanc study IDs or StudyInstanceUIDs")

@@ -216,7 +216,7 @@ def test_failures_are_listed_and_can_be_resubmitted(live: tuple[OrthancProcess, 
     assert failures[broken]["State"] == router.metadata(broken)["BodyPartState"]
     assert "(7FE0,0010)" in failures[broken]["Detail"] or "Pixel" in failures[broken]["Detail"]
 
-    assert router.request("POST", "/bodypart-router/resubmit", data=b"{}").status_code == 400
+    assert router.request("POST", "/bodypart-router/resubmit", json={}).status_code == 400
     answer = router.post_json("/bodypart-router/resubmit", {"Instances": [dead, broken]})
     assert answer == {"Forwards": 1, "Classifications": 1}
     # Both are tried again; neither can succeed, so both fail again.

@@ -7,6 +7,7 @@ others and uncertain -> nowhere. The tiny test model picks the class from the gr
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -157,9 +158,48 @@ def test_shadow_mode_classifies_and_labels_but_forwards_nothing(setup: RouterSet
         shadow.cleanup()
 
 
+def _raw_http(router: OrthancProcess, request: bytes) -> bytes:
+    """Send bytes as they are (HTTP/1.0, no headers at all) and return the whole answer."""
+    with socket.create_connection(("127.0.0.1", router.http_port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_lifecycle_route_is_not_reachable_over_http(setup: RouterSetup) -> None:
-    assert setup.router.request("POST", "/bodypart-router/lifecycle/prepare-stop").status_code == 403
-    assert setup.router.get_json("/bodypart-router/status")["Enabled"] is True
+    router = setup.router
+    assert router.request("POST", "/bodypart-router/lifecycle/prepare-stop").status_code == 403
+    for body in (b"", b'{"Token": ""}', b'{"Token": "guess"}', b"[" * 600):
+        answer = _raw_http(router, b"POST /bodypart-router/lifecycle/prepare-stop HTTP/1.0\r\n\r\n" + body)
+        assert answer.startswith(b"HTTP/1.1 403") or answer.startswith(b"HTTP/1.0 403"), answer[:80]
+    assert router.get_json("/bodypart-router/status")["Enabled"] is True
+    assert "stopping the router's threads" not in router.log_text()
+
+
+HOSTILE_POSTS = ["/bodypart-router/failed/resubmit", "/bodypart-router/resubmit", "/bodypart-router/backfill"]
+
+
+def test_hostile_bodies_are_refused_before_parsing_and_orthanc_survives(setup: RouterSetup) -> None:
+    router = setup.router
+    for path in HOSTILE_POSTS:
+        for body, headers, status in [
+            (b"[" * 600, {"Content-Type": "application/json"}, 400),       # nested JSON: SIGSEGV before
+            (b"[" * 600 + b"=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),  # a form
+            (b'{"IncludeDelivered": true}', {"Content-Type": "text/plain"}, 415),  # a cross-site form
+            (b'{"Instances": []}', {"Content-Type": "application/json", "Origin": "https://evil.example"}, 403),
+            (b'{"Instances": []}', {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403),
+            (b" " * (2 << 20), {"Content-Type": "application/json"}, 413),
+            (b"null", {"Content-Type": "application/json"}, 400),
+        ]:
+            answer = router.request("POST", path, data=body, headers=headers)
+            assert answer.status_code == status, (path, body[:20], headers, answer.status_code, answer.text[:200])
+        assert router.running() and router.get_json("/system")["Version"]
+    for body in ({"Deliveries": [True]}, {"IncludeDelivered": "false"}, {"Instances": ["not-an-id"]}):
+        assert router.request("POST", "/bodypart-router/failed/resubmit", json=body).status_code == 400
+    assert router.request("POST", "/bodypart-router/backfill", json={"Route": "true"}).status_code == 400
+    assert router.get_json("/bodypart-router/backfill") is None  # no backfill was started by any of them
 
 
 def test_explorer_extension_is_served(setup: RouterSetup) -> None:
@@ -247,6 +287,7 @@ def test_clean_shutdown_with_work_in_flight_then_resume(setup: RouterSetup) -> N
     seconds = router.stop()
     assert seconds < 10, f"shutdown took {seconds:.1f} s"
     assert "BodyPartRouter: stopped in" in router.log_text()
+    assert "Orthanc is stopping (shutdown.lua)" in router.log_text()  # shutdown.lua's token was accepted
 
     router.start()
     for instance in ids:

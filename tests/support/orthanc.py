@@ -393,6 +393,7 @@ class OrthancProcess:
         return r.json()
 
     def post_json(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("headers", {"Content-Type": "application/json"})
         r = self.request("POST", path, data=json.dumps(body) if body is not None else b"", **kwargs)
         r.raise_for_status()
         return r.json() if r.content else None

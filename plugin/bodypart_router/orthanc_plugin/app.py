@@ -88,6 +88,8 @@ class RouterApp:
         #: Called after the router's threads started / before they stop (extensions' own threads).
         self.on_started: list[Callable[[], None]] = []
         self.on_stopping: list[Callable[[], None]] = []
+        #: Secret ``shutdown.lua`` passes to ``prepare-stop`` (see rest_api.py); set when routes register.
+        self.stop_token = ""
 
     @property
     def enabled(self) -> bool:
@@ -230,6 +232,7 @@ class RouterApp:
         Orthanc service still works): stop the threads and let the forwarder see its running
         jobs to their end, so nothing in flight is forgotten or sent twice."""
         if self.enabled and self.started_at is not None and not self.stop_event.is_set():
+            log("info", "Orthanc is stopping (shutdown.lua): stopping the router's threads")
             self._stop_threads(drain=True)
 
     def _resync_results(self) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
+from ..request_body import RequestRefused, check_same_origin, read_json_object
 from ..backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
 from ..store import QUEUED, Received
 from .host import log
@@ -98,16 +99,19 @@ class _Processor:
         return after.state if after else "deleted"
 
 
-def handle(runner: BackfillRunner, method: str, raw_body: bytes | None) -> tuple[int, Any]:
-    """One request to ``/bodypart-router/backfill`` -> (HTTP status, JSON body or message)."""
+def handle(runner: BackfillRunner, method: str, request: dict[str, Any]) -> tuple[int, Any]:
+    """One request to ``/bodypart-router/backfill`` -> (HTTP status, JSON body or message).
+    A POST body must be a JSON object (``{}`` for everything), see :mod:`bodypart_router.request_body`."""
     if method == "GET":
         return 200, runner.progress()
-    if method == "DELETE":
-        return 200, {"Cancelled": runner.cancel(), "Progress": runner.progress()}
     try:
-        body = json.loads(raw_body) if raw_body and raw_body.strip() else {}
-        return 200, runner.start(Scope.from_request(body))
-    except ValueError as exc:  # BackfillError, or a body that is not JSON
+        if method == "DELETE":
+            check_same_origin(request.get("headers"))
+            return 200, {"Cancelled": runner.cancel(), "Progress": runner.progress()}
+        return 200, runner.start(Scope.from_request(read_json_object(request)))
+    except RequestRefused as exc:
+        return exc.status, f"backfill: {exc}"
+    except ValueError as exc:  # BackfillError
         return 400, f"backfill: {exc}"
     except BackfillBusy as exc:
         return 409, str(exc)
@@ -134,7 +138,7 @@ def register(app: "RouterApp") -> None:
             send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
             return
         try:
-            status, body = handle(runner, method, request.get("body"))
+            status, body = handle(runner, method, request)
         except Exception as exc:  # never let a route crash the host
             log("error", f"{method} {uri}: {exc!r}")
             status, body = 500, "internal error, see the Orthanc log"

@@ -3,23 +3,34 @@
 * ``GET  /bodypart-router/status``                 enabled?, config error, model, counts, circuits
 * ``GET  /bodypart-router/instances/{id}``         the router's record of one instance and its deliveries
 * ``GET  /bodypart-router/failed``                 dead-lettered forwards
-* ``POST /bodypart-router/failed/resubmit``        send them again. Body (all optional):
+* ``POST /bodypart-router/failed/resubmit``        send them again. Body, every field optional:
   ``{"Deliveries": [id, ...], "Instances": [orthanc-id, ...], "IncludeDelivered": false}``;
-  an empty body resubmits every dead-lettered forward. ``IncludeDelivered`` lets a person
-  force a new forward of instances that already arrived.
-* ``POST /bodypart-router/lifecycle/prepare-stop``  called by ``shutdown.lua`` when Orthanc stops
-  (refused over HTTP); it stops the router's threads until the next start of Orthanc.
+  ``{}`` resubmits every dead-lettered forward. ``IncludeDelivered`` lets a person force a new
+  forward of instances that already arrived.
+* ``POST /bodypart-router/lifecycle/prepare-stop``  called by ``shutdown.lua`` when Orthanc stops;
+  it stops the router's threads until the next start of Orthanc.
+
+Every POST body goes through :func:`bodypart_router.request_body.read_json_object` (size and
+nesting checked before parsing, ``application/json`` and same-origin required, see
+``docs/security.md``). ``prepare-stop`` is the exception: Orthanc's Lua sends no headers at all,
+so it requires no headers and the token that this process put in its own environment
+(:data:`STOP_TOKEN_VARIABLE`), which ``shutdown.lua`` reads with ``os.getenv``; no HTTP client
+can know it.
 """
 
 from __future__ import annotations
 
-import json
+import hmac
+import os
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
 from ..delivery import delivery_json
+from ..request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
+                            read_json_object, string_list)
 from .host import log
 from .http_answers import send_json, send_status
 
@@ -27,6 +38,9 @@ if TYPE_CHECKING:
     from .app import RouterApp
 
 Handler = Callable[["RouterApp", str, dict[str, Any]], Any]
+
+#: Environment variable holding the token ``shutdown.lua`` passes to ``prepare-stop``.
+STOP_TOKEN_VARIABLE = "BODYPART_ROUTER_STOP_TOKEN"
 
 
 def route(app: RouterApp, pattern: str, methods: tuple[str, ...], handler: Handler) -> None:
@@ -38,7 +52,11 @@ def route(app: RouterApp, pattern: str, methods: tuple[str, ...], handler: Handl
             output.SendMethodNotAllowed(",".join(methods))
             return
         try:
+            if method != "GET":
+                check_same_origin(request.get("headers"))
             send_json(output, handler(app, method, request))
+        except RequestRefused as exc:
+            send_status(output, exc.status, str(exc))
         except BadRequest as exc:
             send_status(output, 400, str(exc))
         except Forbidden as exc:
@@ -56,19 +74,6 @@ class BadRequest(ValueError):
 
 class Forbidden(PermissionError):
     pass
-
-
-def _body(request: dict[str, Any]) -> dict[str, Any]:
-    raw = request.get("body") or b""
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
 
 
 def status(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
@@ -96,30 +101,37 @@ def failed(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
 
 
 def resubmit(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
-    body = _body(request)
-    unknown = set(body) - {"Deliveries", "Instances", "IncludeDelivered"}
-    if unknown:
-        raise BadRequest(f"unknown key(s) {sorted(unknown)}; use Deliveries, Instances, IncludeDelivered")
-    deliveries = body.get("Deliveries", [])
-    instances = body.get("Instances", [])
-    if not all(isinstance(d, int) for d in deliveries) or not all(isinstance(i, str) for i in instances):
-        raise BadRequest("Deliveries must be a list of delivery IDs (integers), Instances a list of Orthanc IDs")
+    body = read_json_object(request)
+    only_keys(body, ("Deliveries", "Instances", "IncludeDelivered"))
+    deliveries = integer_list(body, "Deliveries")
+    instances = string_list(body, "Instances", pattern=ORTHANC_ID, what="Orthanc instance IDs")
     rows = app.resubmit_forwards(delivery_ids=deliveries, instance_ids=instances,
-                                 include_delivered=bool(body.get("IncludeDelivered", False)))
+                                 include_delivered=boolean(body, "IncludeDelivered"))
     if rows:
         log("info", f"resubmitted {len(rows)} forward(s) on request")
     return {"Resubmitted": [delivery_json(d) for d in rows]}
 
 
 def prepare_stop(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
-    # Orthanc's own Lua calls carry no HTTP headers; a request from the network always does.
+    # Orthanc's own Lua calls carry no HTTP headers and shutdown.lua passes the token; an HTTP
+    # request without headers (HTTP/1.0 allows it) cannot know the token.
+    refused = Forbidden("only Orthanc's Lua Finalize() (shutdown.lua) may call this route")
     if request.get("headers"):
-        raise Forbidden("only Orthanc's Lua Finalize() (shutdown.lua) may call this route")
+        raise refused
+    try:
+        body = read_json_object(request, require_json_content_type=False)
+    except RequestRefused as exc:
+        raise refused from exc
+    token = body.get("Token")
+    if not app.stop_token or not isinstance(token, str) or not hmac.compare_digest(token.encode(), app.stop_token.encode()):
+        raise refused
     app.prepare_stop()
     return {"Stopped": True}
 
 
 def register(app: RouterApp) -> None:
+    app.stop_token = secrets.token_urlsafe(32)
+    os.environ[STOP_TOKEN_VARIABLE] = app.stop_token  # read by shutdown.lua's os.getenv
     route(app, "/bodypart-router/status", ("GET",), status)
     route(app, "/bodypart-router/instances/([0-9a-f-]+)", ("GET",), instance)
     route(app, "/bodypart-router/failed", ("GET",), failed)

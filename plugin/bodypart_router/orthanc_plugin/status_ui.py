@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
+from ..request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..store import QUEUED
 from .host import log
 from .http_answers import send_json, send_status
@@ -70,14 +70,12 @@ def register(app: "RouterApp") -> None:
             send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
             return
         try:
-            body = json.loads(request.get("body") or b"{}")
-            ids = body.get("Instances") if isinstance(body, dict) else None
-            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-                send_status(output, 400, 'expected {"Instances": ["<orthanc instance id>", ...]}')
-                return
+            body = read_json_object(request)
+            only_keys(body, ("Instances",))
+            ids = string_list(body, "Instances", pattern=ORTHANC_ID, what="Orthanc instance IDs", non_empty=True)
             send_json(output, resubmit(app, ids))
-        except ValueError as exc:
-            send_status(output, 400, f"request body is not JSON: {exc}")
+        except RequestRefused as exc:
+            send_status(output, exc.status, str(exc))
         except Exception as exc:  # never let a route crash the host
             log("error", f"POST {uri}: {exc!r}")
             send_status(output, 500, "internal error, see the Orthanc log")
