@@ -152,3 +152,31 @@ def test_a_forward_is_recorded_before_it_is_handed_over_and_can_be_put_in_doubt(
     assert store.to_verify(now=1e12, limit=10, skip_destinations=["peer:x"]) == []
     store.forget("a")
     assert store.deliveries_of("a") == []
+
+
+def test_a_held_film_keeps_its_held_state_once_its_quality_route_delivered(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("i1")])
+    state = store.record_classification("i1", class_name="adult_chest", score=0.9, model="m", destinations=["modality:qa"],
+                                        evidence='{"scores": {}}', held="held:lateral")
+    assert state == "held:lateral"
+    (d,) = store.deliveries_of("i1")
+    assert store.mark_delivered(d.id) == "held:lateral"
+    assert store.instance("i1").state == "held:lateral"
+    assert store.evidence("i1") == '{"scores": {}}'
+
+
+def test_schema_1_database_gains_the_evidence_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE instances (instance_id TEXT PRIMARY KEY, state TEXT NOT NULL, class_name TEXT, "
+                     "score REAL, model TEXT, detail TEXT, attempts INTEGER NOT NULL DEFAULT 0, received_at REAL NOT "
+                     "NULL, updated_at REAL NOT NULL); CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "INSERT INTO settings VALUES ('schema_version', '1');"
+                     "INSERT INTO instances VALUES ('old', 'forwarded', 'spine', 0.9, 'm', NULL, 0, 1, 1);")
+    db.close()
+    store = Store(path)
+    assert store.evidence("old") is None and store.instance("old").state == "forwarded"
+    assert store.get_setting("schema_version") == "2"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .classes import CLASS_NAMES, UNCERTAIN
+from .rules import Rule, parse_rules, table_rules
 from .xray_policy import DEFAULT_MODALITIES, DEFAULT_SOP_CLASSES, XrayPolicy
 
 SECTION = "BodyPartRouter"
@@ -32,6 +33,9 @@ DEFAULT_MODEL_PATH = "../models/bodypart_router.onnx"
 
 #: What happens to a prediction below ``MinimumScore``.
 BELOW_MINIMUM_CHOICES = ("uncertain", "route")
+
+#: How the header's body part weighs in on the class (see fusion.py).
+HEADER_EVIDENCE_CHOICES = ("off", "tie-break", "prior")
 
 #: Destination kinds and the Orthanc configuration section that declares their names.
 DESTINATION_SECTIONS = {
@@ -95,6 +99,14 @@ class RouterConfig:
     minimum_score: float = 0.5
     below_minimum: str = "uncertain"
     uncertain_routes: tuple[Destination, ...] = ()
+    #: The routing rules, in order (the table form of ``Routes`` becomes one rule per class).
+    rules: tuple[Rule, ...] = ()
+    #: Where films held by a rule's quality requirements go (``[]`` = nowhere).
+    quality_routes: tuple[Destination, ...] = ()
+    #: How the header's body part weighs in (see fusion.py): "off", "tie-break" or "prior".
+    header_evidence: str = "prior"
+    #: Share of headers assumed wrong: the strength of the header as a prior.
+    header_error_rate: float = 0.15
     policy: XrayPolicy = field(default_factory=XrayPolicy)
     workers: int = 1
     batch_size: int = 8
@@ -117,7 +129,8 @@ class RouterConfig:
     def destinations(self) -> tuple[Destination, ...]:
         """Every destination named anywhere in the routes, once, in a stable order."""
         seen: dict[str, Destination] = {}
-        for dests in list(self.routes.values()) + [self.uncertain_routes]:
+        rule_dests = [r.destinations for r in self.rules]
+        for dests in list(self.routes.values()) + rule_dests + [self.uncertain_routes, self.quality_routes]:
             for d in dests:
                 seen.setdefault(d.key, d)
         return tuple(seen[k] for k in sorted(seen))
@@ -218,7 +231,7 @@ _TOP_LEVEL = [
     "BelowMinimum", "UncertainRoutes", "Modalities", "SOPClasses", "AcceptMissingModality",
     "Workers", "BatchSize", "QueueSize", "Retry", "CircuitBreaker", "StateDirectory",
     "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
-    "ClassifyInChildProcess", "YieldToIngest",
+    "ClassifyInChildProcess", "YieldToIngest", "QualityRoutes", "HeaderEvidence", "HeaderErrorRate",
 ]
 
 
@@ -322,9 +335,15 @@ def parse(
     env = get("PythonEnvironment", _string, None)
 
     routes: dict[str, tuple[Destination, ...]] = {}
+    rules: tuple[Rule, ...] = ()
     raw_routes = section.get("Routes", {})
-    if not isinstance(raw_routes, Mapping):
-        problems.append(f"{SECTION}.Routes: expected an object {{class: [destination, ...]}}, got {raw_routes!r}")
+    if isinstance(raw_routes, list):
+        rules = parse_rules(raw_routes, f"{SECTION}.Routes", problems,
+                            lambda value, key: _destination_list(value, key, known, problems))
+        raw_routes = {}
+    elif not isinstance(raw_routes, Mapping):
+        problems.append(f"{SECTION}.Routes: expected an object {{class: [destination, ...]}} or a list of rules, "
+                        f"got {raw_routes!r}")
         raw_routes = {}
     for cls, dests in raw_routes.items():
         key = f"{SECTION}.Routes.{cls}"
@@ -337,9 +356,16 @@ def parse(
             problems.append(f"{key}: unknown class (classes: {', '.join(CLASS_NAMES)}){hint}")
             continue
         routes[cls] = _destination_list(dests, key, known, problems)
+    if routes:
+        rules = table_rules(routes)
     uncertain_routes = (
         _destination_list(section["UncertainRoutes"], f"{SECTION}.UncertainRoutes", known, problems)
         if "UncertainRoutes" in section
+        else ()
+    )
+    quality_routes = (
+        _destination_list(section["QualityRoutes"], f"{SECTION}.QualityRoutes", known, problems)
+        if "QualityRoutes" in section
         else ()
     )
 
@@ -393,6 +419,10 @@ def parse(
         minimum_score=float(get("MinimumScore", _number(0.0, 1.0), RouterConfig.minimum_score)),
         below_minimum=get("BelowMinimum", _choice(BELOW_MINIMUM_CHOICES), RouterConfig.below_minimum),
         uncertain_routes=uncertain_routes,
+        rules=rules,
+        quality_routes=quality_routes,
+        header_evidence=get("HeaderEvidence", _choice(HEADER_EVIDENCE_CHOICES), RouterConfig.header_evidence),
+        header_error_rate=float(get("HeaderErrorRate", _number(0.001, 0.75), RouterConfig.header_error_rate)),
         policy=XrayPolicy(
             modalities=frozenset(m.upper() for m in modalities),
             sop_classes=frozenset(sop_classes),

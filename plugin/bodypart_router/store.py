@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS instances (
     detail       TEXT,
     attempts     INTEGER NOT NULL DEFAULT 0,
     received_at  REAL NOT NULL,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    evidence     TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_by_state ON instances (state, received_at);
 
@@ -85,6 +86,8 @@ VERIFY = "verify"
 #: Instance states owned by the router (``skipped:`` / ``failed:`` ones carry a reason).
 QUEUED, PROCESSING, CLASSIFIED, FORWARDED = "queued", "processing", "classified", "forwarded"
 DEAD_LETTER_STATE = "failed:dead-letter"
+#: Prefix of the state of a film held back by a quality requirement (``held:lateral``).
+HELD_PREFIX = "held:"
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,10 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own commit
         version = self.get_setting("schema_version")
-        if version is None:
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
+        if "evidence" not in columns:  # schema 1: the model's full output was not kept
+            self._db.execute("ALTER TABLE instances ADD COLUMN evidence TEXT")
+        if version is None or int(version) < SCHEMA_VERSION:
             self.set_setting("schema_version", str(SCHEMA_VERSION))
         elif int(version) > SCHEMA_VERSION:
             raise RuntimeError(
@@ -254,11 +260,16 @@ class Store:
         model: str,
         destinations: Sequence[str],
         shadow: bool = False,
+        evidence: str | None = None,
+        held: str | None = None,
     ) -> str:
         """Store a result and create its deliveries in one transaction; returns the instance's new state.
 
         A delivery that already exists for (instance, destination, model) is left alone:
         that is what makes a recovered or re-stored instance forward at most once.
+        ``evidence`` (JSON: the model's full output) lets ``explain`` and ``reroute`` decide
+        again later; ``held`` (``held:<reason>``) is the state of a film a quality
+        requirement held back, kept until a dead letter replaces it.
         """
         now = time.time()
         with self._tx() as db:
@@ -269,12 +280,19 @@ class Store:
                     (instance_id, dest, model, SHADOW if shadow else PENDING, now, now, now),
                 )
             state = self._instance_state(db, instance_id, model, CLASSIFIED)
+            if held and state != DEAD_LETTER_STATE:
+                state = held
             db.execute(
                 "UPDATE instances SET state = ?, class_name = ?, score = ?, model = ?, detail = NULL, "
-                "updated_at = ? WHERE instance_id = ?",
-                (state, class_name, score, model, now, instance_id),
+                "updated_at = ?, evidence = COALESCE(?, evidence) WHERE instance_id = ?",
+                (state, class_name, score, model, now, evidence, instance_id),
             )
         return state
+
+    def evidence(self, instance_id: str) -> str | None:
+        """The JSON stored by :meth:`record_classification` (None before schema 2)."""
+        rows = self._query("SELECT evidence FROM instances WHERE instance_id = ?", (instance_id,))
+        return rows[0]["evidence"] if rows else None
 
     def instance(self, instance_id: str) -> InstanceRecord | None:
         rows = self._query("SELECT * FROM instances WHERE instance_id = ?", (instance_id,))
@@ -369,6 +387,9 @@ class Store:
             if row is None:
                 return ""
             new_state = self._instance_state(db, row["instance_id"], row["model"], CLASSIFIED)
+            current = db.execute("SELECT state FROM instances WHERE instance_id = ?", (row["instance_id"],)).fetchone()
+            if current is not None and str(current["state"]).startswith(HELD_PREFIX) and new_state != DEAD_LETTER_STATE:
+                return str(current["state"])  # a held film stays held once its QualityRoutes forward arrived
             db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
                        "AND state NOT LIKE 'skipped:%'", (new_state, now, row["instance_id"]))
         return new_state

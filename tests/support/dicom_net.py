@@ -40,10 +40,11 @@ STORAGE_CLASSES = (
 
 
 def c_store(
-    datasets: Iterable[Dataset], port: int, *, called_aet: str = "ORTHANC", host: str = "127.0.0.1"
+    datasets: Iterable[Dataset], port: int, *, called_aet: str = "ORTHANC", host: str = "127.0.0.1",
+    calling_aet: str = "TEST_SCU",
 ) -> list[int]:
     """Send datasets over one association; returns the C-STORE status of each."""
-    ae = AE(ae_title="TEST_SCU")
+    ae = AE(ae_title=calling_aet)
     for sop in STORAGE_CLASSES:
         ae.add_requested_context(sop, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
     assoc = ae.associate(host, port, ae_title=called_aet)

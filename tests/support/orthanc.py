@@ -219,6 +219,7 @@ def router_config(
             "BodyPartForwarded": 1028,
             "BodyPartHeaderAudit": 1029,
             "BodyPartClaim": 1030,
+            "BodyPartSource": 1040,
         },
         "OrthancPeers": {k: {"Url": _peer_target(v)} for k, v in (peers or {}).items()},
         "DicomModalities": mods,

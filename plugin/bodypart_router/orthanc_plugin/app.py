@@ -29,6 +29,7 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
+from ..fusion import METADATA_NAME as SOURCE_METADATA
 from ..engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)
 from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
@@ -127,6 +128,7 @@ class RouterApp:
         self.engines = self._start_engines(config)
         self.model = self.engines[0].info
         self.files = StorageFiles(self.rest, orthanc_config, self.config_dir)
+        self.writer.source_metadata = SOURCE_METADATA in (orthanc_config.get("UserMetadata") or {})
         busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
         self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
         self.store = Store(config.state_directory / STATE_DB)
@@ -138,7 +140,7 @@ class RouterApp:
         if orthanc_config.get("SaveJobs", True) and not config.shadow_mode:
             log("warning", "SaveJobs is true: Orthanc reloads the forward jobs of a crashed run; the router cancels "
                            "those it finds, but set \"SaveJobs\": false (it tracks its own forwards)")
-        routes = "; ".join(f"{c} -> {', '.join(map(str, d)) or 'nowhere'}" for c, d in config.routes.items())
+        routes = "; ".join(f"{r.name} -> {', '.join(map(str, r.destinations)) or 'nowhere'}" for r in config.rules)
         # One line at warning level, so that Orthanc's default log shows what is running.
         where = "child process" if self.in_child_process else "in Orthanc's process"
         log("warning", f"bodypart-router {__version__}: model {self.model.version} "

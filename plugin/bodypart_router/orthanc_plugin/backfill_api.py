@@ -76,7 +76,7 @@ class _Processor:
                                   in_process=not app.in_child_process)
 
         self.routing = worker(app.config)
-        self.labelling = worker(dataclasses.replace(app.config, routes={}, uncertain_routes=()))
+        self.labelling = worker(dataclasses.replace(app.config, routes={}, rules=(), uncertain_routes=(), quality_routes=()))
 
     def __call__(self, instance_id: str, route: bool) -> str:
         store = self.app.store

@@ -1,7 +1,8 @@
 """Make results visible in Orthanc: instance metadata on every version, labels from Orthanc 1.12.
 
 Metadata (declared in ``UserMetadata``): ``BodyPart``, ``BodyPartScore``, ``BodyPartModel``,
-``BodyPartState``, ``BodyPartForwarded`` (comma-separated destination names).
+``BodyPartState``, ``BodyPartForwarded`` (comma-separated destination names), and
+``BodyPartSource`` (what decided the class, see fusion.py) where it is declared.
 Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript extension of
 :mod:`.explorer` instead): ``bodypart-<class>`` on the series and the study, and
 ``bodypart-dead-letter`` on both when a forward was dead-lettered.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ..classes import label_for
 from ..config import Destination
 from ..delivery import RestError
+from ..fusion import METADATA_NAME as SOURCE_METADATA
 from ..routing import RoutingDecision
 from ..store import DEAD_LETTER_STATE, InstanceRecord
 from .host import OrthancRest, log
@@ -38,6 +40,8 @@ class ResultWriter:
         self.set_version(orthanc_version)
         self._suspended = False
         self._missed: set[str] = set()
+        #: ``BodyPartSource`` is written only where it is declared in ``UserMetadata`` (optional).
+        self.source_metadata = False
 
     def suspend(self) -> set[str]:
         """Stop writing (Orthanc is shutting down); returns the instances whose writes were skipped."""
@@ -78,6 +82,8 @@ class ResultWriter:
             self._meta(instance_id, "BodyPartScore", f"{decision.score:.4f}")
             self._meta(instance_id, "BodyPartModel", model_version)
             self._meta(instance_id, "BodyPartState", state)
+            if self.source_metadata:
+                self._meta(instance_id, SOURCE_METADATA, decision.source)
             if self.labels:
                 self._label_parents(instance_id, label_for(decision.class_name))
 

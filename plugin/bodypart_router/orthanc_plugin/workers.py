@@ -10,6 +10,7 @@ again at the next start (metadata writes are idempotent), never that a delivery 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,10 +21,11 @@ from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
 from ..ingest_gate import IngestGate
 from ..memory import IdleTrim
-from ..routing import decide
+from ..routing import decide_evidence, outcome_evidence
 from ..store import CLASSIFIED, Store
 from . import footprint
 from .events import EventBus
+from .evidence import read_header, rule_keywords
 from .host import OrthancRest, log
 from .results import ResultWriter
 from .storage_files import StorageFiles
@@ -52,6 +54,8 @@ class ClassifyWorker:
         #: The engine decodes in this process: lower this thread's priority and trim the heap.
         self.in_process = in_process
         self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
+        #: DICOM keywords the rules test (read from the file when Orthanc does not index them).
+        self.rule_keywords = rule_keywords(config)
         #: Holds each batch back while Orthanc is busy storing instances (see ingest_gate.py).
         self.yield_to_ingest: IngestGate | None = None
         #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
@@ -126,18 +130,31 @@ class ClassifyWorker:
                     inference_seconds: float) -> None:
         assert outcome.class_name is not None
         model = self.engine.info.version
-        decision = decide(self.config, outcome.class_name, float(outcome.score))
+        try:
+            header = read_header(self.rest, instance_id, self.rule_keywords)
+        except RestError as exc:
+            if exc.status == 404:
+                self.store.forget(instance_id)
+                log("info", f"instance {instance_id} was deleted before it could be routed")
+            else:
+                self._transient(instance_id, f"could not read the header: {exc}")
+            return
+        evidence = outcome_evidence(outcome)
+        decision = decide_evidence(self.config, evidence["scores"], tags=header.tags,
+                                   calling_aet=header.remote_aet, secondary=evidence)
         destinations = [d.key for d in decision.destinations]
-        self.writer.classified(instance_id, decision, model, CLASSIFIED)
+        first_state = decision.state or CLASSIFIED
+        self.writer.classified(instance_id, decision, model, first_state)
         state = self.store.record_classification(
             instance_id, class_name=decision.class_name, score=decision.score, model=model,
-            destinations=destinations, shadow=self.config.shadow_mode)
-        if state != CLASSIFIED:  # e.g. already forwarded earlier with this model
+            destinations=destinations, shadow=self.config.shadow_mode, evidence=json.dumps(evidence),
+            held=decision.state)
+        if state != first_state:  # e.g. already forwarded earlier with this model
             self.writer.state(instance_id, state)
         log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                     f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                     f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
-        self.events.emit("classified", instance_id=instance_id, decision=decision, model=model,
+        self.events.emit("classified", instance_id=instance_id, decision=decision, model=model, header=header,
                          seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
                          inference_seconds=inference_seconds)
 

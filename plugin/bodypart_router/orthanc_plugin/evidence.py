@@ -1,0 +1,59 @@
+"""What the rules and the header fusion read about an instance, besides its pixels.
+
+The tags come from Orthanc's index first (patient, study, series and instance main tags: one
+GET each, no file read). Only when a rule names an attribute Orthanc does not index (for
+example ``ViewPosition``), or the header names the chest and gives no age, is the file's
+header read once (``/instances/{id}/simplified-tags``). The calling AET is the ``RemoteAET``
+metadata Orthanc records for instances received by C-STORE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..audit import REGION_TAGS, Region, regions_in
+from ..config import RouterConfig
+from .host import OrthancRest
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    tags: dict[str, Any]
+    remote_aet: str | None
+    series_id: str | None = None
+    study_id: str | None = None
+
+
+def rule_keywords(config: RouterConfig) -> frozenset[str]:
+    """DICOM keywords the rules test (``Tags.<keyword>`` conditions)."""
+    return frozenset(subject[5:] for rule in config.rules for subject, _ in rule.conditions
+                     if subject.startswith("Tags."))
+
+
+def _names_chest(tags: dict[str, Any]) -> bool:
+    return any(Region.CHEST in regions_in(str(tags.get(k) or "")) for k in REGION_TAGS)
+
+
+def read_header(rest: OrthancRest, instance_id: str, needed: Iterable[str] = ()) -> InstanceHeader:
+    """The instance's tags by keyword and its RemoteAET. Raises RestError (404: deleted)."""
+    instance = rest.get_json(f"/instances/{instance_id}")
+    series = rest.get_json(f"/series/{instance['ParentSeries']}")
+    study = rest.get_json(f"/studies/{series['ParentStudy']}")
+    tags: dict[str, Any] = {
+        **study.get("PatientMainDicomTags", {}),
+        **study.get("MainDicomTags", {}),
+        **series.get("MainDicomTags", {}),
+        **instance.get("MainDicomTags", {}),
+    }
+    meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
+    missing = {k for k in needed if k not in tags}
+    if not tags.get("PatientAge") and not tags.get("PatientBirthDate") and _names_chest(tags):
+        missing.add("PatientAge")  # adult versus pediatric chest
+    if missing:
+        full = rest.get_json(f"/instances/{instance_id}/simplified-tags")
+        for k in missing:
+            if isinstance(full.get(k), (str, int, float)):
+                tags[k] = full[k]
+    return InstanceHeader(tags, meta.get("RemoteAET"), series.get("ID"), study.get("ID"))

@@ -1,0 +1,116 @@
+"""Routing rules, header fusion, explain and reroute inside a real Orthanc.
+
+Rules (in order):
+1. "St Mary to the archive": InstitutionName matches a regex -> "archive" (Continue);
+2. "adult chests, adults only": class adult_chest and PatientAge >= 18 -> "ai-chest";
+3. "spines from the CR rooms": class spine sent by an AET matching CR_* -> "ai-chest".
+The receivers are DICOM SCPs that count what they get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from support import dicoms
+from support.dicom_net import CountingSCP, c_store
+from support.orthanc import OrthancProcess, Runtime, router_config, wait_router_started
+from support.tiny_model import gray_for
+
+pytestmark = pytest.mark.integration
+
+RULES = [
+    {"Name": "St Mary to the archive", "Tags": {"InstitutionName": {"Regex": "(?i)^st\\.? mary"}},
+     "Destinations": ["archive"], "Continue": True},
+    {"Name": "adult chests, adults only", "Class": "adult_chest", "Tags": {"PatientAge": {"Min": 18}},
+     "Destinations": ["ai-chest"]},
+    {"Name": "spines from the CR rooms", "Class": "spine", "CallingAet": "CR_*", "Destinations": ["ai-chest"]},
+]
+
+
+@dataclass
+class RulesSetup:
+    router: OrthancProcess
+    chest: CountingSCP
+    archive: CountingSCP
+
+
+@pytest.fixture(scope="module")
+def rules_setup(runtime: Runtime, test_model: tuple) -> Iterator[RulesSetup]:
+    model, sha256 = test_model
+    chest = CountingSCP("AI_CHEST").start()
+    archive = CountingSCP("ARCHIVE").start()
+    router: OrthancProcess | None = None
+    try:
+        config = router_config(
+            runtime, model=model, routes={},
+            modalities={"ai-chest": chest.modality, "archive": archive.modality},
+            router={"ModelSha256": sha256, "Routes": RULES, "HeaderEvidence": "prior",
+                    "Retry": {"MaxAttempts": 3, "BackoffSeconds": 0.2, "MaxBackoffSeconds": 0.5}},
+        )
+        router = OrthancProcess(config, runtime=runtime, name="router-rules", args=["--verbose"])
+        router.start()
+        wait_router_started(router, timeout=20)
+        yield RulesSetup(router, chest, archive)
+    finally:
+        if router is not None:
+            router.cleanup()
+        chest.stop()
+        archive.stop()
+
+
+def _final(router: OrthancProcess, instance: str, states: tuple[str, ...] = ("forwarded",)) -> dict:
+    router.wait_for(lambda: router.metadata(instance).get("BodyPartState") in states, timeout=30,
+                    what=f"instance {instance} in {states} (now {router.metadata(instance).get('BodyPartState')})")
+    return router.metadata(instance)
+
+
+def _xray(class_name: str, **tags: str):
+    ds = dicoms.xray(gray_for(class_name))
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def test_a_tag_rule_and_a_class_rule_both_take_effect(rules_setup: RulesSetup) -> None:
+    s = rules_setup
+    both = _xray("adult_chest", InstitutionName="St. Mary Hospital", PatientAge="045Y")
+    chest_only = _xray("adult_chest", InstitutionName="General Hospital", PatientAge="045Y")
+    child = _xray("adult_chest", PatientAge="004Y", PatientBirthDate="")
+    archive_only = _xray("spine", InstitutionName="st mary")
+    ids = {name: s.router.upload(dicoms.to_bytes(ds)) for name, ds in
+           [("both", both), ("chest_only", chest_only), ("child", child), ("archive_only", archive_only)]}
+
+    assert _final(s.router, ids["both"])["BodyPartForwarded"] == "ai-chest,archive"
+    assert _final(s.router, ids["chest_only"])["BodyPartForwarded"] == "ai-chest"
+    assert _final(s.router, ids["archive_only"])["BodyPartForwarded"] == "archive"
+    child_meta = _final(s.router, ids["child"], ("classified",))
+    assert child_meta["BodyPartState"] == "classified" and "BodyPartForwarded" not in child_meta
+    assert (s.chest.count(both.SOPInstanceUID), s.archive.count(both.SOPInstanceUID)) == (1, 1)
+    assert (s.chest.count(chest_only.SOPInstanceUID), s.archive.count(chest_only.SOPInstanceUID)) == (1, 0)
+    assert (s.chest.count(archive_only.SOPInstanceUID), s.archive.count(archive_only.SOPInstanceUID)) == (0, 1)
+    assert s.chest.count(child.SOPInstanceUID) == 0
+
+
+def test_a_calling_aet_rule_takes_effect(rules_setup: RulesSetup) -> None:
+    s = rules_setup
+    from_cr, from_dx = _xray("spine"), _xray("spine")
+    assert c_store([from_cr], s.router.dicom_port, called_aet=s.router.aet, calling_aet="CR_ROOM2") == [0]
+    assert c_store([from_dx], s.router.dicom_port, called_aet=s.router.aet, calling_aet="DX_ROOM1") == [0]
+    cr = s.router.wait_for(lambda: s.router.find_instance(from_cr.SOPInstanceUID), what="stored")
+    dx = s.router.wait_for(lambda: s.router.find_instance(from_dx.SOPInstanceUID), what="stored")
+    assert _final(s.router, cr)["BodyPartForwarded"] == "ai-chest"
+    assert "BodyPartForwarded" not in _final(s.router, dx, ("classified",))
+    assert (s.chest.count(from_cr.SOPInstanceUID), s.chest.count(from_dx.SOPInstanceUID)) == (1, 0)
+
+
+def test_body_part_source_says_what_decided(rules_setup: RulesSetup) -> None:
+    s = rules_setup
+    agree = s.router.upload(dicoms.to_bytes(_xray("spine", BodyPartExamined="LSPINE")))
+    none = s.router.upload(dicoms.to_bytes(_xray("spine")))
+    wrong = s.router.upload(dicoms.to_bytes(_xray("spine", BodyPartExamined="CHEST")))
+    assert _final(s.router, agree, ("classified",))["BodyPartSource"] == "pixels+header"
+    assert _final(s.router, none, ("classified",))["BodyPartSource"] == "pixels"
+    meta = _final(s.router, wrong, ("classified",))
+    assert (meta["BodyPart"], meta["BodyPartSource"]) == ("spine", "conflict")  # the tiny model is sure: > 0.99
