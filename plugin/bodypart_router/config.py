@@ -124,6 +124,9 @@ class RouterConfig:
     #: machine, see ingest_gate.py), for at most ``yield_max_wait_seconds`` per batch (0: never).
     yield_busy_cores: float | None = None
     yield_max_wait_seconds: float = 10.0
+    #: Write ``BodyPartState = skipped:<reason>`` on instances that are not X-rays. Off by default:
+    #: an instance the router does not route is left exactly as Orthanc stored it (no index write).
+    mark_skipped: bool = False
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -232,6 +235,7 @@ _TOP_LEVEL = [
     "Workers", "BatchSize", "QueueSize", "Retry", "CircuitBreaker", "StateDirectory",
     "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
     "ClassifyInChildProcess", "YieldToIngest", "QualityRoutes", "HeaderEvidence", "HeaderErrorRate",
+    "MarkSkipped",
 ]
 
 
@@ -441,6 +445,7 @@ def parse(
         classify_in_child_process=get("ClassifyInChildProcess", _bool, RouterConfig.classify_in_child_process),
         yield_busy_cores=sub["YieldToIngest"].get("BusyCores", RouterConfig.yield_busy_cores),
         yield_max_wait_seconds=float(sub["YieldToIngest"].get("MaxWaitSeconds", RouterConfig.yield_max_wait_seconds)),
+        mark_skipped=get("MarkSkipped", _bool, RouterConfig.mark_skipped),
     )
     if problems:
         raise ConfigError(problems)

@@ -82,14 +82,49 @@ def test_duplicate_stores_forward_only_once(setup: RouterSetup) -> None:
     assert deliveries == [("ai-general", "delivered", 1)]
 
 
-def test_non_xrays_are_skipped_with_their_reason(setup: RouterSetup) -> None:
+def _router_state(router: OrthancProcess, instance_id: str) -> str | None:
+    return router.get_json(f"/bodypart-router/instances/{instance_id}")["State"]
+
+
+def test_non_xrays_are_skipped_with_their_reason_and_left_untouched(setup: RouterSetup) -> None:
     router = setup.router
     ct = router.upload(dicoms.to_bytes(dicoms.ct()))
     sr = router.upload(dicoms.to_bytes(dicoms.sr()))
-    assert _wait_state(router, ct, "skipped:non-projection-modality")
-    assert _wait_state(router, sr, "skipped:non-image-sop-class")
-    assert "BodyPart" not in router.metadata(ct)
-    assert router.get_json(f"/bodypart-router/instances/{ct}")["Deliveries"] == []
+    for instance, state in ((ct, "skipped:non-projection-modality"), (sr, "skipped:non-image-sop-class")):
+        router.wait_for(lambda i=instance, s=state: _router_state(router, i) == s, what=f"{instance} {state}")
+        assert not [k for k in router.metadata(instance) if k.startswith("BodyPart")]  # MarkSkipped is false
+    record = router.get_json(f"/bodypart-router/instances/{ct}")
+    assert record["Deliveries"] == [] and "CT" in record["Detail"]
+
+
+def test_a_deleted_and_resent_instance_is_classified_again_but_not_sent_twice(setup: RouterSetup) -> None:
+    router, general = setup.router, setup.general
+    ds = dicoms.xray(gray_for("spine"))
+    data = dicoms.to_bytes(ds)
+    instance = router.upload(data)
+    _wait_state(router, instance, "forwarded")
+    patient = router.get_json(f"/instances/{instance}/patient")["ID"]
+    assert router.request("DELETE", f"/patients/{patient}").ok
+    router.wait_for(lambda: not router.get_json(f"/bodypart-router/instances/{instance}")["Known"],
+                    what="the deleted instance forgotten by the router")
+    assert router.upload(data) == instance  # same UIDs, same Orthanc ID
+    meta = _wait_state(router, instance, "forwarded")
+    assert (meta["BodyPart"], meta["BodyPartForwarded"]) == ("spine", "ai-general")
+    time.sleep(2.0)  # several forwarder cycles: a second forward would have left by now
+    assert general.count(ds.SOPInstanceUID) == 1  # the destination already held it
+
+
+def test_an_instance_deleted_and_resent_at_once_is_classified_again(setup: RouterSetup) -> None:
+    """The DELETED notification may reach the router after the new store: it must not forget the new one."""
+    router = setup.router
+    data = dicoms.to_bytes(dicoms.xray(gray_for("others")))
+    instance = router.upload(data)
+    _wait_state(router, instance, "classified")
+    assert router.request("DELETE", f"/instances/{instance}").ok
+    router.upload(data)
+    meta = _wait_state(router, instance, "classified")
+    assert meta["BodyPart"] == "others"
+    router.wait_for(lambda: _router_state(router, instance) == "classified", what="router record classified")
 
 
 def test_low_score_becomes_uncertain_and_goes_nowhere(setup: RouterSetup) -> None:

@@ -223,11 +223,16 @@ class Context:
 
 
 def states(proc: OrthancProcess, instance_ids: list[str]) -> dict[str, str]:
-    """``BodyPartState`` of each instance ("" when not set yet)."""
+    """``BodyPartState`` of each instance ("" when not set yet); for a skipped instance, which
+    keeps no metadata unless ``MarkSkipped`` is set, the router's own record."""
     out = {}
     for iid in instance_ids:
         r = proc.request("GET", f"/instances/{iid}/metadata/BodyPartState", timeout=10)
         out[iid] = r.text if r.ok else ""
+        if not out[iid]:
+            r = proc.request("GET", f"/bodypart-router/instances/{iid}", timeout=10)
+            state = (r.json().get("State") or "") if r.ok else ""
+            out[iid] = state if state.startswith("skipped:") else ""
     return out
 
 

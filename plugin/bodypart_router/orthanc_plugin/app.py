@@ -131,6 +131,7 @@ class RouterApp:
         self.writer.source_metadata = SOURCE_METADATA in (orthanc_config.get("UserMetadata") or {})
         busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
         self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
+        self.writer.mark_skipped = config.mark_skipped
         self.store = Store(config.state_directory / STATE_DB)
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
         self.recorder.claims = claims_for_node(orthanc_config, self.store)
@@ -189,6 +190,10 @@ class RouterApp:
                 self.started()
             elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
                 self.stopped()
+            elif (change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.INSTANCE
+                  and self.recorder is not None and self.enabled):
+                # Orthanc's /changes log keeps no deletions; only this callback reports them.
+                self.recorder.on_deleted(resource)
         except Exception as exc:
             log("error", f"lifecycle: {exc!r}")
 

@@ -19,12 +19,19 @@ Where several Orthanc nodes share one index (and so one changes log), the record
 only the instances this node claims (:mod:`bodypart_router.claims`), so each is classified and
 forwarded by exactly one node.
 
+Deletions are not in the changes log: Orthanc reports them to plugins only through the
+``OnChange`` callback (``DELETED``), which hands them to :meth:`Recorder.on_deleted`. The
+recorder then forgets the instance (its pending work; delivered forwards stay in the ledger),
+so that the same instance stored again is classified and routed like a new one, and is not
+sent again to a destination that already received it.
+
 On the very first start (no checkpoint yet) the checkpoint is set to the newest change:
 what was in Orthanc before the router was installed is left to an explicit backfill.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import threading
@@ -80,6 +87,7 @@ class Recorder:
         self.queue: queue.Queue[Received] = queue.Queue(maxsize=config.queue_size)
         self._overflowing = False
         self.claims: Claims | NoClaims = NoClaims()  # the app sets Claims when nodes share an index
+        self._deleted: collections.deque[str] = collections.deque()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
@@ -103,6 +111,11 @@ class Recorder:
                                "from Orthanc's changes log instead (raise BodyPartRouter.QueueSize?)")
         self._wake.set()
 
+    def on_deleted(self, instance_id: str) -> None:
+        """Orthanc deleted an instance (``OnChange`` thread): forget it on the recorder's thread."""
+        self._deleted.append(instance_id)
+        self._wake.set()
+
     # -- thread ---------------------------------------------------------------------------
     def start(self) -> None:
         self.thread.start()
@@ -116,6 +129,7 @@ class Recorder:
         while not self._stop.is_set():
             try:
                 self._drain()
+                self._forget_deleted()
                 now = time.monotonic()
                 if now - last_poll >= self.config.changes_poll_seconds:
                     last_poll = now
@@ -139,6 +153,25 @@ class Recorder:
                 break
         if batch:
             self._record(batch)
+
+    def _forget_deleted(self) -> None:
+        """Forget deleted instances. One stored again since its deletion (its ``DELETED`` change
+        can be reported after the new ``OnStoredInstance``) is recorded afresh from the index."""
+        while self._deleted:
+            instance_id = self._deleted.popleft()
+            if not self.store.known([instance_id]):
+                continue
+            self.store.forget(instance_id)
+            try:
+                fresh = policy_from_index(self.rest, self.config, instance_id)
+            except RestError as exc:
+                log("warning", f"instance {instance_id}: deleted, could not check whether it was stored again "
+                               f"({exc}); the changes log will catch it up")
+                continue
+            if fresh is not None:
+                self._record([fresh])
+            log("info", f"instance {instance_id} was deleted; "
+                        f"{'stored again since, handled as new' if fresh else 'forgotten'}")
 
     def _record(self, items: list[Received]) -> None:
         added = self.store.add_received(self.claims.mine(items))

@@ -3,6 +3,11 @@
 Metadata (declared in ``UserMetadata``): ``BodyPart``, ``BodyPartScore``, ``BodyPartModel``,
 ``BodyPartState``, ``BodyPartForwarded`` (comma-separated destination names), and
 ``BodyPartSource`` (what decided the class, see fusion.py) where it is declared.
+An instance the router skips (not an X-ray: CT, MR, SR...) gets no metadata at all unless
+``MarkSkipped`` is true: the reason stays in the router's store, where
+``GET /bodypart-router/instances/{id}`` and the status page read it. Orthanc's index, its
+changes log and the instance's metadata listing are then exactly what they are without the
+router.
 Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript extension of
 :mod:`.explorer` instead): ``bodypart-<class>`` on the series and the study, and
 ``bodypart-dead-letter`` on both when a forward was dead-lettered.
@@ -19,6 +24,7 @@ from ..store import DEAD_LETTER_STATE, InstanceRecord
 from .host import OrthancRest, log
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"
+SKIPPED_PREFIX = "skipped:"
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -35,8 +41,10 @@ def parse_version(text: str) -> tuple[int, ...]:
 class ResultWriter:
     """Writes the router's results onto instances (and their series and study)."""
 
-    def __init__(self, rest: OrthancRest, orthanc_version: str) -> None:
+    def __init__(self, rest: OrthancRest, orthanc_version: str, *, mark_skipped: bool = False) -> None:
         self.rest = rest
+        #: Write ``skipped:<reason>`` states too (``MarkSkipped``); off, a skipped instance is untouched.
+        self.mark_skipped = mark_skipped
         self.set_version(orthanc_version)
         self._suspended = False
         self._missed: set[str] = set()
@@ -50,6 +58,9 @@ class ResultWriter:
 
     def rewrite(self, record: InstanceRecord, delivered: list[str]) -> None:
         """Write everything the store knows about an instance (after a shutdown skipped it)."""
+        if record.class_name is None and not self.writes(record.state):
+            return
+
         def write() -> None:
             if record.class_name is not None:
                 self._meta(record.instance_id, "BodyPart", record.class_name)
@@ -72,8 +83,14 @@ class ResultWriter:
     def _meta(self, instance_id: str, name: str, value: str) -> None:
         self.rest.put(f"/instances/{instance_id}/metadata/{name}", value)
 
+    def writes(self, state: str) -> bool:
+        """Whether a state goes to Orthanc's index: not a skip, unless ``MarkSkipped`` asks for it."""
+        return self.mark_skipped or not state.startswith(SKIPPED_PREFIX)
+
     def state(self, instance_id: str, state: str) -> None:
-        """Only the state (queued, skipped:<reason>, failed:<reason>)."""
+        """Only the state (skipped:<reason>, failed:<reason>, forwarded...)."""
+        if not self.writes(state):
+            return
         self._safely(instance_id, lambda: self._meta(instance_id, "BodyPartState", state))
 
     def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: str) -> None:

@@ -149,8 +149,12 @@ class ClassifyWorker:
             instance_id, class_name=decision.class_name, score=decision.score, model=model,
             destinations=destinations, shadow=self.config.shadow_mode, evidence=json.dumps(evidence),
             held=decision.state)
-        if state != first_state:  # e.g. already forwarded earlier with this model
-            self.writer.state(instance_id, state)
+        if state != first_state:  # e.g. already forwarded earlier with this model (stored again)
+            delivered = self.store.delivered_destinations(instance_id)
+            if delivered:
+                self.writer.forwarded(instance_id, state, delivered)
+            else:
+                self.writer.state(instance_id, state)
         log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                     f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                     f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
