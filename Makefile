@@ -13,7 +13,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUN  := orthanc orthanc-python orthanc-gdcm python3-venv
 APT_TEST := orthanc-postgresql postgresql debootstrap
 
-.PHONY: help setup apt-run apt-test run test test-unit demo faults bench train trixie-root clean
+.PHONY: help setup apt-run apt-test run test test-unit demo faults bench bench-fusion train trixie-root clean
 
 help:
 	@echo "make run | test | demo [INPUT=dir] | faults | bench | train | setup | clean"
@@ -85,3 +85,7 @@ test-unit: setup
 
 clean:
 	rm -rf build .pytest_cache
+
+# Header fusion accuracy on the test split with realistic synthetic headers (README, "Header evidence").
+bench-fusion: setup
+	$(PY) -m bench.header_fusion $(ARGS)

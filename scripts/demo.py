@@ -11,7 +11,8 @@ It sends the sample X-rays (the committed ``tests/fixtures/*.dcm``) or INPUT's D
 (a file or a folder, searched recursively) to the router by C-STORE, waits until each has
 its final state, checks on the two AI servers where each one actually arrived, prints a
 table and writes ``build/demo-report.json`` (a list of ``{file, sop_instance_uid, class,
-score, state, forwarded_to}``). Everything it started is stopped at the end, also on
+score, source, state, forwarded_to}``; ``source`` is the ``BodyPartSource`` metadata: what
+decided the class, ``pixels``, ``pixels+header``, ``header`` or ``conflict``). Everything it started is stopped at the end, also on
 Ctrl-C or error. The exit status is 1 if any instance did not arrive exactly where its
 class routes. ``--keep-running`` leaves the processes up (Ctrl-C to stop) to look at
 Orthanc Explorer and the status page.
@@ -46,7 +47,7 @@ DEFAULT_INPUT = REPO / "tests" / "fixtures"
 PATH_KEYS = ("PythonScript",)
 LIST_PATH_KEYS = ("LuaScripts",)
 ROUTER_PATH_KEYS = ("ModelPath", "PythonEnvironment", "StateDirectory")
-FINAL_PREFIXES = ("forwarded", "classified", "skipped:", "failed:")  # "classified": final if routed nowhere
+FINAL_PREFIXES = ("forwarded", "classified", "held:", "skipped:", "failed:")  # "classified": final if routed nowhere
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Row:
     instance_id: str | None = None
     class_name: str | None = None
     score: float | None = None
+    source: str | None = None
     state: str | None = None
     forwarded_to: list[str] = field(default_factory=list)
     expected: list[str] = field(default_factory=list)
@@ -71,7 +73,7 @@ class Row:
 
     def report(self) -> dict[str, Any]:
         return {"file": self.file, "sop_instance_uid": self.sop_instance_uid, "class": self.class_name,
-                "score": self.score, "state": self.state, "forwarded_to": sorted(self.forwarded_to)}
+                "score": self.score, "source": self.source, "state": self.state, "forwarded_to": sorted(self.forwarded_to)}
 
 
 def find_dicoms(path: Path) -> list[Path]:
@@ -143,6 +145,7 @@ def wait_final(router: OrthancProcess, rows: list[Row], section: dict[str, Any],
                 row.state = state
                 row.class_name = meta.get("BodyPart")
                 row.score = float(meta["BodyPartScore"]) if meta.get("BodyPartScore") else None
+                row.source = meta.get("BodyPartSource")
                 row.metadata_forwarded = sorted(filter(None, meta.get("BodyPartForwarded", "").split(",")))
                 pending.remove(row)
         time.sleep(0.3)
@@ -151,8 +154,9 @@ def wait_final(router: OrthancProcess, rows: list[Row], section: dict[str, Any],
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("file", "class", "score", "state", "arrived at", "routes to", "ok")
-    lines = [(r.file, r.class_name or "-", f"{r.score:.3f}" if r.score is not None else "-", r.state or "-",
+    header = ("file", "class", "score", "source", "state", "arrived at", "routes to", "ok")
+    lines = [(r.file, r.class_name or "-", f"{r.score:.3f}" if r.score is not None else "-", r.source or "-",
+              r.state or "-",
               ",".join(sorted(r.forwarded_to)) or "-", ",".join(r.expected) or "-", "yes" if r.ok else "NO")
              for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]

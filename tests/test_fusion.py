@@ -17,7 +17,7 @@ def test_without_a_usable_header_the_pixels_decide() -> None:
 
 
 def test_prior_lets_a_clear_header_decide_an_unsure_film() -> None:
-    f = fuse(UNSURE_SPINE, {"BodyPartExamined": "ABDOMEN"}, mode="prior")
+    f = fuse(UNSURE_SPINE, {"BodyPartExamined": "ABDOMEN"}, mode="prior", header_error_rate=0.15)
     assert (f.class_name, f.source, f.pixel_class) == ("abdominal", "header", "spine")
     # Bayes with e = 0.15: abdominal 0.30 * 0.85 against spine 0.40 * 0.05
     assert f.score == pytest.approx(0.30 * 0.85 / (0.30 * 0.85 + 0.70 * 0.05))

@@ -106,7 +106,7 @@ class RouterConfig:
     #: How the header's body part weighs in (see fusion.py): "off", "tie-break" or "prior".
     header_evidence: str = "prior"
     #: Share of headers assumed wrong: the strength of the header as a prior.
-    header_error_rate: float = 0.15
+    header_error_rate: float = 0.3
     policy: XrayPolicy = field(default_factory=XrayPolicy)
     workers: int = 1
     batch_size: int = 8
