@@ -20,7 +20,7 @@ chest by the patient's age. ``H`` is empty when no tag names a region.
   ``p(c) * L(c)``, normalised. The default ``e`` = 0.3 is measured, not assumed
   (``bench/header_fusion.py``, README): on films whose headers are 15 % wrong, 0.25-0.4 gave
   the best accuracy with the shipped model, whose probabilities are not calibrated, and 0.15
-  (the true rate) let wrong headers override correct films the model gave 0.8-0.95. At 0.3
+  (the true rate) let a wrong header overturn a correct film the model was under 94 % sure of. At 0.3
   a header multiplies the odds of its classes by 7: it decides when the model hesitates and
   loses against a model that is more than 7 times surer of another class.
 
