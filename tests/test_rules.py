@@ -246,3 +246,10 @@ def test_adult_chest_example_routes_as_described() -> None:
 def test_evidence_reads_full_json_values() -> None:
     assert Evidence("spine", 0.9, tags={"Modality": {"Value": "DX"}}).tag("Modality") == "DX"
     assert Evidence("spine", 0.9, tags={"Modality": "  "}).tag("Modality") is None
+
+
+def test_decision_level_and_series_confidence_are_validated() -> None:
+    assert config({}, DecisionLevel="series", SeriesConfidentScore=0.8).decision_level == "series"
+    found = problems({}, DecisionLevel="study", SeriesConfidentScore=2)
+    assert any(p.startswith("BodyPartRouter.DecisionLevel: expected one of 'instance', 'series'") for p in found)
+    assert any(p.startswith("BodyPartRouter.SeriesConfidentScore: 2 is out of range") for p in found)

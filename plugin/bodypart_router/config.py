@@ -37,6 +37,9 @@ BELOW_MINIMUM_CHOICES = ("uncertain", "route")
 #: How the header's body part weighs in on the class (see fusion.py).
 HEADER_EVIDENCE_CHOICES = ("off", "tie-break", "prior")
 
+#: When a film is routed: as soon as it is classified, or once its series is stable (see series.py).
+DECISION_LEVELS = ("instance", "series")
+
 #: Destination kinds and the Orthanc configuration section that declares their names.
 DESTINATION_SECTIONS = {
     "modality": "DicomModalities",
@@ -107,6 +110,11 @@ class RouterConfig:
     header_evidence: str = "prior"
     #: Share of headers assumed wrong: the strength of the header as a prior.
     header_error_rate: float = 0.3
+    #: "instance": each film is routed as soon as it is classified; "series": once its series is
+    #: stable, by a vote of the series' films (see series.py).
+    decision_level: str = "instance"
+    #: In series mode, a film disagreeing with its series keeps its own class from this score.
+    series_confident_score: float = 0.9
     policy: XrayPolicy = field(default_factory=XrayPolicy)
     workers: int = 1
     batch_size: int = 8
@@ -235,7 +243,7 @@ _TOP_LEVEL = [
     "Workers", "BatchSize", "QueueSize", "Retry", "CircuitBreaker", "StateDirectory",
     "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
     "ClassifyInChildProcess", "YieldToIngest", "QualityRoutes", "HeaderEvidence", "HeaderErrorRate",
-    "MarkSkipped",
+    "MarkSkipped", "DecisionLevel", "SeriesConfidentScore",
 ]
 
 
@@ -427,6 +435,9 @@ def parse(
         quality_routes=quality_routes,
         header_evidence=get("HeaderEvidence", _choice(HEADER_EVIDENCE_CHOICES), RouterConfig.header_evidence),
         header_error_rate=float(get("HeaderErrorRate", _number(0.001, 0.75), RouterConfig.header_error_rate)),
+        decision_level=get("DecisionLevel", _choice(DECISION_LEVELS), RouterConfig.decision_level),
+        series_confident_score=float(get("SeriesConfidentScore", _number(0.0, 1.0),
+                                         RouterConfig.series_confident_score)),
         policy=XrayPolicy(
             modalities=frozenset(m.upper() for m in modalities),
             sop_classes=frozenset(sop_classes),

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS instances (
     attempts     INTEGER NOT NULL DEFAULT 0,
     received_at  REAL NOT NULL,
     updated_at   REAL NOT NULL,
-    evidence     TEXT
+    evidence     TEXT,
+    series_id    TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_by_state ON instances (state, received_at);
 
@@ -86,6 +87,8 @@ VERIFY = "verify"
 #: Instance states owned by the router (``skipped:`` / ``failed:`` ones carry a reason).
 QUEUED, PROCESSING, CLASSIFIED, FORWARDED = "queued", "processing", "classified", "forwarded"
 DEAD_LETTER_STATE = "failed:dead-letter"
+#: ``DecisionLevel: series``: classified, waiting for its series to be stable before it is routed.
+AWAITING_SERIES = "awaiting-series"
 #: Prefix of the state of a film held back by a quality requirement (``held:lateral``).
 HELD_PREFIX = "held:"
 
@@ -140,6 +143,9 @@ class Store:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
         if "evidence" not in columns:  # schema 1: the model's full output was not kept
             self._db.execute("ALTER TABLE instances ADD COLUMN evidence TEXT")
+        if "series_id" not in columns:
+            self._db.execute("ALTER TABLE instances ADD COLUMN series_id TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS instances_by_series ON instances (series_id)")
         if version is None or int(version) < SCHEMA_VERSION:
             self.set_setting("schema_version", str(SCHEMA_VERSION))
         elif int(version) > SCHEMA_VERSION:
@@ -288,6 +294,26 @@ class Store:
                 (state, class_name, score, model, now, evidence, instance_id),
             )
         return state
+
+    def await_series(self, instance_id: str, *, series_id: str, class_name: str, score: float, model: str,
+                     evidence: str) -> None:
+        """``DecisionLevel: series``: keep the film's own result until its series is decided."""
+        with self._tx() as db:
+            db.execute("UPDATE instances SET state = ?, class_name = ?, score = ?, model = ?, detail = NULL, "
+                       "evidence = ?, series_id = ?, updated_at = ? WHERE instance_id = ?",
+                       (AWAITING_SERIES, class_name, score, model, evidence, series_id, time.time(), instance_id))
+
+    def series_awaiting(self) -> list[str]:
+        """Series with films waiting for their series decision."""
+        return [r["series_id"] for r in self._query(
+            "SELECT DISTINCT series_id FROM instances WHERE state = ? AND series_id IS NOT NULL", (AWAITING_SERIES,))]
+
+    def series_members(self, series_id: str) -> list[InstanceRecord]:
+        """Every film of the series the router classified (awaiting or already routed), oldest first."""
+        rows = self._query("SELECT * FROM instances WHERE series_id = ? AND evidence IS NOT NULL "
+                           "ORDER BY received_at", (series_id,))
+        return [InstanceRecord(r["instance_id"], r["state"], r["class_name"], r["score"], r["model"], r["detail"],
+                               r["attempts"]) for r in rows]
 
     def evidence(self, instance_id: str) -> str | None:
         """The JSON stored by :meth:`record_classification` (None before schema 2)."""

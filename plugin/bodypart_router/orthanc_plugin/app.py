@@ -43,6 +43,7 @@ from .forwarding import ForwardingThread
 from .host import OrthancRest, log
 from .ingest import Recorder
 from .results import ResultWriter
+from .series_decider import SeriesDecider
 from .storage_files import StorageFiles
 from .workers import ClassifyWorker
 
@@ -79,6 +80,8 @@ class RouterApp:
         self.recorder: Recorder | None = None
         self.workers: list[ClassifyWorker] = []
         self.forwarder: ForwardingThread | None = None
+        #: ``DecisionLevel: series`` only.
+        self.series_decider: SeriesDecider | None = None
         self.ingest_gate: IngestGate | None = None
         self.stop_event = threading.Event()
         self.wake_workers = threading.Event()
@@ -190,6 +193,8 @@ class RouterApp:
                 self.started()
             elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
                 self.stopped()
+            elif change_type == orthanc.ChangeType.STABLE_SERIES and self.series_decider is not None:
+                self.series_decider.stable(resource)
             elif (change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.INSTANCE
                   and self.recorder is not None and self.enabled):
                 # Orthanc's /changes log keeps no deletions; only this callback reports them.
@@ -215,8 +220,12 @@ class RouterApp:
                            in_process=not self.in_child_process)
             for i in range(self.config.workers)
         ]
+        if self.config.decision_level == "series":
+            self.series_decider = SeriesDecider(self.store, self.rest, self.wake_workers)
+            self.series_decider.recover()
         idle_trim = IdleTrim()
         for w in self.workers:
+            w.series = self.series_decider
             w.yield_to_ingest = self.ingest_gate
             w.idle_trim = idle_trim
             w.thread.start()

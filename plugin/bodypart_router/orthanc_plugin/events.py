@@ -3,7 +3,7 @@
 Events and their keyword arguments:
 
 * ``received``   instance_id, state ("queued" or "skipped:<reason>")
-* ``classified`` instance_id, decision (RoutingDecision), model, seconds, batch_size,
+* ``classified`` instance_id, decision (RoutingDecision), model, header (evidence.InstanceHeader), seconds, batch_size,
   decode_seconds (this instance), inference_seconds (its share of the batch's model run)
 * ``not_classified`` instance_id, state ("skipped:<reason>" / "failed:<reason>")
 * ``yielded_to_ingest`` seconds (a batch held back while Orthanc was busy storing)

@@ -21,13 +21,14 @@ from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
 from ..ingest_gate import IngestGate
 from ..memory import IdleTrim
-from ..routing import decide_evidence, outcome_evidence
-from ..store import CLASSIFIED, Store
+from ..routing import RoutingDecision, decide_evidence, outcome_evidence
+from ..store import AWAITING_SERIES, CLASSIFIED, Store
 from . import footprint
 from .events import EventBus
-from .evidence import read_header, rule_keywords
+from .evidence import InstanceHeader, read_header, rule_keywords
 from .host import OrthancRest, log
 from .results import ResultWriter
+from .series_decider import SeriesDecider
 from .storage_files import StorageFiles
 
 #: A transient error (REST, I/O) is retried this many times before the instance is marked failed.
@@ -56,6 +57,8 @@ class ClassifyWorker:
         self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
         #: DICOM keywords the rules test (read from the file when Orthanc does not index them).
         self.rule_keywords = rule_keywords(config)
+        #: ``DecisionLevel: series``: decides stable series between batches (set by the app).
+        self.series: SeriesDecider | None = None
         #: Holds each batch back while Orthanc is busy storing instances (see ingest_gate.py).
         self.yield_to_ingest: IngestGate | None = None
         #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
@@ -70,6 +73,8 @@ class ClassifyWorker:
                     waited = self.yield_to_ingest.wait(self.stop)
                     if waited:
                         self.events.emit("yielded_to_ingest", seconds=waited)
+                if self.series is not None and self.series.run(self):
+                    continue
                 ids = self.store.claim_queued(self.config.batch_size)
                 if ids:
                     self.process(ids)
@@ -142,13 +147,28 @@ class ClassifyWorker:
         evidence = outcome_evidence(outcome)
         decision = decide_evidence(self.config, evidence["scores"], tags=header.tags,
                                    calling_aet=header.remote_aet, secondary=evidence)
+        if self.series is not None and header.series_id:  # DecisionLevel: series
+            self.store.await_series(instance_id, series_id=header.series_id, class_name=decision.class_name,
+                                    score=decision.score, model=model, evidence=json.dumps(evidence))
+            self.writer.state(instance_id, AWAITING_SERIES)
+            log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}), "
+                        f"waiting for series {header.series_id} to be stable")
+            self.series.classified(header.series_id)
+        else:
+            self.route(instance_id, decision, model, json.dumps(evidence), header)
+        self.events.emit("classified", instance_id=instance_id, decision=decision, model=model, header=header,
+                         seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
+                         inference_seconds=inference_seconds)
+
+    def route(self, instance_id: str, decision: RoutingDecision, model: str, evidence: str | None,
+              header: InstanceHeader) -> None:
+        """Write the decision and create its deliveries (the forwarder sends them)."""
         destinations = [d.key for d in decision.destinations]
         first_state = decision.state or CLASSIFIED
         self.writer.classified(instance_id, decision, model, first_state)
         state = self.store.record_classification(
             instance_id, class_name=decision.class_name, score=decision.score, model=model,
-            destinations=destinations, shadow=self.config.shadow_mode, evidence=json.dumps(evidence),
-            held=decision.state)
+            destinations=destinations, shadow=self.config.shadow_mode, evidence=evidence, held=decision.state)
         if state != first_state:  # e.g. already forwarded earlier with this model (stored again)
             delivered = self.store.delivered_destinations(instance_id)
             if delivered:
@@ -158,9 +178,6 @@ class ClassifyWorker:
         log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                     f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                     f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
-        self.events.emit("classified", instance_id=instance_id, decision=decision, model=model, header=header,
-                         seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
-                         inference_seconds=inference_seconds)
 
     def _not_classified(self, instance_id: str, state: str, detail: str) -> None:
         self.store.set_state(instance_id, state, detail)
