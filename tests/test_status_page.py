@@ -37,7 +37,8 @@ def test_every_element_the_script_uses_exists_in_the_page() -> None:
 
 def test_status_page_reads_the_documented_endpoints() -> None:
     js = (PAGE_DIR / "status.js").read_text(encoding="utf-8")
-    for call in ('request("GET", "status")', 'request("POST", "backfill"', 'request("DELETE", "backfill")', 'request("POST", "resubmit"'):
+    for call in ('request("GET", "status")', 'request("POST", "backfill"', 'request("DELETE", "backfill")', 'request("POST", "resubmit"',
+                 'request("POST", "explain"', 'request("POST", "reroute"'):
         assert call in js
 
 

@@ -180,3 +180,18 @@ def test_schema_1_database_gains_the_evidence_column(tmp_path: Path) -> None:
     store = Store(path)
     assert store.evidence("old") is None and store.instance("old").state == "forwarded"
     assert store.get_setting("schema_version") == "2"
+
+
+def test_rerouting_adds_only_destinations_without_any_delivery(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("i1")])
+    store.record_classification("i1", class_name="spine", score=0.9, model="old@1", destinations=["peer:a", "peer:b"])
+    a, b = store.deliveries_of("i1")
+    store.mark_delivered(a.id)
+    store.mark_dead(b.id, "down")
+    assert store.add_deliveries("i1", ["peer:a", "peer:b", "peer:c"], model="new@2") == ["peer:c"]
+    assert store.add_deliveries("i1", ["peer:c"], model="new@2") == []  # twice: nothing more
+    assert store.instance("i1").state == "classified"  # until the new forward finishes
+    assert sorted((d.destination, d.model) for d in store.deliveries_of("i1")) == [
+        ("peer:a", "old@1"), ("peer:b", "old@1"), ("peer:c", "new@2")]
+    assert store.classified_since(0) == ["i1"]

@@ -315,6 +315,35 @@ class Store:
         return [InstanceRecord(r["instance_id"], r["state"], r["class_name"], r["score"], r["model"], r["detail"],
                                r["attempts"]) for r in rows]
 
+    def add_deliveries(self, instance_id: str, destinations: Sequence[str], *, model: str,
+                       shadow: bool = False) -> list[str]:
+        """Re-routing: new deliveries to the destinations that have no delivery of this instance yet,
+        with whatever model (delivered, pending, in flight or dead: a dead one is resubmitted, not
+        re-routed). Returns the destinations added; the instance goes back to ``classified``
+        until they finish (a held film stays held)."""
+        now = time.time()
+        added: list[str] = []
+        with self._tx() as db:
+            for dest in destinations:
+                if db.execute("SELECT 1 FROM deliveries WHERE instance_id = ? AND destination = ? LIMIT 1",
+                              (instance_id, dest)).fetchone():
+                    continue
+                db.execute(
+                    "INSERT INTO deliveries(instance_id, destination, model, state, next_attempt_at, created_at, "
+                    "updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                    (instance_id, dest, model, SHADOW if shadow else PENDING, now, now, now))
+                added.append(dest)
+            if added and not shadow:
+                db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
+                           "AND state NOT LIKE 'held:%'", (CLASSIFIED, now, instance_id))
+        return added
+
+    def classified_since(self, since: float, limit: int = 1_000_000) -> list[str]:
+        """Instances the router classified (they have a class) received at or after ``since``, oldest first."""
+        return [r["instance_id"] for r in self._query(
+            "SELECT instance_id FROM instances WHERE class_name IS NOT NULL AND received_at >= ? "
+            "ORDER BY received_at LIMIT ?", (since, limit))]
+
     def evidence(self, instance_id: str) -> str | None:
         """The JSON stored by :meth:`record_classification` (None before schema 2)."""
         rows = self._query("SELECT evidence FROM instances WHERE instance_id = ?", (instance_id,))

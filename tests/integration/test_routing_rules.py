@@ -9,6 +9,7 @@ The receivers are DICOM SCPs that count what they get.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -114,3 +115,77 @@ def test_body_part_source_says_what_decided(rules_setup: RulesSetup) -> None:
     assert _final(s.router, none, ("classified",))["BodyPartSource"] == "pixels"
     meta = _final(s.router, wrong, ("classified",))
     assert (meta["BodyPart"], meta["BodyPartSource"]) == ("spine", "conflict")  # the tiny model is sure: > 0.99
+
+
+def _post(router: OrthancProcess, path: str, body: dict) -> dict:
+    return router.post_json(path, body)
+
+
+def test_explain_gives_the_evidence_and_the_rules_and_sends_nothing(rules_setup: RulesSetup) -> None:
+    s = rules_setup
+    ds = _xray("adult_chest", InstitutionName="General Hospital", PatientAge="045Y", BodyPartExamined="CHEST")
+    instance = s.router.upload(dicoms.to_bytes(ds))
+    _final(s.router, instance)
+    before = (s.chest.count(ds.SOPInstanceUID), s.archive.count(ds.SOPInstanceUID))
+    answer = _post(s.router, "/bodypart-router/explain", {"Instance": instance})
+    assert answer["SendsNothing"] is True and answer["Class"] == "adult_chest" and answer["Source"] == "pixels+header"
+    assert answer["Evidence"]["Scores"]["adult_chest"] > 0.99
+    assert answer["Evidence"]["Header"]["BodyPartExamined"] == "CHEST"
+    assert answer["Evidence"]["Header"]["AgeYears"] == 45
+    assert "PatientName" not in answer["Evidence"]["Header"] and "PatientID" not in answer["Evidence"]["Header"]
+    rules = {r["Rule"]: r for r in answer["Rules"]}
+    assert rules["St Mary to the archive"]["Matched"] is False
+    assert 'InstitutionName matches' in rules["St Mary to the archive"]["Conditions"][0]["Why"]
+    assert rules["adult chests, adults only"]["Matched"] is True
+    assert answer["Destinations"] == ["ai-chest"]
+    assert [d["Destination"] for d in answer["Deliveries"]] == ["ai-chest"]
+    time.sleep(1.0)  # a forward would have gone out by now
+    assert (s.chest.count(ds.SOPInstanceUID), s.archive.count(ds.SOPInstanceUID)) == before == (1, 0)
+    bad = s.router.request("POST", "/bodypart-router/explain", json={"Instance": "nope"})
+    assert bad.status_code == 400
+
+
+def _reroute(router: OrthancProcess, body: dict) -> dict:
+    _post(router, "/bodypart-router/reroute", body)
+    router.wait_for(lambda: router.get_json("/bodypart-router/reroute")["Reroute"]["State"] == "done",
+                    timeout=30, what="re-route done")
+    return router.get_json("/bodypart-router/reroute")["Reroute"]
+
+
+def test_reroute_sends_only_to_destinations_that_do_not_have_the_instance(rules_setup: RulesSetup,
+                                                                          runtime: Runtime) -> None:
+    s = rules_setup
+    sent = _xray("adult_chest", InstitutionName="General Hospital", PatientAge="045Y")
+    unrouted = _xray("spine")
+    a = s.router.upload(dicoms.to_bytes(sent))
+    b = s.router.upload(dicoms.to_bytes(unrouted))
+    _final(s.router, a)
+    _final(s.router, b, ("classified",))
+
+    # Under the same rules: nothing new to send, and nothing is sent twice.
+    progress = _reroute(s.router, {"Instances": [a, b]})
+    assert (progress["Forwards"], progress["AlreadySent"], progress["Done"]) == (0, 1, 2)
+
+    # A destination added today: every stored instance goes there once, the old destinations get nothing again.
+    s.router.stop()
+    section = s.router.config["BodyPartRouter"]
+    section["Routes"] = [{"Name": "everything to the archive", "Destinations": ["archive"], "Continue": True},
+                         *RULES]
+    try:
+        s.router.start()
+        wait_router_started(s.router, timeout=20)
+        progress = _reroute(s.router, {"Since": "2000-01-01", "Destinations": ["archive"]})
+        assert progress["Forwards"] >= 2 and progress["Destinations"] == {"archive": progress["Forwards"]}
+        for instance in (a, b):
+            _final(s.router, instance)
+        assert (s.archive.count(sent.SOPInstanceUID), s.chest.count(sent.SOPInstanceUID)) == (1, 1)
+        assert s.archive.count(unrouted.SOPInstanceUID) == 1
+        again = _reroute(s.router, {"Since": "2000-01-01"})
+        assert again["Forwards"] == 0 and again["AlreadySent"] >= 2
+        time.sleep(1.0)
+        assert all(n == 1 for n in s.archive.received.values()), s.archive.received
+        assert all(n == 1 for n in s.chest.received.values()), s.chest.received
+        status = s.router.get_json("/bodypart-router/status")
+        assert status["Reroute"]["State"] == "done"
+    finally:
+        section["Routes"] = RULES

@@ -11,4 +11,5 @@ EXTENSIONS: list[str] = [
     "header_audit",  # header vs pixels, BodyPartHeaderAudit metadata, mismatches per RemoteAET
     "backfill_api",  # /bodypart-router/backfill: classify what was stored before the router
     "status_ui",     # /bodypart-router/status.html and its resubmit action
+    "routing_api",   # /bodypart-router/explain (dry run) and /bodypart-router/reroute
 ]

@@ -142,8 +142,10 @@
       if (r.HeaderAudit && r.HeaderAudit.indexOf("disagree") === 0) headerCell.className = "disagree";
       return el("tr", {}, [txt(time(r.Time)), instanceLink(r.Instance), txt(r.Class),
         num(r.Score === null ? null : r.Score.toFixed(3)), txt(r.State), txt((r.Destinations || []).join(", ")),
-        headerCell, txt(r.Source)]);
-    }), "no instance processed yet", 8);
+        headerCell, txt(r.Source),
+        el("td", {}, [el("button", { type: "button", text: "Explain", onclick: function () { explain(r.Instance); } })])]);
+    }), "no instance processed yet", 9);
+    renderReroute(top.Reroute);
   }
 
   function renderBackfill(b) {
@@ -161,6 +163,58 @@
     $("bf-figures").textContent = b.Done + " / " + b.Total + (b.Planned ? "" : " (still listing)") +
       " \u00b7 " + (b.Rate === null ? "-" : b.Rate.toFixed(1)) + " instances/s \u00b7 ETA " + duration(b.EtaSeconds) +
       (outcomes ? " \u00b7 " + outcomes : "") + (b.YieldedSeconds ? " \u00b7 yielded to live ingest " + duration(b.YieldedSeconds) : "");
+  }
+
+  // POST explain answers the evidence, every rule and why, and the destinations; it sends nothing.
+  function explain(instance) {
+    request("POST", "explain", { Instance: instance }).then(function (data) {
+      $("explain-id").textContent = instance;
+      $("explain").textContent = JSON.stringify(data, null, 2);
+      $("explain-box").style.display = "block";
+      $("explain-box").scrollIntoView();
+    }).catch(function (e) { showError("Explain failed: " + e.message); });
+  }
+
+  $("explain-close").addEventListener("click", function () { $("explain-box").style.display = "none"; });
+
+  function renderReroute(r) {
+    $("rr-start").disabled = !!(r && r.State === "running");
+    if (!r) return;
+    $("rr-state").textContent = r.State;
+    $("rr-state").className = "badge " + r.State;
+    $("rr-desc").textContent = (r.Description || "") + " \u00b7 started " + time(r.StartedAt) +
+      (r.FinishedAt ? " \u00b7 finished " + time(r.FinishedAt) : "");
+    $("rr-bar").style.width = (r.Total ? Math.min(100, 100 * r.Done / r.Total) : 0).toFixed(1) + "%";
+    var dests = Object.keys(r.Destinations || {}).map(function (k) { return k + " " + r.Destinations[k]; }).join(", ");
+    $("rr-figures").textContent = r.Done + " / " + r.Total + " \u00b7 " + r.Forwards + " new forward(s)" +
+      (dests ? " (" + dests + ")" : "") + " \u00b7 " + r.AlreadySent + " already there \u00b7 " +
+      r.NotClassified + " not classified" + (r.Errors ? " \u00b7 " + r.Errors + " error(s)" : "");
+  }
+
+  $("rr-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var ids = $("rr-ids").value.split(/\s+/).filter(function (x) { return x; });
+    var dests = $("rr-dests").value.split(/[\s,]+/).filter(function (x) { return x; });
+    var body = {};
+    if ($("rr-since").value) body.Since = $("rr-since").value;
+    if (ids.length) {
+      // an ID may name an instance or a study: ask Orthanc which (relative to this page)
+      Promise.all(ids.map(function (id) {
+        return fetch("../studies/" + encodeURIComponent(id), { credentials: "same-origin" }).then(function (r) { return r.ok; });
+      })).then(function (isStudy) {
+        body.Studies = ids.filter(function (_, i) { return isStudy[i]; });
+        body.Instances = ids.filter(function (_, i) { return !isStudy[i]; });
+        startReroute(body, dests);
+      });
+    } else {
+      startReroute(body, dests);
+    }
+  });
+
+  function startReroute(body, dests) {
+    if (dests.length) body.Destinations = dests;
+    request("POST", "reroute", body).then(function () { showError(""); refresh(); })
+      .catch(function (e) { showError("Re-route not started: " + e.message); });
   }
 
   function resubmit(instance, button) {
