@@ -253,3 +253,18 @@ def test_decision_level_and_series_confidence_are_validated() -> None:
     found = problems({}, DecisionLevel="study", SeriesConfidentScore=2)
     assert any(p.startswith("BodyPartRouter.DecisionLevel: expected one of 'instance', 'series'") for p in found)
     assert any(p.startswith("BodyPartRouter.SeriesConfidentScore: 2 is out of range") for p in found)
+
+
+def test_view_position_gives_the_view_when_the_model_has_none() -> None:
+    from bodypart_router.routing import decide_evidence
+
+    cfg = config(QUALITY, QualityRoutes=["qa"])
+    scores = {"adult_chest": 0.95, "spine": 0.05}
+    lateral = decide_evidence(cfg, scores, tags={"ViewPosition": "LL"})
+    assert (lateral.state, lateral.destinations, lateral.fusion["ViewFrom"]) == ("held:lateral", (QA,), "header")
+    frontal = decide_evidence(cfg, scores, tags={"ViewPosition": "PA"})
+    assert (frontal.state, frontal.destinations) == (None, (CHEST,))
+    assert decide_evidence(cfg, scores, tags={"ViewPosition": "OBL"}).state is None  # unknown: not held
+    # the model's own view wins over the header's
+    model = decide_evidence(cfg, scores, tags={"ViewPosition": "LL"}, secondary={"view": "frontal"})
+    assert (model.state, model.fusion["ViewFrom"]) == (None, "pixels")

@@ -79,6 +79,22 @@ class Fused:
         }
 
 
+#: View Position (0018,5101) values, as modalities write them, and the view they mean.
+_VIEW_POSITIONS: Final = {"AP": "frontal", "PA": "frontal", "APAXIAL": "frontal", "PAAXIAL": "frontal",
+                          "LL": "lateral", "RL": "lateral", "LAT": "lateral", "LATERAL": "lateral",
+                          "LLD": "lateral", "RLD": "lateral", "LATERALE": "lateral", "SEITLICH": "lateral"}
+
+
+def header_view(tags: Mapping[str, Any]) -> str | None:
+    """``frontal``/``lateral`` from View Position (0018,5101), None when absent or unknown (OBL, ...).
+
+    Rules use it for ``View`` only when the model gives no view of its own."""
+    value = tags.get("ViewPosition")
+    if not isinstance(value, str):
+        return None
+    return _VIEW_POSITIONS.get("".join(c for c in value.upper() if c.isalpha()))
+
+
 def _top(scores: Mapping[str, float]) -> tuple[str, float]:
     name = max(scores, key=lambda c: scores[c])
     return name, float(scores[name])

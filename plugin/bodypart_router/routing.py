@@ -85,14 +85,21 @@ SECONDARY = ("region", "view", "rotation", "inverted")
 def decide_evidence(config: RouterConfig, scores: Mapping[str, float], *, tags: Mapping[str, Any] | None = None,
                     calling_aet: str | None = None, secondary: Mapping[str, Any] | None = None) -> RoutingDecision:
     """The whole decision for one instance: header fusion (``HeaderEvidence``), then the minimum
-    score and the rules. ``secondary`` holds the model's ``region``/``view``/``rotation``/``inverted``."""
-    from .fusion import fuse  # fusion imports audit only; kept local to keep this module's imports light
+    score and the rules. ``secondary`` holds the model's ``region``/``view``/``rotation``/``inverted``;
+    without a view from the model, the header's View Position (AP/PA/LL...) gives it."""
+    from .fusion import fuse, header_view  # kept local to keep this module's imports light
 
     fused = fuse(scores, tags or {}, mode=config.header_evidence, minimum_score=config.minimum_score,
                  header_error_rate=config.header_error_rate)
     extra = {k: (secondary or {}).get(k) for k in SECONDARY}
+    fusion = fused.as_dict()
+    if extra["view"] is None and tags:  # the model gives no view: the header's View Position, if any
+        extra["view"] = header_view(tags)
+        fusion["ViewFrom"] = "header" if extra["view"] else None
+    elif extra["view"] is not None:
+        fusion["ViewFrom"] = "pixels"
     return decide(config, fused.class_name, fused.score, tags=tags, calling_aet=calling_aet, source=fused.source,
-                  fusion=fused.as_dict(), **extra)
+                  fusion=fusion, **extra)
 
 
 def outcome_evidence(outcome: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ Conditions (every key is optional; a rule without conditions matches everything)
 * ``Region``, ``View`` (``frontal``/``lateral``), ``Rotation`` (0/90/180/270), ``Inverted``:
   the model's secondary outputs. With a model that has no such output the value is unknown,
   and a condition on it does **not** hold (so a rule asking for ``"Region": "skull"`` never
-  fires by accident);
+  fires by accident); the view then comes from the header's View Position, when it has one
+  (routing.decide_evidence);
 * ``Score``: a range on the score of the routed class;
 * ``CallingAet``: the AE title that sent the instance (Orthanc's ``RemoteAET``; none for REST);
 * ``Tags``: ``{keyword: condition}`` on any DICOM attribute by keyword. ``PatientAge`` is in
@@ -33,8 +34,8 @@ one of its values does. A condition on an attribute the instance lacks does not 
 Quality requirements (``Require``: ``View``, ``Rotation``, ``Inverted``) do not select rules:
 a film that matches a rule's conditions but fails its requirements is *held* for that rule:
 it goes to ``QualityRoutes`` (or nowhere) instead of the rule's destinations, with the state
-``held:lateral``, ``held:rotated-90``, ``held:inverted``. An output the model does not give is
-not held for: the router cannot see the problem, so it does not invent one.
+``held:lateral``, ``held:rotated-90``, ``held:inverted``. An output that is unknown is not held
+for: the router cannot see the problem, so it does not invent one.
 
 Why an evaluator of our own rather than a library: the operators needed are six, every one of
 them has DICOM-specific details (multi-valued attributes, ages in ``018M`` form, unknown model

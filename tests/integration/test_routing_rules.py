@@ -3,7 +3,9 @@
 Rules (in order):
 1. "St Mary to the archive": InstitutionName matches a regex -> "archive" (Continue);
 2. "adult chests, adults only": class adult_chest and PatientAge >= 18 -> "ai-chest";
-3. "spines from the CR rooms": class spine sent by an AET matching CR_* -> "ai-chest".
+3. "spines from the CR rooms": class spine sent by an AET matching CR_* -> "ai-chest";
+4. "frontal children's chests": class pediatric_chest, frontal only -> "ai-chest"; a lateral film
+   (here from View Position: the test model has no view output) is held for "archive" (QualityRoutes).
 The receivers are DICOM SCPs that count what they get.
 """
 
@@ -27,6 +29,8 @@ RULES = [
     {"Name": "adult chests, adults only", "Class": "adult_chest", "Tags": {"PatientAge": {"Min": 18}},
      "Destinations": ["ai-chest"]},
     {"Name": "spines from the CR rooms", "Class": "spine", "CallingAet": "CR_*", "Destinations": ["ai-chest"]},
+    {"Name": "frontal children's chests", "Class": "pediatric_chest", "Require": {"View": "frontal"},
+     "Destinations": ["ai-chest"]},
 ]
 
 
@@ -47,7 +51,7 @@ def rules_setup(runtime: Runtime, test_model: tuple) -> Iterator[RulesSetup]:
         config = router_config(
             runtime, model=model, routes={},
             modalities={"ai-chest": chest.modality, "archive": archive.modality},
-            router={"ModelSha256": sha256, "Routes": RULES, "HeaderEvidence": "prior",
+            router={"ModelSha256": sha256, "Routes": RULES, "HeaderEvidence": "prior", "QualityRoutes": ["archive"],
                     "Retry": {"MaxAttempts": 3, "BackoffSeconds": 0.2, "MaxBackoffSeconds": 0.5}},
         )
         router = OrthancProcess(config, runtime=runtime, name="router-rules", args=["--verbose"])
@@ -104,6 +108,21 @@ def test_a_calling_aet_rule_takes_effect(rules_setup: RulesSetup) -> None:
     assert _final(s.router, cr)["BodyPartForwarded"] == "ai-chest"
     assert "BodyPartForwarded" not in _final(s.router, dx, ("classified",))
     assert (s.chest.count(from_cr.SOPInstanceUID), s.chest.count(from_dx.SOPInstanceUID)) == (1, 0)
+
+
+def test_a_film_failing_a_quality_requirement_is_held_for_quality_routes(rules_setup: RulesSetup) -> None:
+    s = rules_setup
+    lateral = _xray("pediatric_chest", ViewPosition="LL")
+    frontal = _xray("pediatric_chest", ViewPosition="PA")
+    held = s.router.upload(dicoms.to_bytes(lateral))
+    sent = s.router.upload(dicoms.to_bytes(frontal))
+    meta = _final(s.router, held, ("held:lateral",))
+    s.router.wait_for(lambda: s.router.metadata(held).get("BodyPartForwarded") == "archive", timeout=30,
+                      what="the held film forwarded to QualityRoutes")
+    assert s.router.metadata(held)["BodyPartState"] == "held:lateral" and meta["BodyPart"] == "pediatric_chest"
+    assert _final(s.router, sent)["BodyPartForwarded"] == "ai-chest"
+    assert (s.archive.count(lateral.SOPInstanceUID), s.chest.count(lateral.SOPInstanceUID)) == (1, 0)
+    assert (s.archive.count(frontal.SOPInstanceUID), s.chest.count(frontal.SOPInstanceUID)) == (0, 1)
 
 
 def test_body_part_source_says_what_decided(rules_setup: RulesSetup) -> None:

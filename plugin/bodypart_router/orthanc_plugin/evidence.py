@@ -27,9 +27,13 @@ class InstanceHeader:
 
 
 def rule_keywords(config: RouterConfig) -> frozenset[str]:
-    """DICOM keywords the rules test (``Tags.<keyword>`` conditions)."""
-    return frozenset(subject[5:] for rule in config.rules for subject, _ in rule.conditions
-                     if subject.startswith("Tags."))
+    """DICOM keywords the rules test (``Tags.<keyword>`` conditions), and View Position when a rule
+    looks at the view (the header gives it when the model does not)."""
+    keywords = {subject[5:] for rule in config.rules for subject, _ in rule.conditions if subject.startswith("Tags.")}
+    if any(s == "View" for rule in config.rules for s, _ in rule.conditions) or \
+            any(k == "View" for rule in config.rules for k, _ in rule.require):
+        keywords.add("ViewPosition")
+    return frozenset(keywords)
 
 
 def _names_chest(tags: dict[str, Any]) -> bool:
