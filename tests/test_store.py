@@ -5,10 +5,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from pathlib import Path
 
 from bodypart_router.store import (
     CLASSIFIED,
+    ELSEWHERE,
     DEAD_LETTER_STATE,
     FORWARDED,
     PENDING,
@@ -195,3 +197,34 @@ def test_rerouting_adds_only_destinations_without_any_delivery(tmp_path: Path) -
     assert sorted((d.destination, d.model) for d in store.deliveries_of("i1")) == [
         ("peer:a", "old@1"), ("peer:b", "old@1"), ("peer:c", "new@2")]
     assert store.classified_since(0) == ["i1"]
+
+
+def test_an_instance_another_node_owns_is_watched_taken_over_and_verified_first(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("i1", ELSEWHERE, "node-b 1.0"), Received("i2", QUEUED)])
+    assert store.claim_queued(10) == ["i2"], "an instance another node owns is not classified here"
+    assert store.elsewhere_due(time.time() + 1) == [("i1", "node-b 1.0")]
+    store.observe("i1", "node-b 2.0")
+    assert store.elsewhere_due(time.time() - 60) == [], "seen again just now: its lease starts over"
+    store.take_over("i1")
+    assert store.claim_queued(10) == ["i1"]
+    classify(store, "i1", ["peer:a"])
+    # the old owner may have sent it just before it died: ask the destination before sending
+    assert [d.state for d in store.deliveries_of("i1")] == [VERIFY]
+    classify(store, "i2", ["peer:a"])
+    assert [d.state for d in store.deliveries_of("i2")] == [PENDING]
+
+
+def test_unfinished_instances_are_those_whose_claims_need_renewing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    for instance, dests in (("routed", ["peer:a"]), ("nowhere", [])):
+        store.add_received([Received(instance, QUEUED)])
+        classify(store, instance, dests)
+    store.add_received([Received("q", QUEUED), Received("x", ELSEWHERE, "node-b 1"),
+                        Received("ct", "skipped:non-projection-modality")])
+    assert store.unfinished() == ["routed"]
+    assert store.claim_queued(10) == ["q"]
+    assert sorted(store.unfinished()) == ["q", "routed"]
+    store.lose("routed", "node-c 5")
+    assert store.unfinished() == ["q"]
+    assert store.deliveries_of("routed") == [] and store.instance("routed").state == ELSEWHERE  # type: ignore[union-attr]

@@ -135,6 +135,9 @@ class RouterConfig:
     #: Write ``BodyPartState = skipped:<reason>`` on instances that are not X-rays. Off by default:
     #: an instance the router does not route is left exactly as Orthanc stored it (no index write).
     mark_skipped: bool = False
+    #: Several nodes on one index: a node's claim on an instance lapses when the node has not
+    #: renewed it for this long, and another node takes the instance over (see claims.py).
+    claim_lease_seconds: float = 60.0
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -244,6 +247,7 @@ _TOP_LEVEL = [
     "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
     "ClassifyInChildProcess", "YieldToIngest", "QualityRoutes", "HeaderEvidence", "HeaderErrorRate",
     "MarkSkipped", "DecisionLevel", "SeriesConfidentScore",
+    "ClaimLeaseSeconds",
 ]
 
 
@@ -457,6 +461,7 @@ def parse(
         yield_busy_cores=sub["YieldToIngest"].get("BusyCores", RouterConfig.yield_busy_cores),
         yield_max_wait_seconds=float(sub["YieldToIngest"].get("MaxWaitSeconds", RouterConfig.yield_max_wait_seconds)),
         mark_skipped=get("MarkSkipped", _bool, RouterConfig.mark_skipped),
+        claim_lease_seconds=float(get("ClaimLeaseSeconds", _number(1, 86400), RouterConfig.claim_lease_seconds)),
     )
     if problems:
         raise ConfigError(problems)

@@ -89,6 +89,12 @@ QUEUED, PROCESSING, CLASSIFIED, FORWARDED = "queued", "processing", "classified"
 DEAD_LETTER_STATE = "failed:dead-letter"
 #: ``DecisionLevel: series``: classified, waiting for its series to be stable before it is routed.
 AWAITING_SERIES = "awaiting-series"
+#: Several nodes share the index and another node claimed the instance (``detail``: the claim
+#: as last seen); this node takes it over if that claim is not renewed (see claims.py).
+ELSEWHERE = "elsewhere"
+#: ``detail`` of an instance taken over from a node that stopped renewing its claim: its
+#: forwards are verified at the destination before they are sent (the old owner may have sent them).
+TAKEN_OVER = "taken over from a node whose claim lapsed"
 #: Prefix of the state of a film held back by a quality requirement (``held:lateral``).
 HELD_PREFIX = "held:"
 
@@ -279,11 +285,13 @@ class Store:
         """
         now = time.time()
         with self._tx() as db:
+            row = db.execute("SELECT detail FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+            first = SHADOW if shadow else (VERIFY if row is not None and row["detail"] == TAKEN_OVER else PENDING)
             for dest in destinations:
                 db.execute(
                     "INSERT OR IGNORE INTO deliveries(instance_id, destination, model, state, next_attempt_at, "
                     "created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
-                    (instance_id, dest, model, SHADOW if shadow else PENDING, now, now, now),
+                    (instance_id, dest, model, first, now, now, now),
                 )
             state = self._instance_state(db, instance_id, model, CLASSIFIED)
             if held and state != DEAD_LETTER_STATE:
@@ -343,6 +351,42 @@ class Store:
         return [r["instance_id"] for r in self._query(
             "SELECT instance_id FROM instances WHERE class_name IS NOT NULL AND received_at >= ? "
             "ORDER BY received_at LIMIT ?", (since, limit))]
+
+    # -- cluster leases (see claims.py) ---------------------------------------------------
+    def elsewhere_due(self, seen_before: float, limit: int = 500) -> list[tuple[str, str]]:
+        """``(instance, claim seen)`` of instances other nodes own, last looked at before ``seen_before``."""
+        return [(r["instance_id"], r["detail"] or "") for r in self._query(
+            "SELECT instance_id, detail FROM instances WHERE state = ? AND updated_at <= ? "
+            "ORDER BY updated_at LIMIT ?", (ELSEWHERE, seen_before, limit))]
+
+    def observe(self, instance_id: str, claim: str) -> None:
+        """Another node's claim was seen (again) now: its lease is counted from here."""
+        with self._tx() as db:
+            db.execute("UPDATE instances SET detail = ?, updated_at = ? WHERE instance_id = ? AND state = ?",
+                       (claim, time.time(), instance_id, ELSEWHERE))
+
+    def take_over(self, instance_id: str) -> None:
+        """This node now owns an instance another node left: classify it (again) from the start."""
+        with self._tx() as db:
+            db.execute("UPDATE instances SET state = ?, detail = ?, attempts = 0, updated_at = ? "
+                       "WHERE instance_id = ? AND state = ?", (QUEUED, TAKEN_OVER, time.time(), instance_id, ELSEWHERE))
+
+    def lose(self, instance_id: str, claim: str) -> None:
+        """Another node took the instance over (this one did not renew in time): leave it to that node."""
+        with self._tx() as db:
+            db.execute("UPDATE instances SET state = ?, detail = ?, updated_at = ? WHERE instance_id = ?",
+                       (ELSEWHERE, claim, time.time(), instance_id))
+            db.execute("DELETE FROM deliveries WHERE instance_id = ? AND state IN (?, ?)",
+                       (instance_id, PENDING, VERIFY))
+
+    def unfinished(self) -> list[str]:
+        """Claimed instances this node still has work on (their claims need renewing): those being
+        classified or waiting for their series, and those with forwards to finish. Queued ones
+        are claimed when taken."""
+        return [r["instance_id"] for r in self._query(
+            "SELECT instance_id FROM instances WHERE state IN (?, ?) UNION "
+            "SELECT instance_id FROM deliveries WHERE state IN (?, ?, ?)",
+            (PROCESSING, AWAITING_SERIES, PENDING, SUBMITTED, VERIFY))]
 
     def evidence(self, instance_id: str) -> str | None:
         """The JSON stored by :meth:`record_classification` (None before schema 2)."""

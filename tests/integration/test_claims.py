@@ -19,9 +19,11 @@ from bodypart_router.claims import (
     Claims,
     NoClaims,
     for_node,
+    is_done,
+    owner_of,
     shared_index,
 )
-from bodypart_router.store import QUEUED, Received, Store
+from bodypart_router.store import Store
 from support.malformed import base_dataset, to_bytes
 from support.orthanc import OrthancProcess
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster, unavailable
@@ -70,7 +72,7 @@ def test_exactly_one_node_wins_each_instance(two_nodes: tuple[OrthancProcess, Or
     assert {i: w for i, w in wins.items() if len(w) != 1} == {}
     assert {w[0] for w in wins.values()} == {"node-a", "node-b"}, "the race should be won by both sides"
     # the metadata names the winner, as seen from either node
-    assert a.request("GET", f"/instances/{ids[0]}/metadata/{CLAIM_METADATA}").text == wins[ids[0]][0]
+    assert owner_of(a.request("GET", f"/instances/{ids[0]}/metadata/{CLAIM_METADATA}").text) == wins[ids[0]][0]
 
 
 def test_a_claim_is_reentrant_and_exclusive(two_nodes: tuple[OrthancProcess, OrthancProcess]) -> None:
@@ -79,8 +81,30 @@ def test_a_claim_is_reentrant_and_exclusive(two_nodes: tuple[OrthancProcess, Ort
     assert _claims(b).claim(instance)
     assert _claims(b).claim(instance), "the owner finds its own claim again after a restart"
     assert not _claims(a).claim(instance)
-    items = [Received(instance, QUEUED), Received("not-an-x-ray", "skipped:non-image-sop-class")]
-    assert _claims(a).mine(items) == [items[1]], "skips are recorded everywhere, queued only by the owner"
+    seen = _claims(a).read(instance)
+    assert seen is not None and owner_of(seen.value) == "node-b"
+    assert _claims(a).claim_or_owner(instance) == seen.value, "the loser learns the claim to watch"
+    assert _claims(b).claim_or_owner(instance) is None
+
+
+def test_a_lease_is_renewed_by_its_owner_and_taken_over_only_when_unchanged(
+        two_nodes: tuple[OrthancProcess, OrthancProcess]) -> None:
+    a, b = two_nodes
+    instance = a.upload(to_bytes(base_dataset(7700, rows=16, cols=16)))
+    owner, other = _claims(a), _claims(b)
+    assert owner.claim(instance)
+    first = other.read(instance)
+    assert first is not None
+    assert owner.renew(instance)
+    renewed = other.read(instance)
+    assert renewed is not None and renewed.value != first.value and owner_of(renewed.value) == "node-a"
+    assert not other.take_over(instance, first), "a renewed claim is not taken over"
+    assert other.take_over(instance, renewed), "an unchanged claim is"
+    assert owner_of(owner.read(instance).value) == "node-b"  # type: ignore[union-attr]
+    assert not owner.renew(instance), "the old owner learns it lost the instance"
+    assert not owner.take_over(instance, renewed), "only one node can swap a given value out"
+    other.finish(instance)
+    assert is_done(other.read(instance).value)  # type: ignore[union-attr]
 
 
 def test_deleted_instance_is_nobodys(two_nodes: tuple[OrthancProcess, OrthancProcess]) -> None:

@@ -86,3 +86,13 @@ def test_two_nodes_postgres() -> None:
     assert result.classified == result.sent
     assert result.delivered == result.sent
     assert set(result.details["handled_by"]) == {"node-a", "node-b"}, "both nodes must have done work"
+
+
+def test_node_dies_for_good() -> None:
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    result = run_scenario("node_dies_for_good", CI)
+    _check(result)
+    assert result.delivered == result.sent
+    assert result.details["taken_over"] >= 1, "the dead node's claimed instances must be taken over"

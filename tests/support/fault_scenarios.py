@@ -65,7 +65,8 @@ FINAL_PREFIXES = ("forwarded", "skipped:", "failed:")
 CLASSIFIED_STATES = ("classified", "forwarded")
 #: Index ranges of the PHI markers of the generated X-rays (the malformed corpus uses 0..999).
 SCENARIO_INDEX_BASE = {"peer_down_60s": 1000, "orthanc_kill9_midstream": 2000, "orthanc_kill9_inflight": 3000,
-                       "duplicate_stores": 4000, "two_nodes_postgres": 5000, "alive_probe": 8000}
+                       "duplicate_stores": 4000, "two_nodes_postgres": 5000, "node_dies_for_good": 6000,
+                       "alive_probe": 8000}
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,16 @@ class Sizes:
     duplicate_instances: int = 100
     malformed_cases: int | None = None  # None: the whole corpus
     two_nodes_instances: int = 300
+    dies_instances: int = 300           # node_dies_for_good: sent round-robin to 3 nodes...
+    dies_at: int = 100                  # ...one of which is killed once this many are acknowledged
+    dies_lease_seconds: float = 5.0     # ClaimLeaseSeconds of the nodes (short, to keep the run short)
     settle_seconds: float = 240.0       # how long to wait for the router to finish
 
 
 FULL = Sizes()
 CI = Sizes(peer_down_instances=30, peer_down_seconds=10.0, kill9_instances=240, kill9_queued_at_kill=200,
            inflight_instances=60, inflight_kills=3, duplicate_instances=30, malformed_cases=None,
-           two_nodes_instances=60, settle_seconds=120.0)
+           two_nodes_instances=60, dies_instances=90, dies_at=30, settle_seconds=120.0)
 
 
 @dataclass
@@ -604,6 +608,83 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
     return result
 
 
+def _cluster(ctx: Context, scp: RecordingSCP, names: tuple[str, ...], router: dict[str, Any]) -> list[OrthancProcess]:
+    """Orthanc nodes with the router on one fresh PostgreSQL index and one storage directory."""
+    reason = postgres_unavailable()
+    if reason:
+        raise RuntimeError(f"a PostgreSQL cluster cannot run: {reason}")
+    cluster = PostgresCluster()
+    ctx.clusters.append(cluster)
+    cluster.start()
+    storage = ctx.workdir / "shared-storage"
+    nodes = []
+    for name in names:
+        extra = {
+            "Name": name,
+            **cluster.orthanc_config(),
+            "StorageDirectory": str(storage),
+            "Plugins": [*ctx.runtime.plugins, POSTGRESQL_INDEX_PLUGIN],
+            "SaveJobs": False,
+        }
+        nodes.append(ctx.router(scp, name=name, extra=extra, router=router))
+    return nodes
+
+
+def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
+    """Three Orthancs share one PostgreSQL index; one is killed with SIGKILL mid-stream and never
+    comes back. Its claimed, unfinished instances must be taken over by the others once its
+    lease (``ClaimLeaseSeconds``) has run out: every instance classified and forwarded, once.
+    """
+    result = ScenarioResult("node_dies_for_good")
+    scp = ctx.scp()
+    nodes = _cluster(ctx, scp, ("node-a", "node-b", "node-c"), {"ClaimLeaseSeconds": sizes.dies_lease_seconds})
+    victim = nodes[2]
+    base = SCENARIO_INDEX_BASE["node_dies_for_good"]
+    datasets = [xray(base + i) for i in range(sizes.dies_instances)]
+    acked: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def sender(node_index: int) -> None:
+        """Round-robin over the nodes, skipping the dead one (as a load balancer would)."""
+        for n, ds in enumerate(datasets[node_index::3]):
+            target = nodes[node_index]
+            if not target.running():
+                target = nodes[n % 2]
+            try:
+                iid = target.upload(to_bytes(ds))
+            except requests.RequestException:
+                try:
+                    iid = nodes[n % 2].upload(to_bytes(ds))  # refused by the dying node: sent elsewhere
+                except requests.RequestException:
+                    continue
+            with lock:
+                acked[str(ds.SOPInstanceUID)] = iid
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(sender, i) for i in range(3)]
+        deadline = time.monotonic() + sizes.settle_seconds
+        while time.monotonic() < deadline and not all(f.done() for f in futures):
+            with lock:
+                if len(acked) >= sizes.dies_at:
+                    break
+            time.sleep(0.02)
+        victim.kill()
+        with lock:
+            result.details["acknowledged_at_kill"] = len(acked)
+            result.details["delivered_at_kill"] = sum(1 for uid in acked if scp.count(uid))
+        for f in futures:
+            f.result()
+    alive = nodes[:2]
+    result.sent = len(acked)
+    final = settle(alive, list(acked.values()), scp, set(acked), sizes.settle_seconds)
+    count(result, acked, final, scp, must_arrive=set(acked))
+    result.details["nodes"] = len(nodes)
+    result.details["lease_seconds"] = sizes.dies_lease_seconds
+    result.details["taken_over"] = sum(node.log_text().count("taken over from") for node in alive)
+    result.orthanc_alive = alive_probe(alive, scp, SCENARIO_INDEX_BASE["alive_probe"] + 8)
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Context, Sizes], ScenarioResult]] = {
     "peer_down_60s": peer_down_60s,
     "orthanc_kill9_midstream": orthanc_kill9_midstream,
@@ -611,6 +692,7 @@ SCENARIOS: dict[str, Callable[[Context, Sizes], ScenarioResult]] = {
     "duplicate_stores": duplicate_stores,
     "malformed_corpus": malformed_corpus,
     "two_nodes_postgres": two_nodes_postgres,
+    "node_dies_for_good": node_dies_for_good,
 }
 
 

@@ -208,6 +208,10 @@ class RouterApp:
         assert self.config and self.store and self.recorder
         self.writer.set_version(str(self.rest.get_json("/system").get("Version", "0")))
         self._resync_results()
+        try:  # instances another node took over while this one was down are left to it
+            self.recorder.renew_leases()
+        except Exception as exc:
+            log("warning", f"could not renew this node's claims at start-up ({exc!r}); renewed by the recorder")
         requeued = self.store.reset_in_flight()
         pending = self.store.queued_count()
         if requeued or pending:
@@ -228,6 +232,7 @@ class RouterApp:
             w.series = self.series_decider
             w.yield_to_ingest = self.ingest_gate
             w.idle_trim = idle_trim
+            w.claims = self.recorder.claims
             w.thread.start()
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))

@@ -15,9 +15,11 @@ Why two paths:
   REST and recorded. The checkpoint only moves past changes that are recorded, so after a
   ``kill -9`` the next start resumes exactly where the durable record ends.
 
-Where several Orthanc nodes share one index (and so one changes log), the recorder keeps
-only the instances this node claims (:mod:`bodypart_router.claims`), so each is classified and
-forwarded by exactly one node.
+Where several Orthanc nodes share one index (and so one changes log), every node records every
+new X-ray, and a worker claims each one before classifying it (:mod:`bodypart_router.claims`),
+so each is classified and forwarded by exactly one node. The recorder keeps the leases: it
+renews this node's claims while work remains on them, and takes over the instances of a node
+whose claims lapsed.
 
 Deletions are not in the changes log: Orthanc reports them to plugins only through the
 ``OnChange`` callback (``DELETED``), which hands them to :meth:`Recorder.on_deleted`. The
@@ -38,11 +40,14 @@ import threading
 import time
 from typing import Any
 
-from ..claims import Claims, NoClaims
+from ..claims import CLAIM_METADATA, Claims, NoClaims, is_done
 from ..config import RouterConfig
 from ..delivery import RestError
 from ..errors import NotClassifiable
-from ..store import QUEUED, Received, Store
+from ..store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
+
+#: ``BodyPartState`` values after which the owner has nothing left to do on an instance.
+FINAL_STATE_PREFIXES = ("forwarded", "failed:", "held:", "skipped:")
 from .events import EventBus
 from .host import OrthancRest, log
 from .results import ResultWriter
@@ -88,6 +93,7 @@ class Recorder:
         self._overflowing = False
         self.claims: Claims | NoClaims = NoClaims()  # the app sets Claims when nodes share an index
         self._deleted: collections.deque[str] = collections.deque()
+        self._last_lease_pass = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
@@ -130,6 +136,7 @@ class Recorder:
             try:
                 self._drain()
                 self._forget_deleted()
+                self._leases()
                 now = time.monotonic()
                 if now - last_poll >= self.config.changes_poll_seconds:
                     last_poll = now
@@ -154,6 +161,79 @@ class Recorder:
         if batch:
             self._record(batch)
 
+    # -- cluster leases ---------------------------------------------------------------------
+    def _leases(self) -> None:
+        """Every third of a lease: renew this node's claims, look again at other nodes' (see claims.py)."""
+        lease = self.config.claim_lease_seconds
+        if not isinstance(self.claims, Claims) or time.monotonic() - self._last_lease_pass < lease / 3:
+            return
+        self._last_lease_pass = time.monotonic()
+        self.renew_leases()
+        taken = 0
+        for instance_id, claim in self.store.elsewhere_due(time.time() - lease):
+            if self._stop.is_set():
+                break
+            taken += self._look_again(instance_id, claim)
+        if taken:
+            log("warning", f"took over {taken} instance(s) whose owner stopped renewing its claim "
+                           f"for {lease:g} s (a node that died?)")
+            self.wake_workers.set()
+
+    def renew_leases(self) -> None:
+        """Renew the claims of the instances this node still has work on; give up those that
+        another node took over meanwhile (this node was stopped or stalled past the lease)."""
+        claims = self.claims
+        if not isinstance(claims, Claims):
+            return
+        for instance_id in self.store.unfinished():
+            if self._stop.is_set() or claims.renew(instance_id):
+                continue
+            seen = claims.read(instance_id)
+            if seen is not None:
+                self.store.lose(instance_id, seen.value)
+                log("warning", f"instance {instance_id}: another node took it over while this one "
+                               "did not renew its claim; left to that node")
+
+    def _look_again(self, instance_id: str, claim: str) -> int:
+        """An instance another node owned, a lease after its claim was seen: drop it if finished,
+        watch it again if the claim was renewed, take it over if not. Returns 1 if taken over."""
+        assert isinstance(self.claims, Claims)
+        try:
+            meta = self.rest.get_json(f"/instances/{instance_id}/metadata?expand")
+        except RestError as exc:
+            if exc.status == 404:
+                self.store.forget(instance_id)
+                return 0
+            raise
+        value = str(meta.get(CLAIM_METADATA, ""))
+        if str(meta.get("BodyPartState", "")).startswith(FINAL_STATE_PREFIXES) or is_done(value):
+            self.store.forget(instance_id)  # finished by its owner: nothing to watch any more
+            return 0
+        seen = self.claims.read(instance_id)
+        if seen is None and self.claims.claim(instance_id) or \
+                seen is not None and seen.value == claim and self.claims.take_over(instance_id, seen):
+            self.store.take_over(instance_id)
+            log("info", f"instance {instance_id}: taken over from {claim.split(' ')[0]}, whose claim lapsed")
+            return 1
+        latest = self.claims.read(instance_id)
+        self.store.observe(instance_id, latest.value if latest else value)
+        return 0
+
+    def _forget_reincarnated(self, items: list[Received]) -> None:
+        """Several nodes: a deletion is reported only to the node that made it. An X-ray this node
+        finished that arrives again without its claim was deleted through another node and
+        stored again: forget the old record, so that it is handled like a new instance."""
+        assert isinstance(self.claims, Claims)
+        for item in items:
+            if item.state != QUEUED:
+                continue
+            record = self.store.instance(item.instance_id)
+            if record is None or record.state in (QUEUED, PROCESSING, ELSEWHERE):
+                continue
+            if self.claims.read(item.instance_id) is None:
+                self.store.forget(item.instance_id)
+                log("info", f"instance {item.instance_id} was deleted and stored again; handled as new")
+
     def _forget_deleted(self) -> None:
         """Forget deleted instances. One stored again since its deletion (its ``DELETED`` change
         can be reported after the new ``OnStoredInstance``) is recorded afresh from the index."""
@@ -174,7 +254,9 @@ class Recorder:
                         f"{'stored again since, handled as new' if fresh else 'forgotten'}")
 
     def _record(self, items: list[Received]) -> None:
-        added = self.store.add_received(self.claims.mine(items))
+        if isinstance(self.claims, Claims):
+            self._forget_reincarnated(items)
+        added = self.store.add_received(items)
         for item in added:
             # Only final states go to Orthanc's index here. Writing a transient "queued" for every
             # arrival doubled the index writes of a burst (make bench: ingest_ratio); the store

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..claims import Claims, NoClaims
 from ..config import RouterConfig
 from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
@@ -63,6 +64,8 @@ class ClassifyWorker:
         self.yield_to_ingest: IngestGate | None = None
         #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
         self.idle_trim: IdleTrim | None = None
+        #: Where nodes share an index, tells the others when an instance needs nothing more (claims.py).
+        self.claims: Claims | NoClaims = NoClaims()
 
     def _run(self) -> None:
         if self.in_process:
@@ -98,6 +101,8 @@ class ClassifyWorker:
         for instance_id in instance_ids:
             if self.stop.is_set():
                 self.store.requeue(instance_id, "interrupted by shutdown")
+                continue
+            if not self._claim(instance_id):
                 continue
             try:
                 located.append((instance_id, self.files.source(instance_id)))
@@ -175,6 +180,8 @@ class ClassifyWorker:
                 self.writer.forwarded(instance_id, state, delivered)
             else:
                 self.writer.state(instance_id, state)
+        if state == CLASSIFIED and (self.config.shadow_mode or not destinations):
+            self._finished(instance_id)  # routed nowhere: its BodyPartState alone cannot say it is final
         log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                     f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                     f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
@@ -182,8 +189,33 @@ class ClassifyWorker:
     def _not_classified(self, instance_id: str, state: str, detail: str) -> None:
         self.store.set_state(instance_id, state, detail)
         self.writer.state(instance_id, state)
+        if not self.writer.writes(state):
+            self._finished(instance_id)
         log("info", f"instance {instance_id}: {state} ({detail})")
         self.events.emit("not_classified", instance_id=instance_id, state=state)
+
+    def _claim(self, instance_id: str) -> bool:
+        """Several nodes share the index: classify only the instances this node claims (claims.py)."""
+        try:
+            owner = self.claims.claim_or_owner(instance_id)
+        except RestError as exc:
+            self.store.requeue(instance_id, f"claim undecided: {exc}")
+            log("warning", f"instance {instance_id}: claim undecided ({exc}); will retry")
+            return False
+        if owner is None:
+            return True
+        if owner:
+            self.store.lose(instance_id, owner)  # watched, taken over if its owner stops renewing
+        else:
+            self.store.forget(instance_id)
+            log("info", f"instance {instance_id} was deleted before classification")
+        return False
+
+    def _finished(self, instance_id: str) -> None:
+        try:
+            self.claims.finish(instance_id)
+        except RestError as exc:  # another node will look at it again, and classify it once more
+            log("warning", f"instance {instance_id}: could not mark its claim finished ({exc})")
 
     def _transient(self, instance_id: str, detail: str) -> None:
         attempts = self.store.requeue(instance_id, detail)
