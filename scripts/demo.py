@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         bad = [r for r in rows if not r.ok]
         arrived = len(rows) - len(bad)
         print(f"\nreport: {REPORT.relative_to(REPO)}; {arrived}/{len(rows)} arrived where their class routes")
+        truth = args.input / "truth.json" if args.input.is_dir() else None
+        if truth is not None and truth.is_file():
+            print(against_truth(rows, json.loads(truth.read_text()), section))
         if args.keep_running:
             print("servers are running; press Ctrl-C to stop them")
             try:
@@ -254,6 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+def against_truth(rows: list[Row], truth: dict[str, Any], section: dict[str, Any]) -> str:
+    """With the ``truth.json`` that ``make bench-fusion ARGS="--dicom-out DIR"`` writes beside the
+    files (``{file name: {"class": true class}}``): the share of routed instances that arrived
+    where their *true* class routes, and the share that ended ``uncertain``."""
+    known = [r for r in rows if Path(r.file).name in truth]
+    routed = [r for r in known if r.forwarded_to]
+    right = [r for r in routed
+             if sorted(r.forwarded_to) == expected_destinations(section, truth[Path(r.file).name]["class"])]
+    unsure = [r for r in known if r.class_name == "uncertain"]
+    if not known:
+        return "truth.json names none of these files"
+    return (f"against truth.json: {len(right)}/{len(routed)} routed instances "
+            f"({len(right) / max(1, len(routed)):.1%}) arrived where their true class routes; "
+            f"{len(unsure)}/{len(known)} ({len(unsure) / len(known):.1%}) ended uncertain")
 
 
 def _display(path: Path) -> str:
