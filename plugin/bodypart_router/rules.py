@@ -448,9 +448,11 @@ def parse_rules(value: list[Any], where: str, problems: Problems, destinations: 
         if rule_name in names:
             problems.append(f"{label}.Name: another rule has the same name; names identify rules in explain")
         names.add(rule_name)
+        known_keys = ", ".join(RULE_KEYS)
         for k in raw:
             if k not in RULE_KEYS:
-                problems.append(f"{label}.{k}: unknown key{_did_you_mean(str(k), RULE_KEYS) or f' (known keys: {chr(44).join(RULE_KEYS)})'}")
+                hint = _did_you_mean(str(k), RULE_KEYS) or f" (known keys: {known_keys})"
+                problems.append(f"{label}.{k}: unknown key{hint}")
         conditions: list[tuple[str, Condition]] = []
         simple: dict[str, dict[str, Any]] = {
             "Class": {"allowed": CLASS_NAMES + (UNCERTAIN,)},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..delivery import RestError
@@ -26,6 +27,9 @@ from .host import OrthancRest, log
 if TYPE_CHECKING:
     from .workers import ClassifyWorker
 
+#: A series whose decision failed is tried again after this long.
+RETRY_SECONDS = 10.0
+
 
 class SeriesDecider:
     """Series due for a decision (thread-safe); workers run them between batches."""
@@ -36,6 +40,8 @@ class SeriesDecider:
         self.wake = wake
         self._lock = threading.Lock()
         self._due: set[str] = set()
+        #: Series whose decision failed (e.g. a REST error): not tried again before this time.
+        self._retry_at: dict[str, float] = {}
 
     def stable(self, series_id: str) -> None:
         """Orthanc's STABLE_SERIES change (cheap: called from Orthanc's change callback)."""
@@ -63,16 +69,20 @@ class SeriesDecider:
 
     def run(self, worker: "ClassifyWorker") -> int:
         """Decide every due series; returns how many films were routed."""
+        now = time.monotonic()
         with self._lock:
-            due, self._due = self._due, set()
+            due = {s for s in self._due if self._retry_at.get(s, 0.0) <= now}
+            self._due -= due
         routed = 0
         for series_id in sorted(due):
             try:
                 routed += self.decide(series_id, worker)
+                self._retry_at.pop(series_id, None)
             except Exception as exc:
-                log("error", f"series {series_id}: decision failed, it is tried again later: {exc!r}")
+                log("error", f"series {series_id}: decision failed, it is tried again in {RETRY_SECONDS:g} s: {exc!r}")
                 with self._lock:
                     self._due.add(series_id)
+                    self._retry_at[series_id] = now + RETRY_SECONDS
         return routed
 
     def decide(self, series_id: str, worker: "ClassifyWorker") -> int:
