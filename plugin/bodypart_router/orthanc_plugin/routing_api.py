@@ -12,7 +12,8 @@
   re-routing twice, or re-routing what already arrived, sends nothing more. ``Since`` (a date or
   an ISO 8601 time, UTC) takes the instances the router received since then. It runs in the
   background; ``GET /bodypart-router/reroute`` and the status page's *Re-route* panel show its
-  progress. Only classified instances are re-routed; the stored class is not changed.
+  progress. Only classified instances are re-routed; the stored class is not changed. With
+  several nodes on one index, each node re-routes the instances it owns (see claims.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..config import Destination, _destination_list, known_destinations
 from ..delivery import RestError, delivery_json
 from ..request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..routing import RoutingDecision, decide_evidence
-from ..store import AWAITING_SERIES
+from ..store import AWAITING_SERIES, ELSEWHERE
 from .evidence import InstanceHeader, read_header, rule_keywords
 from .host import log
 from .rest_api import route
@@ -129,7 +130,7 @@ class Rerouter:
             if self._thread is not None and self._thread.is_alive():
                 raise RequestRefused(409, "a re-route is running; wait for it to finish")
             self.progress = {"State": "running", "Description": description, "Total": len(instances), "Done": 0,
-                             "Forwards": 0, "AlreadySent": 0, "NotClassified": 0, "Errors": 0,
+                             "Forwards": 0, "AlreadySent": 0, "NotClassified": 0, "OtherNode": 0, "Errors": 0,
                              "Destinations": {}, "StartedAt": _iso(time.time()), "FinishedAt": None}
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, args=(instances, only),
@@ -154,8 +155,12 @@ class Rerouter:
                 p["State"] = "interrupted"
                 break
             try:
-                found = redecide(self.app, instance_id)
                 record = store.instance(instance_id)
+                if record is not None and record.state == ELSEWHERE:
+                    p["OtherNode"] += 1  # another node sharing the index owns it: re-route it there
+                    p["Done"] += 1
+                    continue
+                found = redecide(self.app, instance_id)
                 if found is None or record is None or record.state == AWAITING_SERIES:
                     p["NotClassified"] += 1
                 else:
