@@ -11,15 +11,18 @@ import pytest
 
 from bodypart_router.metrics import MetricsPublisher, RouterMetrics, metric_name
 
-ORTHANC_NAME = re.compile(r"^[a-zA-Z0-9_]+$")
+#: A Prometheus exposition series: name, optional labels (the text format's grammar).
+SERIES = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+                    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})?$')
 
 
-def test_metric_name_encodes_labels_in_orthanc_safe_names() -> None:
-    assert metric_name("classified", "adult_chest") == "bodypart_router_classified_adult_chest"
-    assert metric_name("forwards", "AI-Chest.2") == "bodypart_router_forwards_ai_chest_2"
-    assert metric_name("header", "disagree", "CR ROOM/1") == "bodypart_router_header_disagree_cr_room_1"
-    assert metric_name("header", "agree", "") == "bodypart_router_header_agree_none"
-    assert metric_name("execution_provider", "CUDAExecutionProvider") == "bodypart_router_execution_provider_cudaexecutionprovider"
+def test_metric_name_carries_labels_escaped_as_the_exposition_format_requires() -> None:
+    assert metric_name("classified_total", **{"class": "adult_chest"}) == 'bodypart_router_classified_total{class="adult_chest"}'
+    assert metric_name("forwards_total", destination="AI-Chest.2") == 'bodypart_router_forwards_total{destination="AI-Chest.2"}'
+    assert metric_name("header_verdicts_total", station='CR "1"\\x', verdict="agree") == \
+        'bodypart_router_header_verdicts_total{station="CR \\"1\\"\\\\x",verdict="agree"}'
+    assert metric_name("queue_depth") == "bodypart_router_queue_depth"
+    assert SERIES.match(metric_name("header_mismatch_ratio", station='a"b\nc'))
 
 
 def _busy_metrics() -> RouterMetrics:
@@ -44,30 +47,49 @@ def _busy_metrics() -> RouterMetrics:
 
 
 def test_prometheus_values_cover_every_required_family() -> None:
-    v = _busy_metrics().values()
-    assert all(ORTHANC_NAME.match(name) for name in v)
-    assert v["bodypart_router_classified_adult_chest"] == 2
-    assert v["bodypart_router_classified_abdominal"] == 0  # every class appears from the start
-    assert v["bodypart_router_classified_uncertain"] == 1
-    assert v["bodypart_router_skipped_non_projection_modality"] == 1
-    assert v["bodypart_router_failed_total"] == 1
+    v = _busy_metrics().values(destinations={"ai-spine": {"Pending": 6, "DeadLetters": 2}})
+    assert all(SERIES.match(name) for name in v)
+    assert v["bodypart_router_enabled"] == 1
+    assert v['bodypart_router_classified_total{class="adult_chest"}'] == 2
+    assert v['bodypart_router_classified_total{class="abdominal"}'] == 0  # every class appears from the start
+    assert v['bodypart_router_classified_total{class="uncertain"}'] == 1
+    assert v['bodypart_router_skipped_total{reason="non-projection-modality"}'] == 1
+    assert v['bodypart_router_failed_total{reason="undecodable-pixels"}'] == 1
     assert v["bodypart_router_queue_depth"] == 7
     assert v["bodypart_router_inference_seconds_count"] == 8
     assert v["bodypart_router_inference_seconds_sum"] == pytest.approx(0.8)
-    assert v["bodypart_router_inference_seconds_bucket_le_0_05"] == 0
-    assert v["bodypart_router_inference_seconds_bucket_le_0_1"] == 8
-    assert v["bodypart_router_decode_seconds_bucket_le_0_05"] == 1
-    assert v["bodypart_router_forwards_ai_chest"] == 1
-    assert v["bodypart_router_forwards_ai_spine"] == 0
-    assert v["bodypart_router_forward_failures_ai_spine"] == 1
-    assert v["bodypart_router_dead_letters_ai_spine"] == 1
-    assert v["bodypart_router_circuit_state_ai_spine"] == 2
-    assert v["bodypart_router_circuit_state_ai_chest"] == 0
-    assert v["bodypart_router_execution_provider_cpuexecutionprovider"] == 1
-    assert v["bodypart_router_would_forward_ai_chest_adult_chest"] == 1
-    assert v["bodypart_router_header_disagree_cr_room_1"] == 1
-    assert v["bodypart_router_header_mismatch_rate_cr_room_1"] == 0.5
+    assert v['bodypart_router_inference_seconds_bucket{le="0.05"}'] == 0
+    assert v['bodypart_router_inference_seconds_bucket{le="0.1"}'] == 8
+    assert v['bodypart_router_inference_seconds_bucket{le="+Inf"}'] == 8
+    assert v['bodypart_router_decode_seconds_bucket{le="0.05"}'] == 1
+    assert v['bodypart_router_forwards_total{destination="ai-chest"}'] == 1
+    assert v['bodypart_router_forwards_total{destination="ai-spine"}'] == 0
+    assert v['bodypart_router_forward_failures_total{destination="ai-spine"}'] == 1
+    assert v['bodypart_router_dead_lettered_total{destination="ai-spine"}'] == 1
+    assert v['bodypart_router_dead_letters{destination="ai-spine"}'] == 2  # from the store: outlives restarts
+    assert v['bodypart_router_forwards_pending{destination="ai-spine"}'] == 6
+    assert v['bodypart_router_forwards_pending{destination="ai-chest"}'] == 0
+    assert v['bodypart_router_circuit_state{destination="ai-spine"}'] == 2
+    assert v['bodypart_router_circuit_state{destination="ai-chest"}'] == 0
+    assert v['bodypart_router_execution_provider{provider="CPUExecutionProvider"}'] == 1
+    assert v['bodypart_router_would_forward_total{destination="ai-chest",class="adult_chest"}'] == 1
+    assert v['bodypart_router_header_verdicts_total{station="CR_ROOM_1",verdict="disagree"}'] == 1
+    assert v['bodypart_router_header_mismatch_ratio{station="CR_ROOM_1"}'] == 0.5
     assert v["bodypart_router_shadow_mode"] == 0
+    assert RouterMetrics().values(enabled=False)["bodypart_router_enabled"] == 0
+
+
+def test_histogram_buckets_are_cumulative_and_end_with_inf() -> None:
+    m = RouterMetrics()
+    for seconds in (0.001, 0.03, 0.3, 20.0):  # the last one beyond every finite bound
+        m.observe("decode", seconds)
+    v = m.values()
+    buckets = [(k, n) for k, n in v.items() if k.startswith("bodypart_router_decode_seconds_bucket")]
+    counts = [n for _, n in buckets]
+    assert counts == sorted(counts)  # cumulative: never decreasing with the bound
+    assert buckets[-1] == ('bodypart_router_decode_seconds_bucket{le="+Inf"}', 4)
+    assert v['bodypart_router_decode_seconds_bucket{le="10"}'] == 3
+    assert v["bodypart_router_decode_seconds_count"] == 4
 
 
 def test_status_snapshot_is_json_and_complete() -> None:
@@ -96,7 +118,7 @@ def test_status_snapshot_is_json_and_complete() -> None:
     assert snap["Failures"][0]["Detail"].startswith("Pixel Data (7FE0,0010)")
     assert snap["Backfill"]["Done"] == 10
     v = m.values()
-    assert v["bodypart_router_backfill_total"] == 40 and v["bodypart_router_backfill_running"] == 1
+    assert v["bodypart_router_backfill_planned_instances"] == 40 and v["bodypart_router_backfill_running"] == 1
     assert v["bodypart_router_shadow_mode"] == 1
 
 
@@ -136,21 +158,23 @@ def test_counters_are_exact_under_concurrency() -> None:
     for t in threads:
         t.join()
     v = m.values()
-    assert v["bodypart_router_classified_spine"] == 16000
-    assert v["bodypart_router_forwards_ai_spine"] == 16000
+    assert v['bodypart_router_classified_total{class="spine"}'] == 16000
+    assert v['bodypart_router_forwards_total{destination="ai-spine"}'] == 16000
     assert v["bodypart_router_decode_seconds_count"] == 16000
 
 
-def test_publish_pushes_only_changed_values() -> None:
+def test_publish_pushes_every_value_each_time_so_none_goes_stale() -> None:
+    # Orthanc stamps a metric with the time it was last set: an unchanged value must be set
+    # again, or Prometheus drops the series once its stamp is older than the lookback window.
     m = RouterMetrics()
-    pushed: dict[str, float] = {}
-    first = m.publish(pushed.__setitem__)
-    assert first == len(pushed) and pushed["bodypart_router_classified_spine"] == 0
+    first: dict[str, float] = {}
+    assert m.publish(first.__setitem__) == len(first)
     m.classified("spine")
-    changed: dict[str, float] = {}
-    m.publish(changed.__setitem__)
-    assert changed.get("bodypart_router_classified_spine") == 1
-    assert "bodypart_router_classified_others" not in changed
+    second: dict[str, float] = {}
+    m.publish(second.__setitem__)
+    assert second['bodypart_router_classified_total{class="spine"}'] == 1
+    assert second['bodypart_router_classified_total{class="others"}'] == 0  # unchanged, pushed again
+    assert set(second) == set(first)
 
 
 def test_publisher_thread_publishes_survives_errors_and_stops() -> None:
@@ -169,5 +193,5 @@ def test_publisher_thread_publishes_survives_errors_and_stops() -> None:
         time.sleep(0.01)
     pub.stop()
     assert errors and isinstance(errors[0], RuntimeError)
-    assert "bodypart_router_classified_spine" in calls
+    assert 'bodypart_router_classified_total{class="spine"}' in calls
     assert not pub.running

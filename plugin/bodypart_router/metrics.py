@@ -1,39 +1,43 @@
 """What the router did, counted once and shown twice: Prometheus metrics and the status JSON.
 
 Prometheus goes through Orthanc's own ``/tools/metrics-prometheus`` so that a site scrapes
-one endpoint. The Python plugin offers ``orthanc.SetMetricsValue(name, value, type)`` (in
-orthanc-python 4.0 the type is required; values are 32-bit floats, exact for integers up to
-16,777,216), which imposes three rules on this module:
+one endpoint. The Python plugin offers ``orthanc.SetMetricsValue(name, value, type)`` (values
+are 32-bit floats, exact for integers up to 16,777,216). Orthanc writes the name verbatim
+into its exposition, so a name may carry Prometheus labels (``bodypart_router_forwards_total
+{destination="ai-chest"}``; checked on Orthanc 1.10.1 and 1.12.7). Two facts shape this module:
 
-* names allow only ``[a-zA-Z0-9_]`` and there are no labels, so a label is encoded in the
-  name: ``bodypart_router_classified_adult_chest``, ``bodypart_router_forwards_ai_chest``
-  (see :func:`metric_name`);
-* there is no scrape-time callback in orthanc-python 4.0, so the adapter pushes every value
-  with :meth:`RouterMetrics.publish` from a :class:`MetricsPublisher` thread every few seconds;
+* Orthanc stamps each metric with the time it was last *set*, and Prometheus drops a series
+  whose newest sample is older than its lookback window (5 minutes by default). The adapter
+  therefore pushes **every** value with :meth:`RouterMetrics.publish` from a
+  :class:`MetricsPublisher` thread every few seconds, changed or not.
 * Orthanc cannot forget a metric, so label sets are bounded (classes, configured
-  destinations, at most 256 sending stations).
+  destinations, reasons, at most 256 sending stations).
 
-Metrics (all ``bodypart_router_`` + ...; counters count since Orthanc started):
+Metrics (all ``bodypart_router_`` + ...; ``_total`` counters count since Orthanc started):
 
-==========================================  =================================================
-``classified_<class>``                      instances classified, per class (and ``uncertain``)
-``skipped_<reason>``, ``failed_<reason>``   instances not classified, per reason; ``_total`` too
-``queue_depth``                             instances waiting for a worker
-``decode_seconds_{sum,count}``              decode time per instance; ``_bucket_le_<s>`` cumulative
-``inference_seconds_{sum,count}``           model time per instance (a batch's time / its size)
-``forwards_<dest>``                         instances delivered to a destination
-``forward_failures_<dest>``                 failed delivery attempts
-``dead_letters_<dest>``                     deliveries given up after the last retry
-``circuit_state_<dest>``                    0 closed, 1 half-open, 2 open
-``execution_provider_<provider>``           1 for the onnxruntime provider in use
-``shadow_mode``                             1 when the router forwards nothing
-``would_forward_<dest>_<class>``            shadow mode: forwards it would have made
-``header_{agree,disagree,no_header}_<aet>`` header audit verdicts per sending station
-``header_mismatch_rate_<aet>``              disagree / (agree + disagree) per station
-``backfill_{done,total,rate,eta_seconds}``  backfill progress (rate in instances per second)
-``backfill_running``                        1 while a backfill runs
-``uptime_seconds``                          since the router started
-==========================================  =================================================
+===================================================  ===============================================
+``enabled``                                          1 when the router runs, 0 when it is disabled
+``classified_total{class}``                          instances classified, per class (and ``uncertain``)
+``skipped_total{reason}``, ``failed_total{reason}``  instances not classified, per reason
+``queue_depth``                                      instances waiting for a worker
+``forwards_pending{destination}``                    forwards not yet arrived (waiting, in flight, retrying)
+``decode_seconds``, ``inference_seconds``,           histograms (``_bucket{le}`` cumulative with
+``ingest_yield_seconds``                             ``+Inf``, ``_sum``, ``_count``) per instance / batch
+``forwards_total{destination}``                      instances delivered to a destination
+``forward_failures_total{destination}``              failed delivery attempts
+``dead_lettered_total{destination}``                 deliveries given up after the last retry
+``dead_letters{destination}``                        dead letters waiting for a person (from the state
+                                                     database: survives restarts, drops on resubmit)
+``circuit_state{destination}``                       0 closed, 1 half-open, 2 open (destination down)
+``execution_provider{provider}``                     1 for the onnxruntime provider in use
+``shadow_mode``                                      1 when the router forwards nothing
+``would_forward_total{destination,class}``           shadow mode: forwards it would have made
+``header_verdicts_total{station,verdict}``           header audit verdicts per sending station
+``header_mismatch_ratio{station}``                   disagree / (agree + disagree) per station
+``backfill_done_instances``, ``backfill_planned_``   backfill progress; ``backfill_rate_instances_per_
+``instances``, ``backfill_eta_seconds``              second``; ``backfill_running`` 1 while one runs
+``uptime_seconds``                                   since the router started
+===================================================  ===============================================
 
 Status JSON: the ``Metrics`` section of ``GET /bodypart-router/status``, which the status
 page reads (:meth:`RouterMetrics.snapshot`)::
@@ -71,7 +75,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import re
 import threading
 import time
 from collections import Counter, deque
@@ -94,23 +97,27 @@ CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
 MetricSetter = Callable[[str, float], None]
 
 
-_NOT_NAME = re.compile(r"[^a-z0-9]+")
+def _label_value(value: str) -> str:
+    """Escape a label value as the exposition format requires (backslash, quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 @functools.lru_cache(maxsize=4096)  # the label sets are bounded (see above): every publish asks for the same names
-def metric_name(*parts: str) -> str:
-    """``metric_name("forwards", "AI-Chest")`` -> ``bodypart_router_forwards_ai_chest``.
-
-    Lower case; every run of characters outside ``[a-z0-9]`` becomes one ``_``, the only
-    separator Orthanc accepts. Distinct label values can collide (``AI-1``, ``ai_1``); names
-    in Orthanc's configuration rarely differ only by punctuation.
-    """
-    cleaned = [_NOT_NAME.sub("_", p.lower()).strip("_") or "none" for p in parts]
-    return "_".join([PREFIX, *cleaned])
+def _series(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return f"{PREFIX}_{name}"
+    inner = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels)
+    return f"{PREFIX}_{name}{{{inner}}}"
 
 
-def _bucket_suffix(bound: float) -> str:
-    return "bucket_le_" + f"{bound:g}".replace(".", "_")
+def metric_name(name: str, **labels: str) -> str:
+    """``metric_name("forwards_total", destination="ai-chest")`` ->
+    ``bodypart_router_forwards_total{destination="ai-chest"}``: the series as Orthanc exposes it."""
+    return _series(name, tuple(labels.items()))
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else f"{bound:g}"
 
 
 def _iso(ts: float) -> str:
@@ -186,7 +193,6 @@ class RouterMetrics:
         self._model: dict[str, Any] | None = None
         self._queue_depth: Callable[[], int] | None = None
         self._backfill: Callable[[], Mapping[str, Any] | None] | None = None
-        self._published: dict[str, float] = {}
 
     # ---- configuration, set once at start-up ------------------------------------------
     def set_model(self, name: str, version: str, sha256: str, execution_provider: str) -> None:
@@ -350,66 +356,74 @@ class RouterMetrics:
         snap["Backfill"] = dict(backfill) if backfill else None
         return snap
 
-    def values(self) -> dict[str, float]:
-        """Every Prometheus metric as ``{name: value}`` (names from :func:`metric_name`)."""
+    def values(self, destinations: Mapping[str, Mapping[str, int]] | None = None,
+               enabled: bool = True) -> dict[str, float]:
+        """Every Prometheus series as ``{series: value}`` (series from :func:`metric_name`).
+
+        ``destinations`` is ``{destination: {"Pending": n, "DeadLetters": n}}`` read from the
+        state database (see :meth:`bodypart_router.store.Store.destination_backlog`).
+        """
         depth, backfill = self._read_sources()
-        out: dict[str, float] = {}
+        out: dict[str, float] = {metric_name("enabled"): 1.0 if enabled else 0.0}
         with self._lock:
             for cls, n in self._classified.items():
-                out[metric_name("classified", cls)] = n
-            totals = {"skipped": 0, "failed": 0}
+                out[metric_name("classified_total", **{"class": cls})] = n
             for state, n in self._not_classified.items():
                 kind, reason = state.split(":", 1)
-                out[metric_name(kind, reason)] = n
-                totals[kind] += n
-            for kind, n in totals.items():
-                out[metric_name(kind, "total")] = n
+                out[metric_name(f"{kind}_total", reason=reason)] = n
             for what, timing in self._timings.items():
-                out[metric_name(what, "seconds_sum")] = timing.sum
-                out[metric_name(what, "seconds_count")] = timing.count
+                out[metric_name(f"{what}_seconds_sum")] = timing.sum
+                out[metric_name(f"{what}_seconds_count")] = timing.count
                 for bound, n in zip(TIME_BUCKETS, timing.buckets, strict=True):
-                    out[metric_name(what, "seconds", _bucket_suffix(bound))] = n
-            for name, d in self._destinations.items():
-                out[metric_name("forwards", name)] = d.forwards
-                out[metric_name("forward_failures", name)] = d.failures
-                out[metric_name("dead_letters", name)] = d.dead_letters
-                out[metric_name("circuit_state", name)] = CIRCUIT_STATES[d.circuit]
+                    out[metric_name(f"{what}_seconds_bucket", le=_le(bound))] = n
+                out[metric_name(f"{what}_seconds_bucket", le="+Inf")] = timing.count
+            names = set(self._destinations) | set(destinations or {})
+            for name in sorted(names):
+                d = self._destinations.get(name) or DestinationStats()
+                backlog = (destinations or {}).get(name, {})
+                out[metric_name("forwards_total", destination=name)] = d.forwards
+                out[metric_name("forward_failures_total", destination=name)] = d.failures
+                out[metric_name("dead_lettered_total", destination=name)] = d.dead_letters
+                out[metric_name("circuit_state", destination=name)] = CIRCUIT_STATES[d.circuit]
+                if destinations is not None:
+                    out[metric_name("forwards_pending", destination=name)] = backlog.get("Pending", 0)
+                    out[metric_name("dead_letters", destination=name)] = backlog.get("DeadLetters", 0)
             for dest, counts in self._would_forward.items():
                 for cls, n in counts.items():
-                    out[metric_name("would_forward", dest, cls)] = n
+                    out[metric_name("would_forward_total", destination=dest, **{"class": cls})] = n
             out[metric_name("shadow_mode")] = 1.0 if self._shadow_mode else 0.0
             if self._model:
-                out[metric_name("execution_provider", self._model["ExecutionProvider"])] = 1.0
+                out[metric_name("execution_provider", provider=self._model["ExecutionProvider"])] = 1.0
             out[metric_name("uptime_seconds")] = round(self._clock() - self._started, 1)
         if depth is not None:
             out[metric_name("queue_depth")] = depth
         for aet, station in self.stations.snapshot().items():
             for verdict in (AGREE, DISAGREE, NO_HEADER):
-                out[metric_name("header", verdict, aet)] = station[verdict]
+                out[metric_name("header_verdicts_total", station=aet, verdict=verdict)] = station[verdict]
             if station["mismatch_rate"] is not None:
-                out[metric_name("header_mismatch_rate", aet)] = station["mismatch_rate"]
+                out[metric_name("header_mismatch_ratio", station=aet)] = station["mismatch_rate"]
         if backfill:
-            for key, name in (("Done", "done"), ("Total", "total"), ("Rate", "rate"), ("EtaSeconds", "eta_seconds")):
+            for key, name in (("Done", "done_instances"), ("Total", "planned_instances"),
+                              ("Rate", "rate_instances_per_second"), ("EtaSeconds", "eta_seconds")):
                 value = backfill.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out[metric_name("backfill", name)] = float(value)
+                    out[metric_name(f"backfill_{name}")] = float(value)
             out[metric_name("backfill_running")] = 1.0 if backfill.get("State") in ("planning", "running") else 0.0
         return {k: float(v) for k, v in out.items()}
 
-    def publish(self, setter: MetricSetter, *, only_changed: bool = True) -> int:
-        """Push the metrics through ``setter``; returns how many were pushed.
+    def publish(self, setter: MetricSetter, **sources: Any) -> int:
+        """Push every series through ``setter``, changed or not; returns how many were pushed.
 
-        Unchanged values are skipped: Orthanc keeps the last value it was given.
+        Unchanged values are pushed too: Orthanc stamps a metric with the time it was last
+        set, and Prometheus treats a series whose stamp is older than its lookback window
+        (5 minutes by default) as gone, so a constant gauge such as ``circuit_state`` of a
+        destination that stays down would vanish while the alert still matters.
+        ``sources`` are passed to :meth:`values`.
         """
-        values = self.values()
-        pushed = 0
+        values = self.values(**sources)
         for name, value in sorted(values.items()):
-            if only_changed and self._published.get(name) == value:
-                continue
             setter(name, value)
-            self._published[name] = value
-            pushed += 1
-        return pushed
+        return len(values)
 
 
 class MetricsPublisher:
@@ -417,7 +431,8 @@ class MetricsPublisher:
 
     It is a daemon thread *and* must be stopped at ``ORTHANC_STOPPED``: Orthanc waits for
     non-daemon threads, and a daemon thread calling into a stopping Orthanc is unsafe.
-    A setter failure is reported through ``on_error`` and never ends the thread.
+    A setter failure is reported through ``on_error`` and never ends the thread. ``sources()``
+    gives the keyword arguments of :meth:`RouterMetrics.values` read elsewhere (the store).
     """
 
     def __init__(
@@ -427,8 +442,10 @@ class MetricsPublisher:
         *,
         interval: float = 5.0,
         on_error: Callable[[BaseException], None] = lambda e: None,
+        sources: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self._metrics, self._setter, self._interval, self._on_error = metrics, setter, interval, on_error
+        self._sources = sources
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bodypart-router-metrics", daemon=True)
 
@@ -439,7 +456,7 @@ class MetricsPublisher:
     def _run(self) -> None:
         while True:
             try:
-                self._metrics.publish(self._setter)
+                self._metrics.publish(self._setter, **self._sources())
             except Exception as exc:  # a metrics failure must never take the router down
                 self._on_error(exc)
             if self._stop.wait(self._interval):

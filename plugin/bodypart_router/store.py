@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SCHEMA_VERSION = 2
 
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS instances (
     series_id    TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_by_state ON instances (state, received_at);
+CREATE INDEX IF NOT EXISTS instances_by_update ON instances (updated_at);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id               INTEGER PRIMARY KEY,
@@ -551,6 +553,55 @@ class Store:
         dels = {r["state"]: r["n"] for r in self._query(
             "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")}
         return {"instances": inst, "deliveries": dels}
+
+    def destination_backlog(self) -> dict[str, dict[str, int]]:
+        """``{destination: {"Pending": n, "DeadLetters": n}}``: forwards not arrived yet (waiting,
+        in flight or of unknown outcome) and dead letters, per destination key."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._query(
+            "SELECT destination, state, COUNT(*) AS n FROM deliveries WHERE state IN (?, ?, ?, ?) "
+            "GROUP BY destination, state", (PENDING, SUBMITTED, VERIFY, DEAD)):
+            entry = out.setdefault(r["destination"], {"Pending": 0, "DeadLetters": 0})
+            entry["DeadLetters" if r["state"] == DEAD else "Pending"] += r["n"]
+        return out
+
+    def dead_letters(self, offset: int = 0, limit: int = 50) -> tuple[int, list[tuple[Delivery, float, float]]]:
+        """One page of dead letters, newest first: ``(total, [(delivery, created_at, dead_at)])``."""
+        total = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE state = ?", (DEAD,))[0]["n"]
+        rows = self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC, id DESC "
+                           "LIMIT ? OFFSET ?", (DEAD, limit, offset))
+        return total, [(_delivery(r), r["created_at"], r["updated_at"]) for r in rows]
+
+    def outcome_counts(self) -> dict[str, dict[str, int]]:
+        """What the router decided since its state database was created (it outlives restarts):
+        ``{"Classified": {class: n}, "Skipped": {reason: n}, "Failed": {reason: n}}``."""
+        out: dict[str, dict[str, int]] = {"Classified": {}, "Skipped": {}, "Failed": {}}
+        for r in self._query("SELECT class_name, COUNT(*) AS n FROM instances WHERE class_name IS NOT NULL "
+                             "GROUP BY class_name"):
+            out["Classified"][r["class_name"]] = r["n"]
+        for r in self._query("SELECT state, COUNT(*) AS n FROM instances WHERE class_name IS NULL AND "
+                             "(state LIKE 'skipped:%' OR state LIKE 'failed:%') GROUP BY state"):
+            kind, reason = r["state"].split(":", 1)
+            out["Skipped" if kind == "skipped" else "Failed"][reason] = r["n"]
+        return out
+
+    def recent(self, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
+        """One page of the latest decisions, newest first: ``(total, rows)``; each row has the
+        instance's state, class, score, time, and its deliveries' destinations by state."""
+        total = self._query("SELECT COUNT(*) AS n FROM instances WHERE state NOT IN (?, ?)",
+                            (QUEUED, PROCESSING))[0]["n"]
+        rows = self._query("SELECT * FROM instances WHERE state NOT IN (?, ?) ORDER BY updated_at DESC "
+                           "LIMIT ? OFFSET ?", (QUEUED, PROCESSING, limit, offset))
+        out = []
+        for r in rows:
+            by_state: dict[str, list[str]] = {}
+            for d in self._query("SELECT destination, state FROM deliveries WHERE instance_id = ? AND model = ? "
+                                 "ORDER BY destination", (r["instance_id"], r["model"] or "")):
+                by_state.setdefault(d["state"], []).append(d["destination"])
+            out.append({"instance_id": r["instance_id"], "state": r["state"], "class_name": r["class_name"],
+                        "score": r["score"], "detail": r["detail"], "updated_at": r["updated_at"],
+                        "deliveries": by_state})
+        return total, out
 
     def shadow_counts(self) -> dict[str, dict[str, int]]:
         """What shadow mode would have sent: ``{destination: {class: n}}``."""

@@ -61,7 +61,7 @@ def _xray(class_name: str, **tags: str) -> bytes:
 
 def _prometheus(orthanc: OrthancProcess) -> dict[str, float]:
     text = orthanc.request("GET", "/tools/metrics-prometheus").text
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(bodypart_router_\w+) (\S+)", text, re.M)}
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(bodypart_router_\w+(?:\{[^}]*\})?) (\S+)", text, re.M)}
 
 
 def _prometheus_when(orthanc: OrthancProcess, name: str, value: float, what: str) -> dict[str, float]:
@@ -148,23 +148,23 @@ def test_header_audit_is_stored_in_metadata(live: tuple[OrthancProcess, OrthancP
 
 def test_metrics_appear_on_orthanc_prometheus_endpoint(live: tuple[OrthancProcess, OrthancProcess], live_traffic: dict[str, str]) -> None:
     router, chest = live
-    m = _prometheus_when(router, "bodypart_router_forwards_ai_chest", 3, "forwards metric")
-    assert m["bodypart_router_classified_adult_chest"] == 3
-    assert m["bodypart_router_classified_pediatric_chest"] == 1
-    assert m["bodypart_router_classified_spine"] == 1
-    assert m["bodypart_router_classified_abdominal"] == 0
-    assert m["bodypart_router_skipped_non_projection_modality"] == 1
+    m = _prometheus_when(router, 'bodypart_router_forwards_total{destination="ai-chest"}', 3, "forwards metric")
+    assert m['bodypart_router_classified_total{class="adult_chest"}'] == 3
+    assert m['bodypart_router_classified_total{class="pediatric_chest"}'] == 1
+    assert m['bodypart_router_classified_total{class="spine"}'] == 1
+    assert m['bodypart_router_classified_total{class="abdominal"}'] == 0
+    assert m['bodypart_router_skipped_total{reason="non-projection-modality"}'] == 1
     assert m["bodypart_router_queue_depth"] == 0
     assert m["bodypart_router_inference_seconds_count"] == 5
     assert m["bodypart_router_decode_seconds_count"] == 5
-    assert m["bodypart_router_forward_failures_ai_chest"] == 0
-    assert m["bodypart_router_dead_letters_ai_chest"] == 0
-    assert m["bodypart_router_circuit_state_ai_chest"] == 0
-    assert m["bodypart_router_execution_provider_cpuexecutionprovider"] == 1
+    assert m['bodypart_router_forward_failures_total{destination="ai-chest"}'] == 0
+    assert m['bodypart_router_dead_letters{destination="ai-chest"}'] == 0
+    assert m['bodypart_router_circuit_state{destination="ai-chest"}'] == 0
+    assert m['bodypart_router_execution_provider{provider="CPUExecutionProvider"}'] == 1
     assert m["bodypart_router_shadow_mode"] == 0
-    assert m["bodypart_router_header_disagree_test_scu"] == 1  # the C-STORE sender's AET
-    assert m["bodypart_router_header_mismatch_rate_test_scu"] == 1
-    assert m["bodypart_router_header_agree_none"] == 2  # REST uploads have no RemoteAET
+    assert m['bodypart_router_header_verdicts_total{station="TEST_SCU",verdict="disagree"}'] == 1  # the C-STORE sender's AET
+    assert m['bodypart_router_header_mismatch_ratio{station="TEST_SCU"}'] == 1
+    assert m['bodypart_router_header_verdicts_total{station="(none)",verdict="agree"}'] == 2  # REST uploads have no RemoteAET
     assert len(chest.instances()) == 3
 
 
@@ -254,10 +254,10 @@ def test_shadow_mode_forwards_nothing_and_counts_would_be_forwards(host: Runtime
         assert status["WouldSend"] == expected
         assert status["Metrics"]["Mode"] == "shadow"
         assert status["Metrics"]["Shadow"] == {"ai-chest": {"adult_chest": 3, "spine": 1}, "ai-spine": {"spine": 1}}
-        m = _prometheus_when(router, "bodypart_router_would_forward_ai_chest_adult_chest", 3, "would-forward metric")
+        m = _prometheus_when(router, 'bodypart_router_would_forward_total{destination="ai-chest",class="adult_chest"}', 3, "would-forward metric")
         assert m["bodypart_router_shadow_mode"] == 1
-        assert m["bodypart_router_would_forward_ai_spine_spine"] == 1
-        assert m["bodypart_router_forwards_ai_chest"] == 0
+        assert m['bodypart_router_would_forward_total{destination="ai-spine",class="spine"}'] == 1
+        assert m['bodypart_router_forwards_total{destination="ai-chest"}'] == 0
         time.sleep(2)  # a forward, had one been started, would have arrived by now
         assert chest.instances() == []
         assert all(router.metadata(i).get("BodyPartForwarded") is None for i in ids)

@@ -94,6 +94,10 @@ class RouterApp:
         self.on_stopping: list[Callable[[], None]] = []
         #: Secret ``shutdown.lua`` passes to ``prepare-stop`` (see rest_api.py); set when routes register.
         self.stop_token = ""
+        #: Called at ORTHANC_STARTED / ORTHANC_STOPPED even when the router is disabled (metrics
+        #: must say so: ``bodypart_router_enabled 0``).
+        self.on_orthanc_started: list[Callable[[], None]] = []
+        self.on_orthanc_stopped: list[Callable[[], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -191,7 +195,11 @@ class RouterApp:
         try:
             if change_type == orthanc.ChangeType.ORTHANC_STARTED:
                 self.started()
+                for hook in self.on_orthanc_started:
+                    self._safely(hook)
             elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+                for hook in self.on_orthanc_stopped:
+                    self._safely(hook)
                 self.stopped()
             elif change_type == orthanc.ChangeType.STABLE_SERIES and self.series_decider is not None:
                 self.series_decider.stable(resource)

@@ -1,8 +1,11 @@
 """Metrics: feed the router's events into :class:`~bodypart_router.metrics.RouterMetrics`.
 
-* Prometheus: every few seconds the values are pushed with ``orthanc.SetMetricsValue``,
-  so they appear on Orthanc's own ``/tools/metrics-prometheus`` (orthanc-python 4.0 has
-  no scrape-time callback; ``MetricsEnabled`` must stay true, its default).
+* Prometheus: every ``PUBLISH_SECONDS`` every value is pushed with ``orthanc.SetMetricsValue``,
+  changed or not (Orthanc stamps a metric with the time it was last set; Prometheus drops a
+  series older than its lookback window), so they appear, fresh, on Orthanc's own
+  ``/tools/metrics-prometheus`` (orthanc-python 4.0 has no scrape-time callback;
+  ``MetricsEnabled`` must stay true, its default). Publishing starts with Orthanc even when
+  the router is disabled, so that ``bodypart_router_enabled 0`` can raise an alert.
 * Status: the ``Metrics`` section of ``GET /bodypart-router/status`` (shape documented in
   :mod:`bodypart_router.metrics`), read by the status page.
 
@@ -144,10 +147,29 @@ def register(app: "RouterApp") -> None:
     app.status_sections["Metrics"] = lambda: status_section(app, metrics)
 
     publisher = MetricsPublisher(metrics, _set_metric, interval=PUBLISH_SECONDS,
-                                 on_error=lambda exc: log("warning", f"metrics: {exc!r}"))
+                                 on_error=lambda exc: log("warning", f"metrics: {exc!r}"),
+                                 sources=lambda: publish_sources(app))
 
     def start_publishing() -> None:  # SetMetricsValue works once Orthanc has started
         publisher.start()
 
-    app.on_started.append(start_publishing)
+    app.on_orthanc_started.append(start_publishing)
+    app.on_orthanc_stopped.append(publisher.stop)
     app.on_stopping.append(publisher.stop)
+
+
+def destination_backlog(app: "RouterApp") -> dict[str, dict[str, int]]:
+    """Forwards waiting and dead letters per destination name (from the state database)."""
+    out: dict[str, dict[str, int]] = {}
+    if app.store is None:
+        return out
+    for key, counts in app.store.destination_backlog().items():
+        entry = out.setdefault(_name(key), {"Pending": 0, "DeadLetters": 0})
+        for k, n in counts.items():
+            entry[k] += n
+    return out
+
+
+def publish_sources(app: "RouterApp") -> dict[str, Any]:
+    """What :meth:`RouterMetrics.values` reads outside the registry."""
+    return {"enabled": app.enabled, "destinations": destination_backlog(app) if app.store is not None else None}
