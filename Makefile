@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian 12 packages: Orthanc 1.10 + Python plugin + GDCM decoder; the rest serve the tests.
 APT_RUN  := orthanc orthanc-python orthanc-gdcm python3-venv
-APT_TEST := orthanc-postgresql postgresql debootstrap
+APT_TEST := orthanc-postgresql postgresql debootstrap prometheus
 
 .PHONY: help setup apt-run apt-test run test test-unit demo faults bench bench-fusion train trixie-root clean
 

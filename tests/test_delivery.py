@@ -35,8 +35,18 @@ class JobsDouble:
         self.submitted: list[tuple[str, list[str]]] = []
         self.down: set[str] = set()
         self.refuse = False
+        self.probes: list[str] = []
+
+    def _probe(self, uri: str) -> Any:
+        """C-ECHO of a modality / system of a peer: an error while the destination is down."""
+        self.probes.append(uri)
+        if any(f"/{name}/" in uri for name in self.down):
+            raise RestError(f"{uri}: (9, 'Error in the network protocol')", 500)
+        return {}
 
     def post_json(self, uri: str, body: Any) -> Any:
+        if uri.endswith("/echo"):
+            return self._probe(uri)
         if self.refuse:
             raise RestError(f"POST {uri}: (9, 'Unknown modality')", None)
         job_id = f"job-{len(self.jobs)}"
@@ -47,6 +57,8 @@ class JobsDouble:
         return {"ID": job_id, "Path": f"/jobs/{job_id}"}
 
     def get_json(self, uri: str) -> Any:
+        if uri.endswith("/system"):
+            return self._probe(uri)
         if uri.startswith("/instances/"):
             return {"ID": uri.rsplit("/", 1)[-1]}
         job_id = uri.rsplit("/", 1)[-1]
@@ -331,3 +343,58 @@ def test_a_job_orthanc_reloaded_and_still_running_is_cancelled_then_verified(wor
     clock.now += 60
     fresh.step()
     assert len(jobs.submitted) == 1 and states[-1][1] == FORWARDED
+
+
+@pytest.mark.parametrize("dest", ["peer:ai-chest", "modality:ai-spine"])
+def test_circuit_closes_after_recovery_with_everything_dead_lettered(world, dest: str) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    name = dest.split(":")[1]
+    jobs.down.add(name)
+    add(store, "a", dest)
+    for _ in range(30):
+        forwarder.step()
+        clock.now += 5
+    assert [f.instance_id for f in store.failed()] == ["a"]  # dead: nothing left to probe with
+    assert forwarder.breaker.states()[dest] == "open"
+    assert jobs.probes  # while down, idle probes fail and the circuit stays open
+    assert forwarder.breaker.states()[dest] == "open"
+    jobs.down.clear()
+    clock.now += 10
+    forwarder.step()
+    assert forwarder.breaker.states()[dest] == "closed"
+    assert [(lvl, m) for lvl, m in logs if "reachable again" in m] == [
+        ("warning", f"destination {dest} is reachable again, resuming forwards")]
+    assert [lvl for lvl, m in logs if "is down" in m] == ["warning"]
+    assert len(jobs.submitted) == 3 and [f.instance_id for f in store.failed()] == ["a"]  # nothing resent by itself
+
+
+def test_circuit_details_say_since_when_a_destination_is_down(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.down.add("ai-chest")
+    add(store, "a", "peer:ai-chest")
+    add(store, "b", "peer:ai-chest")
+    down_at = clock.now
+    forwarder.step()
+    forwarder.step()
+    detail = forwarder.breaker.details()["peer:ai-chest"]
+    assert detail["State"] == "open" and detail["DownSince"] == down_at
+    assert "network protocol" in detail["LastError"]
+
+
+def test_dead_letters_are_logged_as_one_summary_line_per_minute(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.down.add("ai-chest")
+    for n in range(20):
+        add(store, f"i{n}", "peer:ai-chest")
+    start = clock.now
+    while len(store.failed()) < 20 and clock.now - start < 3600:
+        forwarder.step()
+        clock.now += 1
+    forwarder.drain(clock.now)  # at shutdown the last window is logged too
+    minutes = (clock.now - start) / 60
+    errors = [m for lvl, m in logs if lvl == "error"]
+    assert len(store.failed()) == 20 and minutes > 1
+    assert 1 <= len(errors) <= int(minutes) + 1, errors  # not one line per dead letter
+    assert sum(int(m.split(" ", 1)[0]) for m in errors) == 20
+    assert all(" forward(s) dead-lettered after 3 attempts in the last 1 min (peer:ai-chest " in m for m in errors)
+    assert all(lvl in ("info", "debug") for lvl, m in logs if "dead-lettered after" in m and m.startswith("instance"))

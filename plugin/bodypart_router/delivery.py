@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,6 +36,8 @@ from .store import Delivery, Store
 
 #: Submitted-but-unfinished jobs allowed per destination, so a backlog does not flood Orthanc's job engine.
 MAX_IN_FLIGHT_PER_DESTINATION = 8
+#: Dead letters are logged as one summary line per this many seconds (an outage would flood the log).
+DEAD_LETTER_LOG_SECONDS = 60.0
 #: Seconds between cancelling a job Orthanc reloaded at start-up (``SaveJobs``) and asking the
 #: destination whether it arrived: a cancelled job may still be finishing its transfer.
 RELOADED_JOB_GRACE_SECONDS = 10.0
@@ -107,6 +110,8 @@ class _Circuit:
     open_until: float = 0.0
     is_open: bool = False
     probing: bool = False
+    opened_at: float | None = None  # when it last opened: "down since" on the status page
+    last_error: str = ""
 
 
 class CircuitBreaker:
@@ -149,14 +154,26 @@ class CircuitBreaker:
         c = self._get(destination)
         c.failures += 1
         c.probing = False
+        c.last_error = detail
         if c.failures >= self.threshold:
             c.open_until = now + backoff_delay(self.retry, c.failures - self.threshold + 1)
             if not c.is_open:
                 c.is_open = True
+                c.opened_at = now
                 self.on_change(destination, "open", detail)
 
     def states(self) -> dict[str, str]:
         return {d: ("open" if c.is_open else "closed") for d, c in self._circuits.items()}
+
+    def details(self) -> dict[str, dict[str, Any]]:
+        """Per destination: state, when it went down, consecutive failures and the last error."""
+        return {d: {"State": "open" if c.is_open else "closed", "DownSince": c.opened_at if c.is_open else None,
+                    "ConsecutiveFailures": c.failures, "LastError": c.last_error or None}
+                for d, c in self._circuits.items()}
+
+    def idle_probes_due(self, now: float) -> list[str]:
+        """Open circuits due for a probe (their backoff elapsed, no probe in flight)."""
+        return [d for d, c in self._circuits.items() if c.is_open and not c.probing and now >= c.open_until]
 
 
 @dataclass
@@ -193,18 +210,64 @@ class Forwarder:
         self._submitted_at: dict[int, float] = {}
         self._verify_failures: dict[int, int] = {}
         self._cannot_ask_logged: set[str] = set()
+        self._dead_window: Counter[str] = Counter()  # dead letters per destination not logged yet
+        self._dead_errors: dict[str, str] = {}
+        self._dead_window_start = 0.0
 
     def _circuit_changed(self, destination: str, state: str, detail: str) -> None:
+        # Both at warning level: Orthanc's default log level shows warnings, not info.
         if state == "open":
             self.events.log("warning", f"destination {destination} is down, pausing forwards to it ({detail})")
         else:
-            self.events.log("info", f"destination {destination} is reachable again, resuming forwards")
+            self.events.log("warning", f"destination {destination} is reachable again, resuming forwards")
         self.events.circuit(destination, state, detail)
 
     def step(self, limit: int = 64) -> int:
-        """Check submitted jobs, verify forwards of unknown outcome, then submit due deliveries.
-        Returns how many things changed."""
-        return self._poll_submitted() + self._verify_due(limit) + self._submit_due(limit)
+        """Check submitted jobs, verify forwards of unknown outcome, submit due deliveries, probe
+        destinations that are down with nothing to send. Returns how many things changed."""
+        changed = self._poll_submitted() + self._verify_due(limit) + self._submit_due(limit) + self._probe_idle()
+        self._log_dead_letters()
+        return changed
+
+    # -- a destination that is down and has nothing due ------------------------------------
+    def _probe_idle(self) -> int:
+        """Ask a destination that is down whether it answers again, when no forward to it is due
+        (all of them dead-lettered, or waiting out their backoff): otherwise its circuit would
+        stay open after it recovered, until someone resubmits. A C-STORE destination gets a
+        C-ECHO, an Orthanc peer ``GET /peers/{name}/system``; a DICOMweb server is probed by its
+        next forward only."""
+        now = self.clock()
+        changed = 0
+        for key in self.breaker.idle_probes_due(now):
+            if self.store.waiting_count(key, now):
+                continue  # a due forward is the probe
+            destination = Destination.from_key(key)
+            if destination.kind not in ("modality", "peer"):
+                continue
+            try:
+                if destination.kind == "modality":
+                    self.rest.post_json(f"/modalities/{destination.name}/echo", {})
+                else:
+                    self.rest.get_json(f"/peers/{destination.name}/system")
+            except RestError as exc:
+                self.breaker.failure(key, self.clock(), f"probe: {exc}")
+                continue
+            self.breaker.success(key)
+            changed += 1
+        return changed
+
+    def _log_dead_letters(self, *, flush: bool = False) -> None:
+        """One ERROR line per minute with the dead letters of that minute, instead of one per forward."""
+        if not self._dead_window or (not flush and self.clock() - self._dead_window_start < DEAD_LETTER_LOG_SECONDS):
+            return
+        total = sum(self._dead_window.values())
+        per = ", ".join(f"{dest} {n}" for dest, n in sorted(self._dead_window.items()))
+        last = "; ".join(f"{dest}: {err}" for dest, err in sorted(self._dead_errors.items()))
+        self.events.log("error", f"{total} forward(s) dead-lettered after {self.config.retry.max_attempts} attempts "
+                                 f"in the last {DEAD_LETTER_LOG_SECONDS / 60:g} min ({per}); last error {last}; "
+                                 "resubmit them from /bodypart-router/status.html")
+        self._dead_window.clear()
+        self._dead_errors.clear()
 
     def recover(self) -> int:
         """At start-up, before the first :meth:`step`: forwards the previous run left in flight.
@@ -260,6 +323,7 @@ class Forwarder:
         while self.store.submitted() and self.clock() < deadline:
             self._poll_submitted()
             sleep(0.1)
+        self._log_dead_letters(flush=True)
         return len(self.store.submitted())
 
     # -- submission -----------------------------------------------------------------------
@@ -422,8 +486,12 @@ class Forwarder:
         self.events.failed(d, error)
         if attempts >= self.config.retry.max_attempts:
             state = self.store.mark_dead(d.id, error)
-            self.events.log("error", f"instance {d.instance_id}: forward to {d.destination} dead-lettered "
-                                     f"after {attempts} attempts ({error})")
+            self.events.log("info", f"instance {d.instance_id}: forward to {d.destination} dead-lettered "
+                                    f"after {attempts} attempts ({error})")
+            if not self._dead_window:
+                self._dead_window_start = now
+            self._dead_window[d.destination] += 1
+            self._dead_errors[d.destination] = error
             self.events.dead(d, error)
             self.events.instance_state(d.instance_id, state, self.store.delivered_destinations(d.instance_id))
             return

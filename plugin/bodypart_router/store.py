@@ -554,6 +554,11 @@ class Store:
             "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")}
         return {"instances": inst, "deliveries": dels}
 
+    def waiting_count(self, destination: str, now: float) -> int:
+        """Forwards to ``destination`` due now (pending or to verify), i.e. a probe is on its way."""
+        return self._query("SELECT COUNT(*) AS n FROM deliveries WHERE destination = ? AND state IN (?, ?) "
+                           "AND next_attempt_at <= ?", (destination, PENDING, VERIFY, now))[0]["n"]
+
     def destination_backlog(self) -> dict[str, dict[str, int]]:
         """``{destination: {"Pending": n, "DeadLetters": n}}``: forwards not arrived yet (waiting,
         in flight or of unknown outcome) and dead letters, per destination key."""
