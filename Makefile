@@ -13,10 +13,17 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUN  := orthanc orthanc-python orthanc-gdcm python3-venv
 APT_TEST := orthanc-postgresql postgresql debootstrap prometheus
 
-.PHONY: help setup apt-run apt-test run test test-unit demo faults bench bench-fusion train trixie-root clean
+# The shipped orthanc-config/orthanc.json names the router's script and Lua hook by these absolute
+# paths, so that a copy of the configuration elsewhere still lets Orthanc start (see plugin/router.py).
+BOOTSTRAP_DIR := /usr/local/share/bodypart-router
+# make install: where the router goes, and the Orthanc configuration directory it is added to.
+PREFIX        ?= /opt/bodypart-router
+ORTHANC_CONFIG ?= /etc/orthanc
+
+.PHONY: help setup apt-run apt-test bootstrap run test test-unit demo faults bench bench-fusion train trixie-root install clean
 
 help:
-	@echo "make run | test | demo [INPUT=dir] | faults | bench | train | setup | clean"
+	@echo "make run | test | demo [INPUT=dir] | faults | bench | train | setup | install [ORTHANC_CONFIG=/etc/orthanc] | clean"
 
 # --- installation ---------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml
@@ -36,7 +43,22 @@ apt-test:
 	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-setup: apt-run apt-test $(VENV)/.installed
+setup: apt-run apt-test $(VENV)/.installed bootstrap
+
+bootstrap: $(BOOTSTRAP_DIR)/router.py $(BOOTSTRAP_DIR)/shutdown.lua
+
+$(BOOTSTRAP_DIR)/router.py: plugin/router.py
+	$(SUDO) install -D -m 644 $< $@
+
+$(BOOTSTRAP_DIR)/shutdown.lua: plugin/bodypart_router/orthanc_plugin/shutdown.lua
+	$(SUDO) install -D -m 644 $< $@
+
+# Adds the router to an existing Orthanc (Debian's service by default): copies the router and the
+# model to PREFIX, builds PREFIX/venv with the system python3 (the one Orthanc embeds), and edits
+# ORTHANC_CONFIG in place (PythonScript, LuaScripts, UserMetadata; backups *.bak-bodypart-router),
+# adding ORTHANC_CONFIG/bodypart-router.json. Restart Orthanc afterwards. See docs/install.md.
+install: apt-run
+	$(SUDO) /usr/bin/python3 scripts/install.py --prefix $(PREFIX) --orthanc-config $(ORTHANC_CONFIG) $(INSTALL_ARGS)
 
 # Debian 13 root with Orthanc 1.12.7 + orthanc-python 5.0, for the 1.12 integration tests
 # (labels). Idempotent: rebuilt only when its package list or the dependencies change.

@@ -5,9 +5,17 @@ Orthanc's Python plugin embeds the system Python, which does not see the router'
 
 1. adds the site-packages of ``BodyPartRouter.PythonEnvironment`` (a virtual environment
    made for the same Python minor version as the one Orthanc embeds),
-2. puts this directory first on ``sys.path`` so the ``bodypart_router`` package next to
-   this file is the one that runs,
+2. puts this directory first on ``sys.path`` when the ``bodypart_router`` package is next to
+   this file (a checkout, ``make install``, the Docker image), so that copy is the one that
+   runs; otherwise the package comes from the environment (an installed or editable package),
 3. hands over to :func:`bodypart_router.orthanc_plugin.install`.
+
+The same file also serves as a *bootstrap* at a fixed absolute path
+(``/usr/local/share/bodypart-router/router.py``, installed by ``make setup``): the shipped
+configuration names that path, so the configuration can be copied anywhere and Orthanc still
+starts. Orthanc's Python plugin refuses to start Orthanc when ``PythonScript`` does not exist,
+but everything after that is the router's: whatever fails here (no environment, no package, an
+import error) is logged, ``GET /bodypart-router/status`` answers why, and Orthanc keeps serving.
 
 Nothing here calls Orthanc's REST API: it is unavailable while scripts load.
 Relative paths are resolved against the directory of the Orthanc configuration file.
@@ -61,15 +69,40 @@ def _add_python_environment(config_dir: Path) -> bool:
     return True
 
 
+def _disabled(reason: str) -> None:
+    """The package could not be loaded: log why, and answer it on the status route."""
+    orthanc.LogError(f"BodyPartRouter: {reason}. The router is disabled; Orthanc keeps running.")
+    body = json.dumps({"Enabled": False, "Error": reason, "Errors": [reason], "Loaded": False})
+
+    def status(output, uri, **request):  # type: ignore[no-untyped-def]
+        output.AnswerBuffer(body, "application/json")
+
+    try:
+        orthanc.RegisterRestCallback("/bodypart-router/status", status)
+    except Exception:  # the log line above is the reason, whatever happens here
+        pass
+
+
 CONFIG_DIR = _configuration_directory()
 if _add_python_environment(CONFIG_DIR):
-    sys.path.insert(0, str(PLUGIN_DIR))
+    if (PLUGIN_DIR / "bodypart_router").is_dir():
+        sys.path.insert(0, str(PLUGIN_DIR))
     try:
         from bodypart_router.orthanc_plugin import install
-
-        install(CONFIG_DIR)
-    except Exception as exc:  # an import error must not take Orthanc down
+    except ImportError as exc:
         import traceback
 
-        orthanc.LogError(f"BodyPartRouter: failed to load, the router is disabled: {exc!r}")
         orthanc.LogError(traceback.format_exc())
+        _disabled(f"cannot import the bodypart_router package ({exc}); it is neither next to {__file__} nor in "
+                   "BodyPartRouter.PythonEnvironment (relative paths start at the configuration's directory, "
+                   f"{CONFIG_DIR})")
+    else:
+        try:
+            install(CONFIG_DIR)
+        except Exception as exc:  # an error while loading must not take Orthanc down
+            import traceback
+
+            orthanc.LogError(traceback.format_exc())
+            _disabled(f"failed to load: {exc!r}")
+else:
+    _disabled("BodyPartRouter.PythonEnvironment is unusable (see the line above)")

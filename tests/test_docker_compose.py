@@ -186,6 +186,7 @@ def test_no_relative_paths_in_the_container(effective: dict[str, Any]) -> None:
     """The image rewrites the configuration to /tmp/orthanc.json: relative paths would point there."""
     paths = {
         "PythonScript": effective.get("PythonScript"),
+        **{f"LuaScripts[{i}]": p for i, p in enumerate(effective.get("LuaScripts") or [])},
         "StorageDirectory": effective.get("StorageDirectory"),
         "IndexDirectory": effective.get("IndexDirectory"),
         **{f"{SECTION}.{k}": effective[SECTION].get(k) for k in ("ModelPath", "PythonEnvironment", "StateDirectory")},
@@ -197,14 +198,61 @@ def test_no_relative_paths_in_the_container(effective: dict[str, Any]) -> None:
         assert plugin.startswith(IMAGE_PLUGIN_DIR), plugin
 
 
-def test_container_paths_are_what_the_image_holds(effective: dict[str, Any]) -> None:
-    copies = _dockerfile_copies()
+def _image_files() -> dict[str, Path | None]:
+    """Every path the Dockerfile puts in the image -> the repository file it comes from (None for
+    a directory made by RUN). COPY of files and directories, ``ln -s`` and ``python3 -m venv``."""
+    files: dict[str, Path | None] = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        copy = re.match(r"\s*COPY\s+(?!--)(.+)$", line)
+        if copy:
+            *sources, dest = copy.group(1).split()
+            for src in sources:
+                origin = REPO / src
+                target = PurePosixPath(dest) / origin.name if dest.endswith("/") else PurePosixPath(dest)
+                if origin.is_dir():
+                    for f in origin.rglob("*"):
+                        if f.is_file() and "__pycache__" not in f.parts:
+                            files[str(target / f.relative_to(origin).as_posix())] = f
+                else:
+                    files[str(target)] = origin
+        for target_of, link in re.findall(r"ln -s (\S+) (\S+)", line):
+            for path, origin in list(files.items()):
+                if path.startswith(target_of + "/"):
+                    files[link + path[len(target_of):]] = origin
+        for venv in re.findall(r"python3 -m venv (\S+)", line):
+            files[venv] = None
+    return files
+
+
+def _in_image(files: dict[str, Path | None], path: str) -> bool:
+    return path in files or any(p.startswith(path.rstrip("/") + "/") for p in files)
+
+
+def test_every_path_the_config_names_is_in_the_image(effective: dict[str, Any]) -> None:
+    """Orthanc exits at start-up when PythonScript or a Lua script is missing; the router is
+    disabled when its model or environment is. Every one must be a path the Dockerfile fills."""
+    files = _image_files()
+    named = {"PythonScript": effective["PythonScript"], SECTION + ".ModelPath": effective[SECTION]["ModelPath"],
+             SECTION + ".PythonEnvironment": effective[SECTION]["PythonEnvironment"]}
+    named.update({f"LuaScripts[{i}]": p for i, p in enumerate(effective.get("LuaScripts") or [])})
+    assert any(k.startswith("LuaScripts") for k in named), "the shutdown hook must be listed"
+    missing = {k: v for k, v in named.items() if not _in_image(files, v)}
+    assert not missing, f"named by the configuration but not in the image: {missing}"
     script = PurePosixPath(effective["PythonScript"])
-    assert script.name == "router.py" and str(script.parent) == copies["plugin"]
+    assert str(script.parent / "bodypart_router" / "orthanc_plugin" / "__init__.py") in files, \
+        "the router's package must sit beside PythonScript in the image"
+    assert files[effective["PythonScript"]] == REPO / "plugin" / "router.py"
+    for lua in effective["LuaScripts"]:
+        assert files[lua] == REPO / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
     model = PurePosixPath(effective[SECTION]["ModelPath"])
-    assert str(model.parent) == copies["models"]
-    venv = effective[SECTION]["PythonEnvironment"]
-    assert f"python3 -m venv {venv}" in DOCKERFILE.read_text()
+    assert str(model.parent / "MODEL_CARD.md") in files  # the integrity check reads it
+
+
+def test_image_path_check_catches_a_missing_lua_script(effective: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(effective))
+    broken["LuaScripts"] = ["../plugin/bodypart_router/orthanc_plugin/shutdown.lua"]
+    with pytest.raises(AssertionError, match="LuaScripts"):
+        test_every_path_the_config_names_is_in_the_image(broken)
 
 
 def test_destinations_are_reached_by_service_name(effective: dict[str, Any], compose: dict[str, Any]) -> None:

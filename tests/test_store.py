@@ -228,3 +228,35 @@ def test_unfinished_instances_are_those_whose_claims_need_renewing(tmp_path: Pat
     store.lose("routed", "node-c 5")
     assert store.unfinished() == ["q"]
     assert store.deliveries_of("routed") == [] and store.instance("routed").state == ELSEWHERE  # type: ignore[union-attr]
+
+
+def test_the_status_pages_figures_come_from_the_database_and_outlive_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("ct", "skipped:non-projection-modality")])
+    for n in range(5):
+        store.add_received([Received(f"i{n}")])
+        classify(store, f"i{n}", ["peer:x", "modality:y"] if n < 3 else [])
+    due = store.due_deliveries(now=1e12, limit=100)
+    for d in due[:2]:
+        submit(store, d.id, f"job-{d.id}")
+        store.mark_delivered(d.id)
+    for d in due[2:4]:
+        submit(store, d.id, f"job-{d.id}")
+        store.mark_dead(d.id, "connection refused")
+    store.close()
+
+    store = Store(tmp_path / "s.sqlite")  # Orthanc restarted
+    assert store.outcome_counts() == {"Classified": {"spine": 5}, "Skipped": {"non-projection-modality": 1},
+                                      "Failed": {}}
+    backlog = store.destination_backlog()
+    assert sum(b["Pending"] for b in backlog.values()) == 2 and sum(b["DeadLetters"] for b in backlog.values()) == 2
+    total, page = store.dead_letters(0, 1)
+    assert total == 2 and len(page) == 1
+    (dead, created_at, dead_at), = page
+    assert dead.last_error == "connection refused" and dead_at >= created_at
+    assert store.dead_letters(1, 10)[1][0][0].id != dead.id  # the second page holds the other one
+    total, recent = store.recent(0, 3)
+    assert total == 6 and len(recent) == 3
+    assert store.recent(3, 10)[1] and len(store.recent(0, 100)[1]) == 6
+    arrived = [r for r in store.recent(0, 100)[1] if r["deliveries"].get("delivered")]
+    assert arrived and all(set(r["deliveries"]) <= {"delivered", "pending", "dead"} for r in arrived)

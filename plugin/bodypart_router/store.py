@@ -593,10 +593,10 @@ class Store:
     def recent(self, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
         """One page of the latest decisions, newest first: ``(total, rows)``; each row has the
         instance's state, class, score, time, and its deliveries' destinations by state."""
-        total = self._query("SELECT COUNT(*) AS n FROM instances WHERE state NOT IN (?, ?)",
-                            (QUEUED, PROCESSING))[0]["n"]
-        rows = self._query("SELECT * FROM instances WHERE state NOT IN (?, ?) ORDER BY updated_at DESC "
-                           "LIMIT ? OFFSET ?", (QUEUED, PROCESSING, limit, offset))
+        undecided = (QUEUED, PROCESSING, ELSEWHERE)  # not decided here (yet)
+        total = self._query("SELECT COUNT(*) AS n FROM instances WHERE state NOT IN (?, ?, ?)", undecided)[0]["n"]
+        rows = self._query("SELECT * FROM instances WHERE state NOT IN (?, ?, ?) ORDER BY updated_at DESC "
+                           "LIMIT ? OFFSET ?", (*undecided, limit, offset))
         out = []
         for r in rows:
             by_state: dict[str, list[str]] = {}

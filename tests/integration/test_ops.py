@@ -24,7 +24,7 @@ import requests
 
 from bodypart_router.audit import METADATA_NAME
 from support import dicoms
-from support.dicom_net import c_store
+from support.dicom_net import CountingSCP, c_store
 from support.orthanc import OrthancProcess, Runtime, get_runtime, peer_config, router_config
 from support.tiny_model import gray_for
 
@@ -178,7 +178,7 @@ def test_status_json_and_page(live: tuple[OrthancProcess, OrthancProcess], live_
     assert metrics["Counts"]["Skipped"] == {"non-projection-modality": 1}
     assert metrics["HeaderAudit"]["TEST_SCU"] == {"agree": 0, "disagree": 1, "no-header": 0, "mismatch_rate": 1.0}
     assert metrics["HeaderAudit"]["(none)"]["disagree"] == 1
-    recent = {r["Instance"]: r for r in metrics["Recent"]}
+    recent = {r["Instance"]: r for r in metrics["Recent"]["Items"]}
     assert recent[live_traffic["disagree"]]["HeaderAudit"] == "disagree:spine"
     assert recent[live_traffic["agree"]]["Destinations"] == ["ai-chest"]
     assert metrics["Destinations"]["ai-chest"]["Forwards"] == 3
@@ -217,8 +217,15 @@ def test_failures_are_listed_and_can_be_resubmitted(live: tuple[OrthancProcess, 
     router.wait_for(lambda: _settled(router, [dead, broken], ("failed:",)), timeout=60, what="both failed")
     assert router.metadata(dead)["BodyPartState"] == "failed:dead-letter"
 
-    failures = {f["Instance"]: f for f in router.get_json("/bodypart-router/status")["Metrics"]["Failures"]}
-    assert (failures[dead]["State"], failures[dead]["Destination"]) == ("failed:dead-letter", "ai-down")
+    status = router.get_json("/bodypart-router/status")["Metrics"]
+    failures = {f["Instance"]: f for f in status["Failures"]}
+    dead_letters = {f["Instance"]: f for f in status["DeadLetters"]["Items"]}
+    assert (dead_letters[dead]["State"], dead_letters[dead]["Destination"]) == ("failed:dead-letter", "ai-down")
+    assert dead_letters[dead]["Time"].endswith("Z") and status["DeadLetters"]["Total"] == 1
+    assert status["Destinations"]["ai-down"]["DeadLetters"] == 1
+    page = router.get_json("/bodypart-router/dead-letters?offset=0&limit=5")
+    assert [f["Instance"] for f in page["Items"]] == [dead] and page["Total"] == 1
+    assert router.get_json("/bodypart-router/dead-letters?offset=1&limit=5")["Items"] == []
     assert failures[broken]["State"] == router.metadata(broken)["BodyPartState"]
     assert "(7FE0,0010)" in failures[broken]["Detail"] or "Pixel" in failures[broken]["Detail"]
 
@@ -229,10 +236,69 @@ def test_failures_are_listed_and_can_be_resubmitted(live: tuple[OrthancProcess, 
     def metrics() -> dict[str, Any]:
         return router.get_json("/bodypart-router/status")["Metrics"]
 
-    router.wait_for(lambda: metrics()["Destinations"]["ai-down"]["DeadLetters"] == 2, timeout=60,
+    router.wait_for(lambda: metrics()["Destinations"]["ai-down"]["DeadLettered"] == 2, timeout=60,
                     what="second dead letter")
-    router.wait_for(lambda: sum(metrics()["Counts"]["Failed"].values()) == 2, timeout=30,
+    router.wait_for(lambda: sum(metrics()["CountsSinceStart"]["Failed"].values()) == 2, timeout=30,
                     what="the broken instance classified (and failed) a second time")
+
+
+# ---- a bad day: a destination down, then back ------------------------------------------
+
+
+def _log_lines(router: OrthancProcess, text: str) -> list[str]:
+    return [line for line in router.log_text().splitlines() if text in line]
+
+
+def test_a_destination_down_then_back_is_plain_on_the_status_and_in_the_log(host: Runtime,
+                                                                             test_model: tuple[Path, str]) -> None:
+    spine = CountingSCP("AI_SPINE", answer_find=True)  # not started yet: the destination is down
+    config = _config(host, test_model, peers={}, routes={"spine": ["ai-spine"]},
+                     router={"Retry": {"MaxAttempts": 2, "BackoffSeconds": 0.2, "MaxBackoffSeconds": 1},
+                             "CircuitBreaker": {"FailureThreshold": 1}},
+                     extra={"DicomModalities": {"ai-spine": list(spine.modality)}})
+    router = OrthancProcess(config, runtime=host, name="bad-day-router")  # Orthanc's default log level
+    try:
+        router.start()
+        ids = [router.upload(_xray("spine")) for _ in range(3)]
+
+        def metrics() -> dict[str, Any]:
+            return router.get_json("/bodypart-router/status")["Metrics"]
+
+        router.wait_for(lambda: metrics()["DeadLetters"]["Total"] == 3, timeout=90, what="three dead letters")
+        m = metrics()
+        down = m["Destinations"]["ai-spine"]
+        assert down["Circuit"] == "open" and down["DownSince"].endswith("Z") and down["DeadLetters"] == 3
+        assert "connect" in (down["LastError"] or "").lower() or down["LastError"]
+        assert {r["Instance"] for r in m["Recent"]["Items"]} == set(ids)
+        for r in m["Recent"]["Items"]:  # nothing arrived: "arrived at" stays empty
+            assert r["Destinations"] == [] and r["DeadLetters"] == ["ai-spine"]
+        assert all(i["Time"].endswith("Z") for i in m["DeadLetters"]["Items"])
+        # one warning when it goes down; no ERROR line per dead letter (one summary per minute)
+        assert len(_log_lines(router, "destination modality:ai-spine is down")) == 1
+        assert _log_lines(router, "destination modality:ai-spine is down")[0].startswith("W")
+        assert not [line for line in _log_lines(router, "dead-lettered") if line.startswith("E")
+                    and "forward(s) dead-lettered" not in line]
+
+        spine.start()  # the destination comes back; nobody resubmits anything
+        router.wait_for(lambda: metrics()["Destinations"]["ai-spine"]["Circuit"] == "closed", timeout=60,
+                        what="the circuit closed after the destination came back")
+        back = _log_lines(router, "destination modality:ai-spine is reachable again")
+        assert len(back) == 1 and back[0].startswith("W")
+        assert metrics()["DeadLetters"]["Total"] == 3 and not spine.received  # dead letters wait for a person
+
+        router.stop()
+        router.start()  # counts and decisions come from the state database
+        m = metrics()
+        assert m["Counts"]["Classified"]["spine"] == 3
+        assert m["Recent"]["Total"] == 3 and m["DeadLetters"]["Total"] == 3
+        answer = router.post_json("/bodypart-router/failed/resubmit", {})  # the page's "Resubmit all"
+        assert len(answer["Resubmitted"]) == 3
+        router.wait_for(lambda: sum(spine.received.values()) == 3, timeout=60, what="the resubmitted forwards")
+        router.wait_for(lambda: all(r["Destinations"] == ["ai-spine"] for r in metrics()["Recent"]["Items"]),
+                        timeout=30, what="arrived at ai-spine")
+    finally:
+        router.cleanup()
+        spine.stop()
 
 
 # ---- shadow mode ------------------------------------------------------------------------

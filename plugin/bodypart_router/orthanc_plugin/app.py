@@ -71,6 +71,8 @@ class RouterApp:
         self.config: RouterConfig | None = None
         self.orthanc_config: dict[str, Any] = {}
         self.error: str | None = None
+        #: Every problem that disabled the router, one per entry (the status page lists them).
+        self.errors: list[str] = []
         self.store: Store | None = None
         #: One engine per worker (child processes), or one shared in-process engine.
         self.engines: list[Engine] = []
@@ -186,6 +188,7 @@ class RouterApp:
 
     def _disable(self, why: str, problems: list[str]) -> None:
         self.error = "; ".join(problems)
+        self.errors = list(problems)
         log("error", f"disabled because {why}; instances are stored but neither classified nor forwarded:")
         for problem in problems:
             log("error", "  " + problem)
@@ -354,6 +357,7 @@ class RouterApp:
             "Version": __version__,
             "Enabled": self.enabled,
             "Error": self.error,
+            "Errors": list(self.errors),
             "ShadowMode": bool(self.config and self.config.shadow_mode),
             "OrthancVersion": self.writer.version,
         }

@@ -14,6 +14,7 @@ Other extensions reach the same registry with :func:`metrics_for`.
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ import orthanc  # type: ignore[import-not-found]
 from ..config import Destination
 from ..metrics import MetricsPublisher, RouterMetrics
 from ..routing import RoutingDecision
-from ..store import DEAD_LETTER_STATE, Delivery
+from ..store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
 from .host import log
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 PUBLISH_SECONDS = 5.0
 #: Name prefix of the backfill thread: decisions it makes are shown with source "backfill".
 BACKFILL_THREAD_PREFIX = "bodypart-router-backfill"
-#: Dead letters listed on the status page (from the store, so they survive restarts).
-DEAD_LETTERS_SHOWN = 50
+#: Rows per page of the status page's dead letters and recent decisions (both page through the store).
+PAGE_SIZE = 50
 
 _registries: "weakref.WeakKeyDictionary[RouterApp, RouterMetrics]" = weakref.WeakKeyDictionary()
 _registries_lock = threading.Lock()
@@ -115,16 +116,63 @@ class _Listeners:
         self.metrics.circuit(_name(destination), state)
 
 
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dead_letter_page(app: "RouterApp", offset: int = 0, limit: int = PAGE_SIZE) -> dict[str, Any]:
+    """One page of dead letters from the store (they outlive restarts), newest first, with times."""
+    total, rows = app.require_store().dead_letters(offset, limit)
+    return {"Total": total, "Offset": offset, "Items": [
+        {"ID": d.id, "Instance": d.instance_id, "Destination": _name(d.destination), "Attempts": d.attempts,
+         "Detail": d.last_error or "", "State": DEAD_LETTER_STATE, "Time": _iso(dead_at), "Since": _iso(created_at)}
+        for d, created_at, dead_at in rows]}
+
+
+def recent_page(app: "RouterApp", metrics: RouterMetrics, offset: int = 0, limit: int = PAGE_SIZE) -> dict[str, Any]:
+    """One page of the latest decisions from the store (they outlive restarts). ``Destinations``
+    lists where the instance has *arrived*; ``Waiting`` and ``DeadLetters`` the others."""
+    total, rows = app.require_store().recent(offset, limit)
+    live = {r["Instance"]: r for r in metrics.snapshot()["Recent"]}  # header audit, source: this run only
+    items = []
+    for r in rows:
+        by_state = r["deliveries"]
+        seen = live.get(r["instance_id"], {})
+        items.append({
+            "Instance": r["instance_id"], "Time": _iso(r["updated_at"]), "Class": r["class_name"],
+            "Score": None if r["score"] is None else round(float(r["score"]), 4), "State": r["state"],
+            "Destinations": [_name(k) for k in by_state.get(DELIVERED, [])],
+            "Waiting": [_name(k) for st in (PENDING, SUBMITTED, VERIFY) for k in by_state.get(st, [])],
+            "DeadLetters": [_name(k) for k in by_state.get(DEAD, [])],
+            "WouldSend": [_name(k) for k in by_state.get(SHADOW, [])],
+            "HeaderAudit": seen.get("HeaderAudit"), "Source": seen.get("Source"), "Detail": r["detail"],
+        })
+    return {"Total": total, "Offset": offset, "Items": items}
+
+
 def status_section(app: "RouterApp", metrics: RouterMetrics) -> dict[str, Any]:
-    """The ``Metrics`` section; dead letters come from the store so they outlive a restart."""
+    """The ``Metrics`` section. Counts, recent decisions, dead letters and the forwards waiting
+    come from the store, so a restart does not reset them; circuits come from the forwarder."""
     snap = metrics.snapshot()
-    if app.store is not None:
-        dead = [
-            {"Instance": d.instance_id, "Time": None, "State": DEAD_LETTER_STATE, "Detail": d.last_error or "",
-             "Destination": _name(d.destination)}
-            for d in app.store.failed(DEAD_LETTERS_SHOWN)
-        ]
-        snap["Failures"] = dead + [f for f in snap["Failures"] if f["State"] != DEAD_LETTER_STATE]
+    if app.store is None:
+        return snap
+    snap["CountsSinceStart"] = snap["Counts"]
+    snap["Counts"] = app.store.outcome_counts()
+    for cls in metrics.snapshot()["Counts"]["Classified"]:
+        snap["Counts"]["Classified"].setdefault(cls, 0)
+    backlog = destination_backlog(app)
+    circuits = app.forwarder.forwarder.breaker.details() if app.forwarder else {}
+    circuits_by_name = {_name(k): v for k, v in circuits.items()}
+    for name, dest in snap["Destinations"].items():
+        dest["DeadLettered"] = dest.pop("DeadLetters")  # since Orthanc started; DeadLetters: waiting now
+        dest.update(backlog.get(name, {"Pending": 0, "DeadLetters": 0}))
+        detail = circuits_by_name.get(name, {})
+        dest["DownSince"] = _iso(detail.get("DownSince"))
+        dest["LastError"] = detail.get("LastError") if dest["Circuit"] != "closed" else None
+    snap["ForwardsPending"] = sum(b["Pending"] for b in backlog.values())
+    snap["Recent"] = recent_page(app, metrics)
+    snap["DeadLetters"] = dead_letter_page(app)
+    snap["Failures"] = [f for f in snap["Failures"] if f["State"] != DEAD_LETTER_STATE]
     return snap
 
 

@@ -108,7 +108,7 @@ def resubmit(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     rows = app.resubmit_forwards(delivery_ids=deliveries, instance_ids=instances,
                                  include_delivered=boolean(body, "IncludeDelivered"))
     if rows:
-        log("info", f"resubmitted {len(rows)} forward(s) on request")
+        log("warning", f"resubmitted {len(rows)} forward(s) on request")
     return {"Resubmitted": [delivery_json(d) for d in rows]}
 
 

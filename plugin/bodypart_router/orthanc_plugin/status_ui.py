@@ -7,6 +7,11 @@
   "Resubmit" button. A dead-lettered forward is sent again (as
   ``POST /bodypart-router/failed/resubmit`` does); an instance whose classification failed
   goes back to the classification queue. Answers ``{"Forwards": n, "Classifications": n}``.
+  (``POST /bodypart-router/failed/resubmit`` with an empty body, the page's "Resubmit all",
+  resends every dead letter.)
+* ``GET  /bodypart-router/dead-letters?offset=0&limit=50`` and ``GET /bodypart-router/recent?...``:
+  the pages of the status page's dead letters and recent decisions, newest first, read from
+  the state database: ``{"Total": n, "Offset": n, "Items": [...]}``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ..request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_obje
 from ..store import QUEUED
 from .host import log
 from .http_answers import send_json, send_status
-from .monitoring import metrics_for
+from .monitoring import PAGE_SIZE, dead_letter_page, metrics_for, recent_page
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -54,7 +59,7 @@ def resubmit(app: "RouterApp", instance_ids: list[str]) -> dict[str, int]:
         metrics_for(app).clear_failure(instance_id)
     if classifications:
         app.wake_workers.set()
-    log("info", f"resubmitted {len(forwards)} forward(s) and {classifications} classification(s) on request")
+    log("warning", f"resubmitted {len(forwards)} forward(s) and {classifications} classification(s) on request")
     return {"Forwards": len(forwards), "Classifications": classifications}
 
 
@@ -81,3 +86,29 @@ def register(app: "RouterApp") -> None:
             send_status(output, 500, "internal error, see the Orthanc log")
 
     orthanc.RegisterRestCallback("/bodypart-router/resubmit", on_resubmit)
+
+    def paged(page: Any) -> Any:
+        def callback(output: Any, uri: str, **request: Any) -> None:
+            if request.get("method", "GET") != "GET":
+                output.SendMethodNotAllowed("GET")
+                return
+            if app.store is None:
+                send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
+                return
+            args = request.get("get") or {}
+            try:
+                offset = max(0, int(args.get("offset", 0)))
+                limit = min(500, max(1, int(args.get("limit", PAGE_SIZE))))
+            except ValueError:
+                send_status(output, 400, "offset and limit must be integers")
+                return
+            try:
+                send_json(output, page(offset, limit))
+            except Exception as exc:  # never let a route crash the host
+                log("error", f"GET {uri}: {exc!r}")
+                send_status(output, 500, "internal error, see the Orthanc log")
+
+        return callback
+
+    orthanc.RegisterRestCallback("/bodypart-router/dead-letters", paged(lambda o, n: dead_letter_page(app, o, n)))
+    orthanc.RegisterRestCallback("/bodypart-router/recent", paged(lambda o, n: recent_page(app, metrics_for(app), o, n)))

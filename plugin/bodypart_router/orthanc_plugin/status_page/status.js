@@ -33,7 +33,11 @@
   function num(v) { return el("td", { "class": "num", text: v === null || v === undefined ? "-" : String(v) }); }
   function txt(v) { return el("td", { text: v === null || v === undefined || v === "" ? "-" : String(v) }); }
   function pct(v) { return v === null || v === undefined ? "-" : (100 * v).toFixed(1) + " %"; }
+  // Every time on the page is UTC, as the server gives it ("2026-12-07T05:41:10Z").
   function time(iso) { return iso ? iso.replace("T", " ").replace("Z", "") : "-"; }
+  function utcNow() { return new Date().toISOString().slice(11, 19); }
+  function since(iso) { return iso ? duration((Date.now() - Date.parse(iso)) / 1000) : "-"; }
+  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
 
   function duration(s) {
     if (s === null || s === undefined) return "-";
@@ -47,10 +51,37 @@
     return el("td", {}, [el("a", { href: EXPLORER_INSTANCE + encodeURIComponent(id), title: id, text: id.slice(0, 8) + "\u2026" })]);
   }
 
-  function showError(message) {
+  function showError(message, items) {
     var box = $("error");
     box.textContent = message || "";
+    if (items && items.length) box.appendChild(el("ul", {}, items.map(function (i) { return el("li", { text: i }); })));
     box.style.display = message ? "block" : "none";
+  }
+
+  // One red banner per destination that is down: since when, how many forwards wait for it.
+  var wasDown = {};
+  function renderOutages(dests) {
+    var box = $("outages"), down = [], recovered = [];
+    box.textContent = "";
+    Object.keys(dests).forEach(function (d) {
+      var x = dests[d];
+      if (x.Circuit !== "closed") {
+        down.push(d);
+        wasDown[d] = true;
+        box.appendChild(el("div", { "class": "outage" }, [
+          el("strong", { text: "Destination " + d + " is down" }),
+          " since " + time(x.DownSince) + " UTC (" + since(x.DownSince) + "). " +
+          plural(x.Pending || 0, "forward waits", "forwards wait") + " for it" +
+          (x.DeadLetters ? "; " + plural(x.DeadLetters, "dead letter", "dead letters") + " to resubmit" : "") + ".",
+          el("span", { "class": "why", text: x.LastError ? "Last error: " + x.LastError : "" })]));
+      } else if (wasDown[d]) {
+        recovered.push(d);
+      }
+    });
+    box.style.display = down.length ? "block" : "none";
+    var rec = $("recovered");
+    rec.textContent = recovered.length ? "Reachable again: " + recovered.join(", ") + " (forwards resumed at " + utcNow() + " UTC)" : "";
+    rec.style.display = recovered.length ? "block" : "none";
   }
 
   function request(method, url, body) {
@@ -74,15 +105,19 @@
   function render(top) {
     var s = top.Metrics;
     if (!s) { showError("The router status has no Metrics section: is the monitoring extension loaded?"); return; }
-    showError(top.Enabled === false ? "The router is disabled: " + (top.Error || "BodyPartRouter.Enabled is false") : "");
+    var disabled = top.Enabled === false;
+    var errors = top.Errors && top.Errors.length ? top.Errors : (top.Error ? [top.Error] : []);
+    showError(disabled ? (errors.length ? "The router is disabled; instances are stored but neither classified nor forwarded. Fix:"
+                                        : "The router is disabled: BodyPartRouter.Enabled is false") : "", disabled ? errors : []);
     var shadow = s.Mode === "shadow";
-    $("mode").textContent = shadow ? "SHADOW MODE - nothing is forwarded" : "LIVE";
-    $("mode").className = "badge" + (shadow ? " shadow" : "");
+    $("mode").textContent = disabled ? "DISABLED" : shadow ? "SHADOW MODE - nothing is forwarded" : "LIVE";
+    $("mode").className = "badge" + (disabled ? " disabled" : shadow ? " shadow" : "");
     $("model").textContent = s.Model ? s.Model.Version : "not loaded";
     $("provider").textContent = s.Model ? "(" + s.Model.ExecutionProvider + ")" : "";
     $("queue").textContent = s.QueueDepth === null || s.QueueDepth === undefined ? "-" : String(s.QueueDepth);
+    $("pending").textContent = s.ForwardsPending === undefined ? "-" : String(s.ForwardsPending);
     $("uptime").textContent = duration(s.UptimeSeconds);
-    $("refreshed").textContent = new Date().toLocaleTimeString();
+    $("refreshed").textContent = utcNow();
 
     var classes = s.Counts.Classified;
     fill($("classes"), Object.keys(classes).map(function (c) {
@@ -101,11 +136,13 @@
     $("timings").textContent = timing("decode", t.Decode) + " \u00b7 " + timing("inference", t.Inference);
 
     var dests = s.Destinations;
+    renderOutages(dests);
     fill($("destinations"), Object.keys(dests).map(function (d) {
       var x = dests[d];
-      return el("tr", {}, [txt(d), num(x.Forwards), num(x.Failures), num(x.DeadLetters),
-        el("td", {}, [el("span", { "class": "badge " + x.Circuit, text: x.Circuit })])]);
-    }), "no destination configured", 5);
+      return el("tr", { "class": x.Circuit === "closed" ? "" : "down" }, [txt(d), num(x.Forwards), num(x.Pending), num(x.Failures),
+        num(x.DeadLetters), el("td", {}, [el("span", { "class": "badge " + x.Circuit, text: x.Circuit === "open" ? "down" : x.Circuit })]),
+        txt(x.DownSince ? time(x.DownSince) : "")]);
+    }), "no destination configured", 7);
 
     // would-be forwards: destination x class; the store's WouldSend outlives restarts
     var sh = {};
@@ -133,25 +170,80 @@
 
     fill($("failures"), (s.Failures || []).map(function (f) {
       var button = el("button", { type: "button", text: "Resubmit", onclick: function () { resubmit(f.Instance, button); } });
-      return el("tr", {}, [txt(time(f.Time)), instanceLink(f.Instance), txt(f.State), txt(f.Destination), txt(f.Detail),
-        el("td", {}, [button])]);
-    }), "no failures", 6);
+      return el("tr", {}, [txt(time(f.Time)), instanceLink(f.Instance), txt(f.State), txt(f.Detail), el("td", {}, [button])]);
+    }), "none", 5);
 
-    fill($("recent"), (s.Recent || []).map(function (r) {
-      var headerCell = txt(r.HeaderAudit);
-      if (r.HeaderAudit && r.HeaderAudit.indexOf("disagree") === 0) headerCell.className = "disagree";
-      return el("tr", {}, [txt(time(r.Time)), instanceLink(r.Instance), txt(r.Class),
-        num(r.Score === null ? null : r.Score.toFixed(3)), txt(r.State), txt((r.Destinations || []).join(", ")),
-        headerCell, txt(r.Source),
-        el("td", {}, [el("button", { type: "button", text: "Explain", onclick: function () { explain(r.Instance); } })])]);
-    }), "no instance processed yet", 9);
+    // The first page comes with the status; older pages are read on demand.
+    if (pages.dead.offset === 0) renderDead(s.DeadLetters); else loadPage("dead");
+    if (pages.recent.offset === 0) renderRecent(s.Recent); else loadPage("recent");
     renderReroute(top.Reroute);
   }
+
+  var PAGE = 50;
+  var pages = { dead: { offset: 0, total: 0 }, recent: { offset: 0, total: 0 } };
+
+  function pager(name, page) {
+    var p = pages[name];
+    p.total = page ? page.Total : 0;
+    var n = page ? page.Items.length : 0;
+    $(name + "-range").textContent = p.total ? (p.offset + 1) + "-" + (p.offset + n) + " of " + p.total : "";
+    $(name + "-prev").disabled = p.offset === 0;
+    $(name + "-next").disabled = p.offset + n >= p.total;
+  }
+
+  function renderDead(page) {
+    var items = page ? page.Items : [];
+    $("dead-total").textContent = page && page.Total ? "(" + page.Total + ")" : "";
+    $("resubmit-all").disabled = !(page && page.Total);
+    fill($("dead"), items.map(function (f) {
+      var button = el("button", { type: "button", text: "Resubmit", onclick: function () { resubmit(f.Instance, button); } });
+      return el("tr", {}, [txt(time(f.Time)), instanceLink(f.Instance), txt(f.Destination), num(f.Attempts), txt(f.Detail),
+        el("td", {}, [button])]);
+    }), "no dead letters", 6);
+    pager("dead", page);
+  }
+
+  function renderRecent(page) {
+    fill($("recent"), (page ? page.Items : []).map(function (r) {
+      var headerCell = txt(r.HeaderAudit);
+      if (r.HeaderAudit && r.HeaderAudit.indexOf("disagree") === 0) headerCell.className = "disagree";
+      var notYet = (r.Waiting || []).map(function (d) { return d + " (waiting)"; })
+        .concat((r.DeadLetters || []).map(function (d) { return d + " (dead letter)"; }))
+        .concat((r.WouldSend || []).map(function (d) { return d + " (shadow)"; }));
+      var notYetCell = txt(notYet.join(", "));
+      if (notYet.length) notYetCell.className = "waiting";
+      return el("tr", {}, [txt(time(r.Time)), instanceLink(r.Instance), txt(r.Class),
+        num(r.Score === null ? null : r.Score.toFixed(3)), txt(r.State), txt((r.Destinations || []).join(", ")),
+        notYetCell, headerCell, txt(r.Source),
+        el("td", {}, [el("button", { type: "button", text: "Explain", onclick: function () { explain(r.Instance); } })])]);
+    }), "no instance processed yet", 10);
+    pager("recent", page);
+  }
+
+  function loadPage(name) {
+    var url = (name === "dead" ? "dead-letters" : "recent") + "?offset=" + pages[name].offset + "&limit=" + PAGE;
+    request("GET", url).then(function (page) { (name === "dead" ? renderDead : renderRecent)(page); })
+      .catch(function (e) { showError("Cannot read " + url + ": " + e.message); });
+  }
+
+  ["dead", "recent"].forEach(function (name) {
+    $(name + "-prev").addEventListener("click", function () { pages[name].offset = Math.max(0, pages[name].offset - PAGE); refresh(); });
+    $(name + "-next").addEventListener("click", function () { pages[name].offset += PAGE; refresh(); });
+  });
+
+  $("resubmit-all").addEventListener("click", function () {
+    var button = $("resubmit-all");
+    button.disabled = true;
+    request("POST", "failed/resubmit", {})
+      .then(function (r) { button.textContent = "Resubmitted " + r.Resubmitted.length; refresh(); })
+      .catch(function (e) { button.disabled = false; showError("Resubmit all failed: " + e.message); });
+  });
 
   function renderBackfill(b) {
     var active = b && (b.State === "planning" || b.State === "running");
     $("bf-start").disabled = !!active;
     $("bf-cancel").disabled = !active;
+    $("bf-state").style.display = b ? "inline-block" : "none";
     if (!b) return;
     $("bf-state").textContent = b.State;
     $("bf-state").className = "badge " + b.State;
@@ -230,6 +322,8 @@
     var since = $("bf-since").value;
     var studies = $("bf-studies").value.split(/\s+/).filter(function (x) { return x; });
     if (since) body.Since = since;
+    var rate = parseFloat($("bf-rate").value);
+    if (rate > 0) body.RatePerSecond = rate;
     if (studies.length) body.Studies = studies;
     request("POST", "backfill", body).then(function () { showError(""); refresh(); })
       .catch(function (e) { showError("Backfill not started: " + e.message); });
