@@ -244,7 +244,10 @@ class OrthancProcess:
         name: str = "orthanc",
         workdir: Path | None = None,
         args: list[str] | None = None,
+        config_path: Path | None = None,
     ) -> None:
+        """``config_path`` runs an existing configuration file or directory (e.g. a copy of
+        Debian's /etc/orthanc) instead of writing ``config``, which must then hold its ports."""
         self.runtime = get_runtime(runtime)
         self.name = name
         self.args = list(args or [])  # extra Orthanc options, e.g. ["--verbose"]
@@ -258,7 +261,8 @@ class OrthancProcess:
         self.config.setdefault("DicomPort", free_port())
         self.config.setdefault("DicomAet", name.upper().replace("-", "_")[:16])
         self.config.setdefault("StorageDirectory", self.runtime.path(self.workdir / "storage"))
-        self.config_path = self.workdir / "config.json"
+        self._external_config = config_path is not None
+        self.config_path = config_path or self.workdir / "config.json"
         self.log_path = self.workdir / "orthanc.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self.session = _session()
@@ -305,7 +309,8 @@ class OrthancProcess:
         return self._start_once(timeout)
 
     def _start_once(self, timeout: float) -> OrthancProcess:
-        self.config_path.write_text(json.dumps(self.config, indent=2))
+        if not self._external_config:
+            self.config_path.write_text(json.dumps(self.config, indent=2))
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.runtime.env}
