@@ -3,6 +3,9 @@
 Starts a router Orthanc (Debian's 1.10 on the host) with the shipped model and one peer,
 stores a few X-rays, starts a slow backfill so the page has progress to show, then
 photographs the pages with headless Chromium and writes small PNGs to docs/screenshots/.
+Then a bad day: the peer stops, new X-rays pile up and some become dead letters (status page
+with the destination down); the peer comes back, the router notices by itself, the dead
+letters are resubmitted (status page after recovery).
 
     .venv/bin/python scripts/screenshots.py [DICOM files or folders ...]
 
@@ -62,6 +65,47 @@ def shoot(url: str, out: Path, size: str, profile: Path) -> None:
     print(f"{out.relative_to(REPO)}: {out.stat().st_size // 1024} KiB")
 
 
+def _copies(files: list[Path], n: int) -> list[bytes]:
+    """``n`` new instances (fresh UIDs) made from the X-rays, so that each is forwarded again."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    out = []
+    for i in range(n):
+        ds = pydicom.dcmread(files[i % len(files)])
+        ds.SOPInstanceUID = generate_uid()
+        if "file_meta" in dir(ds) and ds.file_meta is not None:
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buf = __import__("io").BytesIO()
+        ds.save_as(buf)
+        out.append(buf.getvalue())
+    return out
+
+
+def bad_day(router: OrthancProcess, peer: OrthancProcess, files: list[Path], profile: Path) -> None:
+    """The status page with the destination down, then after it came back."""
+    def dest() -> dict:
+        return router.get_json("/bodypart-router/status")["Metrics"]["Destinations"]["ai-chest"]
+
+    peer.stop()
+    routed = [f for f in files if f.suffix == ".dcm"]
+    first = [router.upload(b) for b in _copies(routed, 6)]
+    router.wait_for(lambda: dest()["Circuit"] == "open" and dest()["DeadLetters"] >= 2, timeout=180,
+                    what="the destination down with dead letters")
+    for b in _copies(routed, 4):  # more arrive while it is down: they wait
+        router.upload(b)
+    time.sleep(8)
+    print(f"destination down: {first and dest()}")
+    shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-destination-down.png", "1280,1250", profile)
+    peer.start()
+    router.wait_for(lambda: dest()["Circuit"] == "closed", timeout=120, what="the circuit closed by itself")
+    router.post_json("/bodypart-router/failed/resubmit", {})
+    router.wait_for(lambda: dest()["DeadLetters"] == 0 and dest()["Pending"] == 0, timeout=120, what="all sent")
+    time.sleep(6)
+    print(f"recovered: {dest()}")
+    shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-recovered.png", "1280,1250", profile)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="*", help="DICOM files or folders (default: tests/fixtures/*.dcm)")
@@ -77,7 +121,9 @@ def main() -> None:
     try:
         peer.start()
         config = router_config(runtime, model=args.model, routes={"adult_chest": ["ai-chest"], "spine": ["ai-chest"]},
-                               peers={"ai-chest": peer}, router={"ModelSha256": sha256})
+                               peers={"ai-chest": peer},
+                               router={"ModelSha256": sha256, "CircuitBreaker": {"FailureThreshold": 2},
+                                       "Retry": {"MaxAttempts": 3, "BackoffSeconds": 1, "MaxBackoffSeconds": 4}})
         router = OrthancProcess(config, runtime=runtime, name="shot-router").start()
         ids = []
         for f in files:
@@ -99,6 +145,8 @@ def main() -> None:
         study = router.get_json(f"/instances/{classified[0]}/study")["ID"]
         shoot(f"{router.url}/app/explorer.html#study?uuid={study}", OUT / "explorer-study.png", "1100,700", profile)
         shoot(f"{router.url}/app/explorer.html", OUT / "explorer-home.png", "1100,420", profile)
+        router.request("DELETE", "/bodypart-router/backfill")
+        bad_day(router, peer, files, profile)
     finally:
         if router is not None:
             router.cleanup()

@@ -213,13 +213,18 @@ class Forwarder:
         self._dead_window: Counter[str] = Counter()  # dead letters per destination not logged yet
         self._dead_errors: dict[str, str] = {}
         self._dead_window_start = 0.0
+        #: destination -> (down since, back at) of its last outage, for the status page.
+        self.recoveries: dict[str, tuple[float | None, float]] = {}
+        self._down_since: dict[str, float | None] = {}
 
     def _circuit_changed(self, destination: str, state: str, detail: str) -> None:
         # Both at warning level: Orthanc's default log level shows warnings, not info.
         if state == "open":
             self.events.log("warning", f"destination {destination} is down, pausing forwards to it ({detail})")
         else:
+            self.recoveries[destination] = (self._down_since.get(destination), self.clock())
             self.events.log("warning", f"destination {destination} is reachable again, resuming forwards")
+        self._down_since[destination] = self.clock() if state == "open" else None
         self.events.circuit(destination, state, detail)
 
     def step(self, limit: int = 64) -> int:

@@ -102,6 +102,21 @@ def test_dead_lettered_forward_labels_its_study(setup: RouterSetup) -> None:
     assert study in found
 
 
+def test_labelled_metrics_reach_orthanc_1_12s_exposition(setup: RouterSetup) -> None:
+    """Orthanc 1.12 writes a plugin's metric name verbatim too, so the labels reach Prometheus."""
+    router = setup.router
+
+    def exposition() -> str:
+        return router.request("GET", "/tools/metrics-prometheus").text
+
+    router.wait_for(lambda: 'bodypart_router_circuit_state{destination="ai-down"}' in exposition(), timeout=30,
+                    what="the router's labelled series")
+    text = exposition()
+    for series in ('bodypart_router_classified_total{class="adult_chest"} ', 'bodypart_router_enabled 1 ',
+                   'bodypart_router_decode_seconds_bucket{le="+Inf"} ', "bodypart_router_queue_depth "):
+        assert series in text, series
+
+
 PROBE_SCRIPT = '''
 """Reports what Orthanc's embedded Python can import from the router's environment."""
 import json, site, sys

@@ -163,12 +163,15 @@ def status_section(app: "RouterApp", metrics: RouterMetrics) -> dict[str, Any]:
     backlog = destination_backlog(app)
     circuits = app.forwarder.forwarder.breaker.details() if app.forwarder else {}
     circuits_by_name = {_name(k): v for k, v in circuits.items()}
+    recoveries = {_name(k): v for k, v in (app.forwarder.forwarder.recoveries if app.forwarder else {}).items()}
     for name, dest in snap["Destinations"].items():
         dest["DeadLettered"] = dest.pop("DeadLetters")  # since Orthanc started; DeadLetters: waiting now
         dest.update(backlog.get(name, {"Pending": 0, "DeadLetters": 0}))
         detail = circuits_by_name.get(name, {})
         dest["DownSince"] = _iso(detail.get("DownSince"))
         dest["LastError"] = detail.get("LastError") if dest["Circuit"] != "closed" else None
+        was_down, back_at = recoveries.get(name, (None, None))
+        dest["LastOutage"] = None if back_at is None else {"From": _iso(was_down), "To": _iso(back_at)}
     snap["ForwardsPending"] = sum(b["Pending"] for b in backlog.values())
     snap["Recent"] = recent_page(app, metrics)
     snap["DeadLetters"] = dead_letter_page(app)

@@ -59,29 +59,32 @@
   }
 
   // One red banner per destination that is down: since when, how many forwards wait for it.
-  var wasDown = {};
+  // A green one for a destination back within the last day: when, and how long it was down.
   function renderOutages(dests) {
-    var box = $("outages"), down = [], recovered = [];
+    var box = $("outages"), down = 0, back = [];
     box.textContent = "";
     Object.keys(dests).forEach(function (d) {
       var x = dests[d];
       if (x.Circuit !== "closed") {
-        down.push(d);
-        wasDown[d] = true;
+        down += 1;
         box.appendChild(el("div", { "class": "outage" }, [
           el("strong", { text: "Destination " + d + " is down" }),
           " since " + time(x.DownSince) + " UTC (" + since(x.DownSince) + "). " +
           plural(x.Pending || 0, "forward waits", "forwards wait") + " for it" +
           (x.DeadLetters ? "; " + plural(x.DeadLetters, "dead letter", "dead letters") + " to resubmit" : "") + ".",
           el("span", { "class": "why", text: x.LastError ? "Last error: " + x.LastError : "" })]));
-      } else if (wasDown[d]) {
-        recovered.push(d);
+      } else if (x.LastOutage && Date.now() - Date.parse(x.LastOutage.To) < 86400000) {
+        var o = x.LastOutage;
+        back.push(d + " is reachable again since " + time(o.To) + " UTC" +
+          (o.From ? " (down from " + time(o.From) + ", " + duration((Date.parse(o.To) - Date.parse(o.From)) / 1000) + ")" : "") +
+          (x.Pending ? "; " + plural(x.Pending, "forward", "forwards") + " still to send" : "; forwards resumed") +
+          (x.DeadLetters ? "; " + plural(x.DeadLetters, "dead letter waits", "dead letters wait") + " for Resubmit all" : ""));
       }
     });
-    box.style.display = down.length ? "block" : "none";
+    box.style.display = down ? "block" : "none";
     var rec = $("recovered");
-    rec.textContent = recovered.length ? "Reachable again: " + recovered.join(", ") + " (forwards resumed at " + utcNow() + " UTC)" : "";
-    rec.style.display = recovered.length ? "block" : "none";
+    rec.textContent = back.join(" \u00b7 ");
+    rec.style.display = back.length ? "block" : "none";
   }
 
   function request(method, url, body) {
