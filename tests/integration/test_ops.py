@@ -392,7 +392,7 @@ def test_backfill_classifies_stored_instances_and_resumes_after_restart(host: Ru
         assert "BodyPartState" not in router.metadata(ct)  # MarkSkipped is false
         status = router.get_json("/bodypart-router/status")
         # after the restart only the instances that were left were classified
-        assert sum(status["Metrics"]["Counts"]["Classified"].values()) <= len(old) - done_before + 1
+        assert sum(status["Metrics"]["CountsSinceStart"]["Classified"].values()) <= len(old) - done_before + 1
         assert status["Backfill"]["State"] == "done"
         log = router.log_text()
         assert "backfill started: studies dated 2024-01-01 or later" in log and "backfill resumed at" in log
