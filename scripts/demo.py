@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -170,6 +171,22 @@ def print_table(rows: list[Row]) -> None:
             print(f"note: {r.file}: {r.note}")
 
 
+def _stop_on_termination() -> None:
+    """SIGTERM (``kill``, or ``make demo`` stopped) ends the demo like Ctrl-C: the ``finally`` below
+    stops every Orthanc it started (they run in their own sessions, so nothing else would). On
+    Linux this process also gets SIGTERM when its parent (``make``) dies."""
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", nargs="?", type=Path, default=DEFAULT_INPUT,
@@ -191,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = load_orthanc_json(CONFIG)
     shutil.rmtree(WORKDIR, ignore_errors=True)
+    _stop_on_termination()
     procs: list[OrthancProcess] = []
     try:
         chest = OrthancProcess(peer_config("ai-chest"), name="ai-chest", workdir=WORKDIR / "ai-chest")
@@ -283,4 +301,7 @@ def _display(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the end: the servers are stopped already
+        sys.exit(130)

@@ -85,3 +85,30 @@ def test_console_script_and_module_entry_points(tiny_model_path: Path, fixtures_
     version = subprocess.run([sys.executable, "-m", "bodypart_router", "--version"], capture_output=True, text=True,
                              timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("bodypart-router ")
+
+
+def test_native_decoder_noise_names_its_file_on_a_line_of_its_own(inbox: Path, tiny_model_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """A C decoder writing to file descriptor 2 (libjpeg: "Unsupported JPEG data precision 12")
+    neither cuts through the progress bar nor goes unattributed."""
+    import os
+
+    from bodypart_router import pipeline
+
+    real = pipeline.decode_file
+
+    def noisy(path: Path, **kw):  # type: ignore[no-untyped-def]
+        if path.name == "chest.dcm":
+            os.write(2, b"Unsupported JPEG data precision 12\n")
+        return real(path, **kw)
+
+    monkeypatch.setattr(pipeline, "decode_file", noisy)
+    assert main(["classify", "--model", str(tiny_model_path), str(inbox)]) == 0
+    err = capfd.readouterr().err
+    assert f"{inbox / 'chest.dcm'}: decoder: Unsupported JPEG data precision 12" in err
+    assert "\nUnsupported JPEG" not in err and not err.startswith("Unsupported")
+    assert main(["classify", "--model", str(tiny_model_path), "--json", str(inbox)]) == 0
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert lines[0]["decoder_messages"] == ["Unsupported JPEG data precision 12"]
+    assert "decoder_messages" not in lines[2]

@@ -47,3 +47,20 @@ def test_status_page_reads_the_documented_endpoints() -> None:
 def test_scripts_parse(name: str) -> None:
     result = subprocess.run(["node", "--check", str(PAGE_DIR / name)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+RESOURCE_DIR = PAGE_DIR.parent / "resource_page"
+
+
+@pytest.mark.parametrize("name", ("resource.html", "resource.js"))
+def test_resource_page_is_self_contained_and_relative(name: str) -> None:
+    text = (RESOURCE_DIR / name).read_text(encoding="utf-8")
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), f"{name} refers to an external URL"
+    assert not re.search(r"""(src|href)=["']/""", text), f"{name} uses an absolute path"
+    if name.endswith(".js"):
+        html = (RESOURCE_DIR / "resource.html").read_text(encoding="utf-8")
+        used = set(re.findall(r"""\$\("([a-z-]+)"\)""", text))
+        assert used and used <= set(re.findall(r'id="([a-z-]+)"', html))
+        if shutil.which("node"):
+            result = subprocess.run(["node", "--check", str(RESOURCE_DIR / name)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr

@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _classify(args: argparse.Namespace, classifier: Classifier) -> int:
     files = list(iter_files(args.paths))
-    results = classify_paths(files, classifier, batch_size=max(1, args.batch_size), workers=args.jobs)
+    results = classify_paths(files, classifier, batch_size=max(1, args.batch_size), workers=args.jobs,
+                             capture_messages=True)
     if args.json:
         for result in results:
             print(json.dumps(result_to_json(result)), flush=True)
@@ -109,6 +110,8 @@ def _classify(args: argparse.Namespace, classifier: Classifier) -> int:
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None, leave=False) as bar:
         for result in results:
             tqdm.write(_table_row(result, width), file=sys.stdout)
+            for message in result.messages:  # on its own line, above the progress bar, with the file
+                tqdm.write(f"{result.path}: decoder: {message}", file=sys.stderr)
             counts[result.prediction.class_name if result.prediction else "error: " + result.error.reason.value] += 1
             bar.update()
     _print_summary(counts, file=sys.stderr)
@@ -124,7 +127,9 @@ def _sort(args: argparse.Namespace, classifier: Classifier) -> int:
     src_is_dir = src.is_dir()
     counts: Counter[str] = Counter()
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
-        for result in classify_paths(files, classifier, workers=args.jobs):
+        for result in classify_paths(files, classifier, workers=args.jobs, capture_messages=True):
+            for message in result.messages:
+                tqdm.write(f"{result.path}: decoder: {message}", file=sys.stderr)
             folder = result.prediction.class_name if result.prediction else f"{UNCLASSIFIABLE_DIR}/{result.error.reason.value}"
             relative = result.path.relative_to(src) if src_is_dir else Path(result.path.name)
             target = args.dst / folder / relative
@@ -141,9 +146,13 @@ def result_to_json(result: Result) -> dict:
     """The ``--json`` line for one result."""
     if result.prediction is not None:
         p = result.prediction
-        return {"path": str(result.path), "class": p.class_name, "score": p.score, "scores": p.scores}
-    assert result.error is not None
-    return {"path": str(result.path), "error": result.error.reason.value, "detail": result.error.detail}
+        out = {"path": str(result.path), "class": p.class_name, "score": p.score, "scores": p.scores}
+    else:
+        assert result.error is not None
+        out = {"path": str(result.path), "error": result.error.reason.value, "detail": result.error.detail}
+    if result.messages:
+        out["decoder_messages"] = list(result.messages)
+    return out
 
 
 def _table_row(result: Result, width: int) -> str:

@@ -192,6 +192,22 @@ def test_status_json_and_page(live: tuple[OrthancProcess, OrthancProcess], live_
     assert "BodyPartState" in explorer  # next to the router's own panel, not instead of it
 
 
+def test_one_studys_result_for_orthanc_explorer_2s_buttons(live: tuple[OrthancProcess, OrthancProcess],
+                                                          live_traffic: dict[str, str]) -> None:
+    router, _ = live
+    instance = live_traffic["agree"]
+    study = router.get_json(f"/instances/{instance}/study")["ID"]
+    summary = router.get_json(f"/bodypart-router/studies/{study}/summary")
+    assert summary["Classes"] == {"adult_chest": 1} and summary["Instances"] == 1
+    (item,) = summary["Items"]
+    assert (item["ID"], item["ArrivedAt"], item["Waiting"]) == (instance, ["ai-chest"], [])
+    assert router.get_json(f"/bodypart-router/instances/{instance}/summary")["Items"][0]["Class"] == "adult_chest"
+    assert router.request("GET", "/bodypart-router/studies/0000-bad/summary").status_code == 404
+    page = router.request("GET", "/bodypart-router/resource.html")
+    assert page.status_code == 200 and '<script src="resource.js"></script>' in page.text
+    assert "summary" in router.request("GET", "/bodypart-router/resource.js").text
+
+
 @pytest.mark.parametrize(
     "method, path",
     [("GET", "/bodypart-router/status"), ("GET", "/bodypart-router/status.html"), ("GET", "/bodypart-router/backfill"),

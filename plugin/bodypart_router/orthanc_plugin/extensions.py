@@ -12,4 +12,5 @@ EXTENSIONS: list[str] = [
     "backfill_api",  # /bodypart-router/backfill: classify what was stored before the router
     "status_ui",     # /bodypart-router/status.html and its resubmit action
     "routing_api",   # /bodypart-router/explain (dry run) and /bodypart-router/reroute
+    "resource_view", # /bodypart-router/resource.html: one study's result, for Orthanc Explorer 2's buttons
 ]
