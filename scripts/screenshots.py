@@ -72,7 +72,7 @@ def _copies(files: list[Path], n: int) -> list[bytes]:
 
     out = []
     for i in range(n):
-        ds = pydicom.dcmread(files[i % len(files)])
+        ds = pydicom.dcmread(files[i % len(files)], force=True)
         ds.SOPInstanceUID = generate_uid()
         if "file_meta" in dir(ds) and ds.file_meta is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

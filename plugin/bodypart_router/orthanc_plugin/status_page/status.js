@@ -274,6 +274,7 @@
 
   function renderReroute(r) {
     $("rr-start").disabled = !!(r && r.State === "running");
+    $("rr-state").style.display = r ? "inline-block" : "none";
     if (!r) return;
     $("rr-state").textContent = r.State;
     $("rr-state").className = "badge " + r.State;
