@@ -66,9 +66,9 @@ trixie-root: setup
 	$(SUDO) $(PY) scripts/trixie_root.py
 
 # --- running -----------------------------------------------------------------------------------
-# Orthanc resolves "PythonScript" against the working directory and StorageDirectory against the
-# config's directory: running from orthanc-config/ makes every relative path of the shipped config
-# agree, so it needs no templating. Ctrl-C stops Orthanc; the router stops its threads in < 10 s.
+# The shipped config names its script and Lua hook by absolute paths (installed by `setup`) and its
+# other paths relative to its own directory, so it runs from anywhere; running from orthanc-config/
+# keeps Orthanc's own relative paths there too. Ctrl-C stops Orthanc; the router stops its threads in < 10 s.
 run: setup
 	@test -f models/bodypart_router.onnx || { echo "models/bodypart_router.onnx is missing: run 'make train' or restore it from git"; exit 1; }
 	@mkdir -p build

@@ -8,6 +8,11 @@ with the destination down); the peer comes back, the router notices by itself, t
 letters are resubmitted (status page after recovery).
 
     .venv/bin/python scripts/screenshots.py [DICOM files or folders ...]
+    .venv/bin/python scripts/screenshots.py --runtime trixie   # Orthanc 1.12.7 (build/trixie-root)
+
+With ``--runtime trixie`` it photographs, on Orthanc 1.12, the page that Orthanc Explorer 2's
+buttons open (one study's result) and Orthanc Explorer's study page with its labels, into
+``*-1.12.png``.
 
 Without arguments it sends the X-rays in tests/fixtures. Everything it starts is
 stopped at the end, also on failure.
@@ -106,13 +111,65 @@ def bad_day(router: OrthancProcess, peer: OrthancProcess, files: list[Path], pro
     shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-recovered.png", "1280,1250", profile)
 
 
+def orthanc_112(files: list[Path], model: Path) -> None:
+    """One study's result page (what Orthanc Explorer 2's buttons open) and Explorer's labels, on 1.12."""
+    import support.trixie  # noqa: F401  (registers the runtime)
+
+    runtime = get_runtime("trixie")
+    if reason := runtime.unavailable():
+        raise SystemExit(f"Orthanc 1.12 runtime unavailable: {reason}")
+    peer = OrthancProcess(peer_config("ai-chest"), name="shot112-ai-chest")
+    router: OrthancProcess | None = None
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    try:
+        peer.start()
+        config = router_config(runtime, model=model, routes={"adult_chest": ["ai-chest"], "spine": ["ai-chest"]},
+                               peers={"ai-chest": peer, "ai-down": "http://127.0.0.1:9/"},
+                               router={"ModelSha256": file_sha256(model)})
+        config["BodyPartRouter"]["Routes"]["others"] = ["ai-down"]
+        router = OrthancProcess(config, runtime=runtime, name="shot112-router").start()
+        # one study holding every fixture, so that its page shows several classes
+        study_uid = "1.2.826.0.1.3680043.10.543.1"
+        import io
+
+        import pydicom
+
+        ids = []
+        for f in files:
+            ds = pydicom.dcmread(f, force=True)
+            ds.StudyInstanceUID = study_uid
+            buf = io.BytesIO()
+            ds.save_as(buf)
+            try:
+                ids.append(router.upload(buf.getvalue()))
+            except requests.HTTPError:
+                continue
+        router.wait_for(lambda: all(router.metadata(i).get("BodyPartState") not in (None, "queued", "processing")
+                                    for i in ids), timeout=180, what="instances classified")
+        time.sleep(5)
+        study = router.get_json(f"/instances/{ids[0]}/study")["ID"]
+        print("labels:", router.get_json(f"/studies/{study}/labels"), "version:", router.get_json("/system")["Version"])
+        shoot(f"{router.url}/bodypart-router/resource.html?level=studies&id={study}", OUT / "resource-page-1.12.png",
+              "1100,520", profile)
+        shoot(f"{router.url}/app/explorer.html#study?uuid={study}", OUT / "explorer-study-1.12.png", "1100,700", profile)
+    finally:
+        if router is not None:
+            router.cleanup()
+        peer.cleanup()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="*", help="DICOM files or folders (default: tests/fixtures/*.dcm)")
     parser.add_argument("--model", type=Path, default=MODEL, help=f"ONNX model (default: {MODEL.relative_to(REPO)})")
+    parser.add_argument("--runtime", choices=("host", "trixie"), default="host")
     args = parser.parse_args()
     files = dicom_files(args.inputs) if args.inputs else default_inputs()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.runtime == "trixie":
+        orthanc_112(files, args.model)
+        return
     runtime = get_runtime("host")
     sha256 = file_sha256(args.model)  # named in the config: any model may be photographed
     peer = OrthancProcess(peer_config("ai-chest"), name="shot-ai-chest")
