@@ -111,6 +111,20 @@ def bad_day(router: OrthancProcess, peer: OrthancProcess, files: list[Path], pro
     shoot(f"{router.url}/bodypart-router/status.html", OUT / "status-recovered.png", "1280,1250", profile)
 
 
+def disabled(runtime: object, model: Path, profile: Path) -> None:
+    """The status page of a router that a configuration with two mistakes keeps disabled."""
+    config = router_config(runtime, model=model, routes={"spine": ["ai-genral"]},  # type: ignore[arg-type]
+                           modalities={"ai-general": ("AI_GENERAL", "127.0.0.1", 104)},
+                           router={"ModelSha256": file_sha256(model), "MinimumScor": 0.6})
+    broken = OrthancProcess(config, runtime=runtime, name="shot-disabled")  # type: ignore[arg-type]
+    try:
+        broken.start()
+        time.sleep(6)  # the metrics publisher runs once
+        shoot(f"{broken.url}/bodypart-router/status.html", OUT / "status-disabled.png", "1280,520", profile)
+    finally:
+        broken.cleanup()
+
+
 def orthanc_112(files: list[Path], model: Path) -> None:
     """One study's result page (what Orthanc Explorer 2's buttons open) and Explorer's labels, on 1.12."""
     import support.trixie  # noqa: F401  (registers the runtime)
@@ -204,6 +218,7 @@ def main() -> None:
         shoot(f"{router.url}/app/explorer.html", OUT / "explorer-home.png", "1100,420", profile)
         router.request("DELETE", "/bodypart-router/backfill")
         bad_day(router, peer, files, profile)
+        disabled(runtime, args.model, profile)
     finally:
         if router is not None:
             router.cleanup()

@@ -261,7 +261,14 @@ def test_invalid_config_disables_the_router_with_a_clear_error(setup: RouterSetu
         expected = 'BodyPartRouter.Routes.spine[0]: "ai-genral" is not a DicomModalities or OrthancPeers name'
         assert expected in status["Error"]
         assert 'did you mean "ai-general"' in status["Error"]
+        # one entry per problem, for the status page's list (and the DISABLED badge)
+        assert len(status["Errors"]) == 2 and any(e.startswith("BodyPartRouter.Routes.spine[0]") for e in status["Errors"])
+        assert any(e.startswith("BodyPartRouter.MinimumScor") for e in status["Errors"])
+        assert status["Metrics"]["Recent"] == {"Total": 0, "Offset": 0, "Items": []}  # the page's shapes, empty
+        assert status["Metrics"]["DeadLetters"]["Items"] == []
         assert 'BodyPartRouter.MinimumScor: unknown key; did you mean "MinimumScore"?' in broken.log_text()
+        broken.wait_for(lambda: "bodypart_router_enabled 0 " in broken.request("GET", "/tools/metrics-prometheus").text,
+                        timeout=30, what="the metric saying the router is disabled")
         instance = broken.upload(dicoms.to_bytes(dicoms.xray(gray_for("spine"))))  # Orthanc still stores
         assert broken.metadata(instance).get("BodyPartState") is None
     finally:

@@ -154,7 +154,9 @@ def status_section(app: "RouterApp", metrics: RouterMetrics) -> dict[str, Any]:
     """The ``Metrics`` section. Counts, recent decisions, dead letters and the forwards waiting
     come from the store, so a restart does not reset them; circuits come from the forwarder."""
     snap = metrics.snapshot()
-    if app.store is None:
+    if app.store is None:  # disabled: same shape, nothing in it
+        snap.update({"Recent": {"Total": 0, "Offset": 0, "Items": []}, "DeadLetters": {"Total": 0, "Offset": 0, "Items": []},
+                     "ForwardsPending": None, "CountsSinceStart": snap["Counts"]})
         return snap
     snap["CountsSinceStart"] = snap["Counts"]
     snap["Counts"] = app.store.outcome_counts()

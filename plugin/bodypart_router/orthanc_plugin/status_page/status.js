@@ -118,7 +118,7 @@
     $("model").textContent = s.Model ? s.Model.Version : "not loaded";
     $("provider").textContent = s.Model ? "(" + s.Model.ExecutionProvider + ")" : "";
     $("queue").textContent = s.QueueDepth === null || s.QueueDepth === undefined ? "-" : String(s.QueueDepth);
-    $("pending").textContent = s.ForwardsPending === undefined ? "-" : String(s.ForwardsPending);
+    $("pending").textContent = s.ForwardsPending === undefined || s.ForwardsPending === null ? "-" : String(s.ForwardsPending);
     $("uptime").textContent = duration(s.UptimeSeconds);
     $("refreshed").textContent = utcNow();
 
@@ -187,15 +187,15 @@
 
   function pager(name, page) {
     var p = pages[name];
-    p.total = page ? page.Total : 0;
-    var n = page ? page.Items.length : 0;
+    p.total = page && page.Total ? page.Total : 0;
+    var n = page && page.Items ? page.Items.length : 0;
     $(name + "-range").textContent = p.total ? (p.offset + 1) + "-" + (p.offset + n) + " of " + p.total : "";
     $(name + "-prev").disabled = p.offset === 0;
     $(name + "-next").disabled = p.offset + n >= p.total;
   }
 
   function renderDead(page) {
-    var items = page ? page.Items : [];
+    var items = page && page.Items ? page.Items : [];
     $("dead-total").textContent = page && page.Total ? "(" + page.Total + ")" : "";
     $("resubmit-all").disabled = !(page && page.Total);
     fill($("dead"), items.map(function (f) {
@@ -207,7 +207,7 @@
   }
 
   function renderRecent(page) {
-    fill($("recent"), (page ? page.Items : []).map(function (r) {
+    fill($("recent"), (page && page.Items ? page.Items : []).map(function (r) {
       var headerCell = txt(r.HeaderAudit);
       if (r.HeaderAudit && r.HeaderAudit.indexOf("disagree") === 0) headerCell.className = "disagree";
       var notYet = (r.Waiting || []).map(function (d) { return d + " (waiting)"; })
