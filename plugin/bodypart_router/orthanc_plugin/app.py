@@ -138,6 +138,9 @@ class RouterApp:
         self.model = self.engines[0].info
         self.files = StorageFiles(self.rest, orthanc_config, self.config_dir)
         self.writer.source_metadata = SOURCE_METADATA in (orthanc_config.get("UserMetadata") or {})
+        if not self.writer.source_metadata:
+            log("warning", f'declare "{SOURCE_METADATA}" in UserMetadata (e.g. "{SOURCE_METADATA}": 1040) to store '
+                           "what decided each class (pixels, pixels+header, header, conflict)")
         busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
         self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
         self.writer.mark_skipped = config.mark_skipped

@@ -37,6 +37,7 @@
           '<tr><td>Forwarded to</td><td>' + escapeHtml(m.BodyPartForwarded || '-') + '</td></tr>' +
           '<tr><td>Model</td><td>' + escapeHtml(m.BodyPartModel || '-') + '</td></tr>' +
           '<tr><td>Header audit</td><td>' + escapeHtml(m.BodyPartHeaderAudit || '-') + '</td></tr>' +
+          '<tr><td>Decided by</td><td>' + escapeHtml(m.BodyPartSource || '-') + '</td></tr>' +
           '</table>');
       },
       error: function () { body.text('could not read the metadata'); } });
