@@ -181,6 +181,10 @@ def test_reroute_sends_only_to_destinations_that_do_not_have_the_instance(rules_
     _final(s.router, a)
     _final(s.router, b, ("classified",))
 
+    refused = [s.router.request("POST", "/bodypart-router/reroute", json=body).status_code
+               for body in ({}, {"Since": "yesterday"}, {"Instances": [a], "Destinations": ["ai-nowhere"]})]
+    assert refused == [400, 400, 400]
+
     # Under the same rules: nothing new to send, and nothing is sent twice.
     progress = _reroute(s.router, {"Instances": [a, b]})
     assert (progress["Forwards"], progress["AlreadySent"], progress["Done"]) == (0, 1, 2)
@@ -201,6 +205,9 @@ def test_reroute_sends_only_to_destinations_that_do_not_have_the_instance(rules_
         assert s.archive.count(unrouted.SOPInstanceUID) == 1
         again = _reroute(s.router, {"Since": "2000-01-01"})
         assert again["Forwards"] == 0 and again["AlreadySent"] >= 2
+        study = s.router.get_json(f"/instances/{a}/study")["ID"]
+        by_study = _reroute(s.router, {"Studies": [study]})
+        assert (by_study["Total"], by_study["Forwards"], by_study["AlreadySent"]) == (1, 0, 2)
         time.sleep(1.0)
         assert all(n == 1 for n in s.archive.received.values()), s.archive.received
         assert all(n == 1 for n in s.chest.received.values()), s.chest.received
