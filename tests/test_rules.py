@@ -57,6 +57,10 @@ def test_one_of_and_wildcards() -> None:
     assert cond(["DX*", "CR"]).holds("DX2")
 
 
+def test_equals_is_exact_even_with_wildcard_characters() -> None:
+    assert cond({"Equals": "CR*"}).holds("cr*") and not cond({"Equals": "CR*"}).holds("CR1")
+
+
 def test_regex_searches_as_written() -> None:
     c = cond({"Regex": "^St\\.? Mary"})
     assert c.holds("St Mary's Hospital") and c.holds("St. Mary") and not c.holds("st mary")

@@ -399,9 +399,10 @@ def parse_condition(value: Any, key: str, problems: Problems, *, numeric: bool =
         return Condition("range", low=low, high=high, below=below)
     op = ops[0]
     arg = value[op]
-    if op == "Equals":
-        return parse_condition(arg, key + ".Equals", problems, allowed=allowed) if not isinstance(arg, (list, Mapping)) \
-            else _bad(problems, f"{key}.Equals: expected a single value, got {arg!r}")
+    if op == "Equals":  # exact, even with * or ? in it
+        if isinstance(arg, (list, Mapping)) or arg is None or arg == "":
+            return _bad(problems, f"{key}.Equals: expected a single value, got {arg!r}")
+        return Condition("equals", (arg,)) if check_allowed((arg,)) else None
     if op == "OneOf":
         if not isinstance(arg, list):
             return _bad(problems, f"{key}.OneOf: expected a list, got {arg!r}")
