@@ -3,7 +3,8 @@
 Several Orthancs behind a load balancer share one PostgreSQL index (and one storage). Each
 node classifies what it receives, so CPU scales with the nodes; the index does not. This
 measures, on one node with the PostgreSQL index plugin, the index transactions per stored
-instance with and without the router (``pg_stat_database.xact_commit``), and the node's ingest
+instance with and without the router (with it, every instance is classified and forwarded to
+a peer: a routed X-ray) (``pg_stat_database.xact_commit``), and the node's ingest
 rate on that index. Dividing the index's transaction capacity by the transactions per instance
 gives the cluster's ceiling; the classification rate per node gives how many nodes reach it.
 
@@ -17,10 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
+from bodypart_router.classes import CLASS_NAMES
+from support.orthanc import peer_config
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster, unavailable
 
 from . import corpus
-from .servers import DEFAULT_SENDERS, make_payload, orthanc_config, running, store_all, wait_until_drained
+from .servers import DEFAULT_SENDERS, PEER, make_payload, orthanc_config, running, store_all, wait_until_drained
 
 VARIANTS = ("with_router", "without_router")
 #: Time for a closed connection's statistics to reach pg_stat_database.
@@ -52,8 +55,11 @@ def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 30
     for r in range(rounds):
         for variant in VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS)):
             with_router = variant == "with_router"
-            with PostgresCluster() as pg:
-                config = orthanc_config(model if with_router else None)
+            with PostgresCluster() as pg, running(peer_config(PEER), f"scale-{variant}-peer",
+                                                  work / "orthanc" / f"scale-{variant}-peer", router=False) as peer:
+                # with the router, every class goes to the peer: what is counted is a routed X-ray
+                config = (orthanc_config(model, peers={PEER: peer}, routes={c: [PEER] for c in CLASS_NAMES},
+                                         router={"UncertainRoutes": [PEER]}) if with_router else orthanc_config(None))
                 config["Plugins"].append(POSTGRESQL_INDEX_PLUGIN)
                 config.update(pg.orthanc_config())
                 workdir = work / "orthanc" / f"scale-{variant}"
@@ -65,7 +71,7 @@ def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 30
                 with running(config, f"scale-{variant}", workdir, router=with_router) as node:
                     seconds = store_all(node, items, "rest", senders)
                     if with_router:
-                        wait_until_drained(node, instances)
+                        wait_until_drained(node, instances, forwarded=True)
                 # PostgreSQL publishes a connection's statistics when it closes: read them after
                 # Orthanc has stopped, so every transaction of the run (router's included) counts.
                 time.sleep(STATS_FLUSH_SECONDS)

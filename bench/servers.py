@@ -35,7 +35,7 @@ from . import corpus
 DEFAULT_SENDERS = 4
 #: The shipped Orthanc configuration; its performance-related settings are benchmarked as shipped.
 SHIPPED_CONFIG = REPO / "orthanc-config" / "orthanc.json"
-SHIPPED_KEYS = ("ConcurrentJobs", "JobsHistorySize", "MaximumStorageCacheSize")
+SHIPPED_KEYS = ("ConcurrentJobs", "JobsHistorySize", "MaximumStorageCacheSize", "UserMetadata")
 #: The peer (an AI server) that :func:`router_and_peer` routes everything to.
 PEER = "ai-peer"
 

@@ -139,19 +139,35 @@ def wait_final(router: OrthancProcess, rows: list[Row], section: dict[str, Any],
                 row.instance_id = router.find_instance(row.sop_instance_uid)
                 if row.instance_id is None:
                     continue
-            meta = router.metadata(row.instance_id)
-            state = meta.get("BodyPartState", "")
-            routed = bool(expected_destinations(section, meta.get("BodyPart")))
+            result = router_result(router.metadata(row.instance_id))
+            state = result["State"]
+            routed = bool(expected_destinations(section, result["Class"]))
             if state.startswith(FINAL_PREFIXES) and not (state == "classified" and routed):
                 row.state = state
-                row.class_name = meta.get("BodyPart")
-                row.score = float(meta["BodyPartScore"]) if meta.get("BodyPartScore") else None
-                row.source = meta.get("BodyPartSource")
-                row.metadata_forwarded = sorted(filter(None, meta.get("BodyPartForwarded", "").split(",")))
+                row.class_name = result["Class"]
+                row.score = float(result["Score"]) if result["Score"] is not None else None
+                row.source = result["Source"]
+                row.metadata_forwarded = sorted(result["Forwarded"])
                 pending.remove(row)
         time.sleep(0.3)
     for row in pending:  # not final in time: report what is known
-        row.state = router.metadata(row.instance_id).get("BodyPartState") if row.instance_id else "not-stored"
+        row.state = router_result(router.metadata(row.instance_id))["State"] if row.instance_id else "not-stored"
+
+
+def router_result(meta: dict[str, str]) -> dict[str, Any]:
+    """The router's result from its packed ``BodyPartResult`` metadata, or else from the values
+    written one each (the configuration decides which: see the README's metadata section)."""
+    packed = json.loads(meta["BodyPartResult"]) if meta.get("BodyPartResult") else {}
+    forwarded = packed.get("Forwarded")
+    if forwarded is None:
+        forwarded = [n for n in meta.get("BodyPartForwarded", "").split(",") if n]
+    return {
+        "Class": packed.get("Class", meta.get("BodyPart")),
+        "Score": packed.get("Score", meta.get("BodyPartScore")),
+        "Source": packed.get("Source", meta.get("BodyPartSource")),
+        "State": packed.get("State", meta.get("BodyPartState", "")),
+        "Forwarded": list(forwarded),
+    }
 
 
 def print_table(rows: list[Row]) -> None:

@@ -137,7 +137,14 @@ def test_missing_model_and_user_metadata_are_reported(tmp_path: Path) -> None:
         parse(section, {"BodyPartRouter": section}, base_dir=tmp_path)
     text = str(err.value)
     assert f"BodyPartRouter.ModelPath: model file {tmp_path / 'nope.onnx'} does not exist" in text
-    assert 'UserMetadata: declare "BodyPart", "BodyPartScore"' in text
+    assert 'UserMetadata: declare "BodyPartResult" (the whole result in one JSON value), or "BodyPart", ' in text
+
+
+def test_the_packed_result_alone_is_enough_metadata(tmp_path: Path) -> None:
+    section = {"Routes": {}}
+    parsed = parse(section, {"BodyPartRouter": section, "UserMetadata": {"BodyPartResult": 1024}},
+                   base_dir=tmp_path, check_paths=False)
+    assert parsed.enabled
 
 
 def test_disabled_router_needs_no_model(tmp_path: Path) -> None:

@@ -398,3 +398,64 @@ def test_dead_letters_are_logged_as_one_summary_line_per_minute(world) -> None:
     assert sum(int(m.split(" ", 1)[0]) for m in errors) == 20
     assert all(" forward(s) dead-lettered after 3 attempts in the last 1 min (peer:ai-chest " in m for m in errors)
     assert all(lvl in ("info", "debug") for lvl, m in logs if "dead-lettered after" in m and m.startswith("instance"))
+
+
+class CountingJobs(JobsDouble):
+    """Counts the questions about jobs; ``fail_after`` makes a job fail after sending that many instances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls = 0
+        self.arrived: list[str] = []
+        self.fail_after: int | None = None
+
+    def post_json(self, uri: str, body: Any) -> Any:
+        answer = super().post_json(uri, body)
+        sent = body["Resources"] if self.fail_after is None else body["Resources"][:self.fail_after]
+        self.arrived += sent
+        if self.fail_after is not None and len(body["Resources"]) > self.fail_after:
+            self.jobs[answer["ID"]].update(State="Failure", ErrorDescription="Error in the network protocol")
+        return answer
+
+    def get_json(self, uri: str) -> Any:
+        if uri.startswith("/jobs/"):
+            self.polls += 1
+        return super().get_json(uri)
+
+
+def test_deliveries_to_one_destination_share_one_job_followed_with_one_question(world) -> None:
+    store, _, clock, forwarder, logs, states = world
+    jobs = CountingJobs()
+    lookup = LookupDouble(held=())
+    batched = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
+    for n in range(5):
+        add(store, f"s{n}", "modality:ai-spine")
+    add(store, "c", "peer:ai-chest")
+    batched.step()
+    assert sorted(jobs.submitted) == [("/modalities/ai-spine/store", [f"s{n}" for n in range(5)]),
+                                      ("/peers/ai-chest/store", ["c"])]
+    batched.step()
+    assert jobs.polls == 2  # one per job, not one per instance
+    assert store.counts()["deliveries"] == {"delivered": 6}
+    assert {s[0] for s in states if s[1] == FORWARDED} == {"s0", "s1", "s2", "s3", "s4", "c"}
+
+
+def test_a_failed_batch_is_verified_then_only_what_did_not_arrive_is_sent_again_alone(world) -> None:
+    store, _, clock, forwarder, logs, states = world
+    jobs = CountingJobs()
+    jobs.fail_after = 2  # the job sent two instances, then failed
+    lookup = LookupDouble()
+    batched = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
+    for n in range(4):
+        add(store, f"s{n}", "modality:ai-spine")
+    batched.step()
+    batched.step()  # the job failed: every delivery's outcome is unknown
+    assert {d.state for n in range(4) for d in store.deliveries_of(f"s{n}")} == {VERIFY}
+    lookup.held = set(jobs.arrived)
+    jobs.fail_after = None
+    clock.now += 10
+    for _ in range(4):
+        batched.step()
+    assert sorted(jobs.arrived) == ["s0", "s1", "s2", "s3"]  # each once
+    assert jobs.submitted[1:] == [("/modalities/ai-spine/store", ["s2"]), ("/modalities/ai-spine/store", ["s3"])]
+    assert store.counts()["deliveries"] == {"delivered": 4}

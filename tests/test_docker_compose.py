@@ -169,7 +169,7 @@ def test_every_override_names_a_setting_of_the_shipped_config(router: dict[str, 
 
 def test_same_router_section_and_user_metadata(effective: dict[str, Any], shipped: dict[str, Any]) -> None:
     assert effective["UserMetadata"] == shipped["UserMetadata"]
-    for name in ("BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState"):
+    for name in ("BodyPartResult", "BodyPart"):
         assert name in effective["UserMetadata"]
     changed = {k for k in shipped[SECTION] if effective[SECTION][k] != shipped[SECTION][k]}
     assert changed <= {"ModelPath", "PythonEnvironment", "StateDirectory"}, changed

@@ -50,6 +50,9 @@ DESTINATION_SECTIONS = {
 
 #: Instance metadata the router writes; each must be declared in Orthanc's ``UserMetadata``.
 METADATA_NAMES: tuple[str, ...] = ("BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded")
+#: The whole result in one JSON value: with it declared, the names above are optional (one write
+#: per change instead of one per value; see orthanc_plugin/results.py).
+RESULT_METADATA = "BodyPartResult"
 
 
 class ConfigError(ValueError):
@@ -138,6 +141,9 @@ class RouterConfig:
     #: Several nodes on one index: a node's claim on an instance lapses when the node has not
     #: renewed it for this long, and another node takes the instance over (see claims.py).
     claim_lease_seconds: float = 60.0
+    #: Deliveries to one destination sent by one Orthanc job: each job costs the index about as
+    #: much as the store of an instance, whatever it carries (see delivery.py).
+    forward_batch_size: int = 16
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -247,7 +253,7 @@ _TOP_LEVEL = [
     "ChangesPollSeconds", "JobPollSeconds", "ShadowMode", "VerifyBeforeResend",
     "ClassifyInChildProcess", "YieldToIngest", "QualityRoutes", "HeaderEvidence", "HeaderErrorRate",
     "MarkSkipped", "DecisionLevel", "SeriesConfidentScore",
-    "ClaimLeaseSeconds",
+    "ClaimLeaseSeconds", "ForwardBatchSize",
 ]
 
 
@@ -420,9 +426,10 @@ def parse(
 
     user_metadata = orthanc_config.get("UserMetadata") or {}
     missing = [m for m in METADATA_NAMES if m not in user_metadata]
-    if enabled and missing:
+    if enabled and missing and RESULT_METADATA not in user_metadata:
         problems.append(
-            "UserMetadata: declare " + ", ".join(f'"{m}"' for m in missing)
+            f'UserMetadata: declare "{RESULT_METADATA}" (the whole result in one JSON value), or '
+            + ", ".join(f'"{m}"' for m in missing)
             + " (numbers from 1024 up, e.g. \"BodyPart\": 1024) so that the router can store its results"
         )
 
@@ -462,6 +469,7 @@ def parse(
         yield_max_wait_seconds=float(sub["YieldToIngest"].get("MaxWaitSeconds", RouterConfig.yield_max_wait_seconds)),
         mark_skipped=get("MarkSkipped", _bool, RouterConfig.mark_skipped),
         claim_lease_seconds=float(get("ClaimLeaseSeconds", _number(1, 86400), RouterConfig.claim_lease_seconds)),
+        forward_batch_size=int(get("ForwardBatchSize", _number(1, 1000, integer=True), RouterConfig.forward_batch_size)),
     )
     if problems:
         raise ConfigError(problems)

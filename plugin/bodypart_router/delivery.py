@@ -81,14 +81,15 @@ def backoff_delay(policy: RetryPolicy, attempts: int) -> float:
     return min(policy.max_backoff_seconds, policy.backoff_seconds * (2.0 ** min(exponent, 30)))
 
 
-def store_request(destination: Destination, instance_id: str) -> tuple[str, dict[str, Any]]:
-    """The Orthanc REST call that forwards one instance to ``destination`` as an asynchronous job."""
+def store_request(destination: Destination, instance_ids: str | list[str]) -> tuple[str, dict[str, Any]]:
+    """The Orthanc REST call that forwards instances to ``destination`` as one asynchronous job."""
+    resources = [instance_ids] if isinstance(instance_ids, str) else list(instance_ids)
     if destination.kind == "modality":
-        return f"/modalities/{destination.name}/store", {"Resources": [instance_id], "Asynchronous": True}
+        return f"/modalities/{destination.name}/store", {"Resources": resources, "Asynchronous": True}
     if destination.kind == "peer":
-        return f"/peers/{destination.name}/store", {"Resources": [instance_id], "Asynchronous": True}
+        return f"/peers/{destination.name}/store", {"Resources": resources, "Asynchronous": True}
     if destination.kind == "dicomweb":
-        return f"/dicom-web/servers/{destination.name}/stow", {"Resources": [instance_id], "Synchronous": False}
+        return f"/dicom-web/servers/{destination.name}/stow", {"Resources": resources, "Synchronous": False}
     raise ValueError(f"unknown destination kind {destination.kind!r}")
 
 
@@ -332,40 +333,67 @@ class Forwarder:
         return len(self.store.submitted())
 
     # -- submission -----------------------------------------------------------------------
+    def _batch_size(self, destination: str) -> int:
+        """Deliveries one job may carry. A failed job of several instances may have sent some of
+        them, so batches need a destination that can be asked afterwards (``VerifyBeforeResend``);
+        a destination being probed gets one instance at a time."""
+        if self.lookup is None or self.breaker.is_open(destination):
+            return 1
+        return self.config.forward_batch_size
+
     def _submit_due(self, limit: int) -> int:
         now = self.clock()
-        in_flight: dict[str, int] = {}
-        for d in self.store.submitted():
-            in_flight[d.destination] = in_flight.get(d.destination, 0) + 1
+        in_flight: dict[str, int] = {}  # jobs, not instances
+        for _, destination in {(d.job_id, d.destination) for d in self.store.submitted()}:
+            in_flight[destination] = in_flight.get(destination, 0) + 1
         busy = {dest for dest, n in in_flight.items() if n >= MAX_IN_FLIGHT_PER_DESTINATION}
-        changed = 0
+        by_destination: dict[str, list[Delivery]] = {}
         for d in self.store.due_deliveries(now, limit, skip_destinations=self.breaker.blocked(now) | busy):
-            if d.destination in self.breaker.blocked(now):
-                continue  # opened by an earlier delivery in this same pass
-            if in_flight.get(d.destination, 0) >= MAX_IN_FLIGHT_PER_DESTINATION:
-                continue
-            if self.breaker.is_open(d.destination):
-                self.breaker.start_probe(d.destination)
-            uri, body = store_request(Destination.from_key(d.destination), d.instance_id)
-            # Recorded before Orthanc is asked: a crash from here on leaves an outcome to verify.
+            by_destination.setdefault(d.destination, []).append(d)
+        changed = 0
+        for destination, due in by_destination.items():
+            while due:
+                if destination in self.breaker.blocked(now):
+                    break  # opened by an earlier submission in this same pass
+                if in_flight.get(destination, 0) >= MAX_IN_FLIGHT_PER_DESTINATION:
+                    break
+                size = self._batch_size(destination)
+                batch = [due.pop(0)]
+                # a delivery sent before goes alone, so that one bad instance does not fail the others again
+                while not batch[0].attempts and due and len(batch) < size and not due[0].attempts:
+                    batch.append(due.pop(0))
+                if self.breaker.is_open(destination):
+                    self.breaker.start_probe(destination)
+                changed += self._submit(destination, batch)
+                in_flight[destination] = in_flight.get(destination, 0) + 1
+        return changed
+
+    def _submit(self, destination: str, batch: list[Delivery]) -> int:
+        """One job for ``batch`` (deliveries to one destination). Returns how many changed."""
+        uri, body = store_request(Destination.from_key(destination), [d.instance_id for d in batch])
+        # Recorded before Orthanc is asked: a crash from here on leaves an outcome to verify.
+        for d in batch:
             self.store.mark_submitting(d.id)
-            try:
-                answer = self.rest.post_json(uri, body)
-                job_id = str(answer["ID"])
-            except (RestError, KeyError, TypeError, ValueError) as exc:
+        try:
+            answer = self.rest.post_json(uri, body)
+            job_id = str(answer["ID"])
+        except (RestError, KeyError, TypeError, ValueError) as exc:
+            for d in batch:
                 self.store.unsubmit(d.id, f"submission refused: {exc}")  # nothing was sent
-                if isinstance(exc, RestError) and exc.status == 404 and self._instance_gone(d.instance_id):
+            if isinstance(exc, RestError) and exc.status == 404:
+                gone = [d for d in batch if self._instance_gone(d.instance_id)]
+                for d in gone:
                     self.store.forget(d.instance_id)
-                    continue
+                if gone:
+                    return len(gone)  # the others are submitted again at the next pass, uncounted
+            for d in batch:
                 self._failed(d, f"submission refused: {exc}", counted=False)
-                changed += 1
-                continue
+            return len(batch)
+        for d in batch:
             self.store.set_job(d.id, job_id)
             self._submitted_at[d.id] = self.clock()
-            in_flight[d.destination] = in_flight.get(d.destination, 0) + 1
             self.events.submitted(d)
-            changed += 1
-        return changed
+        return len(batch)
 
     def _instance_gone(self, instance_id: str) -> bool:
         try:
@@ -380,21 +408,41 @@ class Forwarder:
         if not submitted:
             return 0
         changed = 0
+        jobs: dict[str, dict[str, Any] | RestError] = {}  # one question per job, whatever it carries
+        batch_sizes: dict[str, int] = {}
+        for d in submitted:
+            if d.job_id:
+                batch_sizes[d.job_id] = batch_sizes.get(d.job_id, 0) + 1
+        failed_jobs: set[str] = set()
         for d in submitted:
             if not d.job_id:  # submissions happen on this thread: this one was cut short by a crash
                 self._unknown(d, "Orthanc stopped before it answered the forward request")
                 changed += 1
                 continue
-            try:
-                job = self.rest.get_json(f"/jobs/{d.job_id}")
-            except RestError as exc:
-                if exc.status == 404:
+            if d.job_id not in jobs:
+                try:
+                    jobs[d.job_id] = self.rest.get_json(f"/jobs/{d.job_id}")
+                except RestError as exc:
+                    jobs[d.job_id] = exc
+            job = jobs[d.job_id]
+            if isinstance(job, RestError):
+                if job.status == 404:
                     # The job left Orthanc's history (restart, or JobsHistorySize too small).
                     self._unknown(d, f"job {d.job_id} is no longer known to Orthanc")
                     changed += 1
                 continue
             outcome, detail = job_outcome(job)
             if outcome == "running":
+                continue
+            if outcome == "failure" and batch_sizes[d.job_id] > 1:
+                # Some of the job's instances may have arrived before it failed: ask, do not resend blindly.
+                if d.job_id not in failed_jobs:
+                    failed_jobs.add(d.job_id)
+                    self.breaker.failure(d.destination, self.clock(), detail)
+                    self.events.failed(d, detail)
+                self._unknown(d, f"a forward of {batch_sizes[d.job_id]} instances failed: {detail}",
+                              backoff_delay(self.config.retry, 1))
+                changed += 1
                 continue
             if outcome == "success":
                 self.breaker.success(d.destination)

@@ -11,6 +11,7 @@ same metadata (``test_metadata``), down to the list of names. ``MarkSkipped`` br
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,5 +168,31 @@ def test_mark_skipped_writes_the_state_of_skipped_instances(runtime: Runtime, te
                             what="CT marked skipped")
             router.wait_for(lambda: router.metadata(sr).get("BodyPartState") == "skipped:non-image-sop-class",
                             what="SR marked skipped")
+    finally:
+        scp.stop()
+
+
+def test_the_packed_result_costs_one_write_per_change(runtime: Runtime, test_model: tuple[Path, str],
+                                                     corpus: dict[str, Path]) -> None:
+    """With ``BodyPartResult`` declared (as in the shipped configuration) a routed X-ray gets its
+    class alone (declared too) and everything else in one JSON value: three metadata writes in
+    all, where the classic layout needs one per value and per change."""
+    scp = CountingSCP("AI_GENERAL").start()
+    config, _ = _configs(runtime, test_model, scp)
+    config["UserMetadata"] = {"BodyPartResult": 1031, "BodyPart": 1024}
+    try:
+        with OrthancProcess(config, runtime=runtime, name="router-packed") as router:
+            wait_router_started(router, timeout=30)
+            cr = router.upload(corpus["cr"])
+            router.wait_for(lambda: json.loads(router.metadata(cr).get("BodyPartResult", "{}")).get("State")
+                            == "forwarded", what="CR forwarded")
+            meta = router.metadata(cr)
+            result = json.loads(meta["BodyPartResult"])
+            assert result["Class"] == meta["BodyPart"] == "spine"
+            assert result["Forwarded"] == ["ai-general"] and result["Model"].startswith("tiny-test-model@")
+            assert {"Score", "Source", "HeaderAudit"} <= result.keys()
+            assert not {"BodyPartState", "BodyPartScore", "BodyPartForwarded"} & meta.keys()
+            writes = [c for c in _changes(router) if c[0] == "UpdatedMetadata" and c[2] == cr]
+            assert len(writes) == 3, writes  # BodyPart + BodyPartResult when classified, BodyPartResult when forwarded
     finally:
         scp.stop()

@@ -29,9 +29,9 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
-from ..fusion import METADATA_NAME as SOURCE_METADATA
 from ..engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)
+from ..fusion import METADATA_NAME as SOURCE_METADATA
 from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
 from ..memory import IdleTrim
 from ..store import CLASSIFIED, Delivery, Store
@@ -137,10 +137,11 @@ class RouterApp:
         self.engines = self._start_engines(config)
         self.model = self.engines[0].info
         self.files = StorageFiles(self.rest, orthanc_config, self.config_dir)
-        self.writer.source_metadata = SOURCE_METADATA in (orthanc_config.get("UserMetadata") or {})
-        if not self.writer.source_metadata:
-            log("warning", f'declare "{SOURCE_METADATA}" in UserMetadata (e.g. "{SOURCE_METADATA}": 1040) to store '
-                           "what decided each class (pixels, pixels+header, header, conflict)")
+        self.writer.declare(orthanc_config.get("UserMetadata") or {})
+        if not self.writer.packed and not self.writer.source_metadata:
+            log("warning", f'declare "{SOURCE_METADATA}" in UserMetadata (e.g. "{SOURCE_METADATA}": 1040), or the '
+                           'packed "BodyPartResult", to store what decided each class (pixels, pixels+header, '
+                           "header, conflict)")
         busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
         self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
         self.writer.mark_skipped = config.mark_skipped
@@ -247,6 +248,7 @@ class RouterApp:
             w.yield_to_ingest = self.ingest_gate
             w.idle_trim = idle_trim
             w.claims = self.recorder.claims
+            w.headers = self.recorder.headers
             w.thread.start()
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))

@@ -1,6 +1,8 @@
 """What the rules and the header fusion read about an instance, besides its pixels.
 
-The tags come from Orthanc's index first (patient, study, series and instance main tags: one
+An instance this node received gets its header from the dataset Orthanc had already parsed for
+``OnStoredInstance`` (:class:`HeaderCache`): no index read at all. Otherwise (found in the
+changes log, after a restart, on another node), the tags come from Orthanc's index (patient, study, series and instance main tags: one
 GET each, no file read). Only when a rule names an attribute Orthanc does not index (for
 example ``ViewPosition``), or the header names the chest and gives no age, is the file's
 header read once (``/instances/{id}/simplified-tags``). The calling AET is the ``RemoteAET``
@@ -10,20 +12,14 @@ metadata Orthanc records for instances received by C-STORE.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ..audit import REGION_TAGS, Region, regions_in
 from ..config import RouterConfig
+from ..ingest_headers import HeaderCache, InstanceHeader
 from .host import OrthancRest
 
-
-@dataclass(frozen=True)
-class InstanceHeader:
-    tags: dict[str, Any]
-    remote_aet: str | None
-    series_id: str | None = None
-    study_id: str | None = None
+__all__ = ["HeaderCache", "InstanceHeader", "read_header", "rule_keywords"]
 
 
 def rule_keywords(config: RouterConfig) -> frozenset[str]:
@@ -40,8 +36,12 @@ def _names_chest(tags: dict[str, Any]) -> bool:
     return any(Region.CHEST in regions_in(str(tags.get(k) or "")) for k in REGION_TAGS)
 
 
-def read_header(rest: OrthancRest, instance_id: str, needed: Iterable[str] = ()) -> InstanceHeader:
+def read_header(rest: OrthancRest, instance_id: str, needed: Iterable[str] = (),
+                cache: HeaderCache | None = None) -> InstanceHeader:
     """The instance's tags by keyword and its RemoteAET. Raises RestError (404: deleted)."""
+    cached = cache.take(instance_id) if cache is not None else None
+    if cached is not None:
+        return cached
     instance = rest.get_json(f"/instances/{instance_id}")
     series = rest.get_json(f"/series/{instance['ParentSeries']}")
     study = rest.get_json(f"/studies/{series['ParentStudy']}")

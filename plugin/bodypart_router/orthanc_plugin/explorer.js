@@ -1,8 +1,9 @@
 /* bodypart-router: show the body-part class, score and state in Orthanc Explorer.
  *
  * Orthanc 1.10's Explorer does not display user metadata, so this panel reads the
- * router's metadata (BodyPart, BodyPartScore, BodyPartState, BodyPartForwarded) through
- * the REST API and shows it at the top of the instance, series and study pages.
+ * router's metadata through the REST API (the packed BodyPartResult, or the values written
+ * one each: BodyPart, BodyPartScore, BodyPartState, BodyPartForwarded...) and shows it at the
+ * top of the instance, series and study pages.
  * On a series or study it summarises the classes of (at most 200 of) its instances.
  */
 (function () {
@@ -20,6 +21,18 @@
     return box.find('.bodypart-router-body');
   }
 
+  // The result as separate values, whether the router wrote them one each or packed.
+  function result(m) {
+    var p = {};
+    if (m.BodyPartResult) { try { p = JSON.parse(m.BodyPartResult) || {}; } catch (e) { p = {}; } }
+    function pick(field, name) { return p[field] !== undefined ? p[field] : m[name]; }
+    var fwd = pick('Forwarded', 'BodyPartForwarded');
+    return { BodyPart: pick('Class', 'BodyPart'), BodyPartScore: pick('Score', 'BodyPartScore'),
+             BodyPartState: pick('State', 'BodyPartState'), BodyPartModel: pick('Model', 'BodyPartModel'),
+             BodyPartForwarded: Array.isArray(fwd) ? fwd.join(',') : fwd,
+             BodyPartHeaderAudit: pick('HeaderAudit', 'BodyPartHeaderAudit') };
+  }
+
   function escapeHtml(s) {
     return $('<div>').text(s === undefined || s === null ? '' : String(s)).html();
   }
@@ -27,7 +40,8 @@
   function showInstance(uuid) {
     var body = panel('instance');
     $.ajax({ url: '../instances/' + uuid + '/metadata?expand', dataType: 'json', cache: false,
-      success: function (m) {
+      success: function (raw) {
+        var m = result(raw);
         if (!m.BodyPartState) { body.text('not processed by the router'); return; }
         body.html(
           '<table>' +
@@ -52,8 +66,8 @@
         if (pending === 0) { body.text('no instances'); return; }
         ids.forEach(function (id) {
           $.ajax({ url: '../instances/' + id + '/metadata?expand', dataType: 'json', cache: false,
-            success: function (m) {
-              var c = m.BodyPart || '(none)', s = m.BodyPartState || '(not processed)';
+            success: function (raw) {
+              var m = result(raw), c = m.BodyPart || '(none)', s = m.BodyPartState || '(not processed)';
               classes[c] = (classes[c] || 0) + 1;
               states[s] = (states[s] || 0) + 1;
             },

@@ -49,6 +49,7 @@ from ..store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
 #: ``BodyPartState`` values after which the owner has nothing left to do on an instance.
 FINAL_STATE_PREFIXES = ("forwarded", "failed:", "held:", "skipped:")
 from .events import EventBus
+from .evidence import HeaderCache
 from .host import OrthancRest, log
 from .results import ResultWriter
 
@@ -92,6 +93,8 @@ class Recorder:
         self.queue: queue.Queue[Received] = queue.Queue(maxsize=config.queue_size)
         self._overflowing = False
         self.claims: Claims | NoClaims = NoClaims()  # the app sets Claims when nodes share an index
+        #: Headers of received X-rays, handed to the workers (evidence.py); None: read from the index.
+        self.headers: HeaderCache | None = HeaderCache(config.queue_size)
         self._deleted: collections.deque[str] = collections.deque()
         self._last_lease_pass = 0.0
         self._stop = threading.Event()
@@ -103,6 +106,8 @@ class Recorder:
         try:
             tags = json.loads(dicom.GetInstanceSimplifiedJson())
             item = _policy_state(instance_id, self.config, tags.get("Modality"), tags.get("SOPClassUID"))
+            if item.state == QUEUED and self.headers is not None:  # the worker then reads no index
+                self.headers.put(instance_id, tags, dicom.GetInstanceRemoteAet())
         except Exception as exc:  # never let a callback error reach Orthanc's store
             log("warning", f"instance {instance_id}: could not read Modality/SOPClassUID ({exc!r}); "
                            "queued for classification")

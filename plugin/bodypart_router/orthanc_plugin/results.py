@@ -8,6 +8,14 @@ An instance the router skips (not an X-ray: CT, MR, SR...) gets no metadata at a
 ``GET /bodypart-router/instances/{id}`` and the status page read it. Orthanc's index, its
 changes log and the instance's metadata listing are then exactly what they are without the
 router.
+**One write per change.** Each metadata value is its own transaction in Orthanc's index, which
+several nodes may share. Declare ``BodyPartResult`` in ``UserMetadata`` and the whole result
+goes into that one JSON value (``Class``, ``Score``, ``Model``, ``State``, ``Forwarded``,
+``Source``, ``HeaderAudit``, and the model's ``Region``, ``View``, ``Rotation`` and
+``Inverted`` when it gives them); each other name (``BodyPart``, ``BodyPartState``,
+``BodyPartRegion``...) is then written separately only where it is declared too, for
+Explorer, scripts or lookups that want that value alone. Without ``BodyPartResult`` the
+classic names are written one value each, as before.
 Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript extension of
 :mod:`.explorer` instead): ``bodypart-<class>`` on the series and the study, and
 ``bodypart-dead-letter`` on both when a forward was dead-lettered.
@@ -15,16 +23,34 @@ Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript ex
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from ..classes import label_for
 from ..config import Destination
 from ..delivery import RestError
-from ..fusion import METADATA_NAME as SOURCE_METADATA
 from ..routing import RoutingDecision
 from ..store import DEAD_LETTER_STATE, InstanceRecord
 from .host import OrthancRest, log
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"
 SKIPPED_PREFIX = "skipped:"
+#: The packed result (a JSON object), written where it is declared in ``UserMetadata``.
+RESULT_METADATA = "BodyPartResult"
+#: Field of the packed result -> the metadata holding that value alone (written where declared).
+SEPARATE_NAMES = {
+    "Class": "BodyPart", "Score": "BodyPartScore", "Model": "BodyPartModel", "State": "BodyPartState",
+    "Forwarded": "BodyPartForwarded", "Source": "BodyPartSource", "HeaderAudit": "BodyPartHeaderAudit",
+    "Region": "BodyPartRegion", "View": "BodyPartView", "Rotation": "BodyPartRotation",
+    "Inverted": "BodyPartInverted",
+}
+#: The classic layout: these are declared (config.py checks it) when ``BodyPartResult`` is not.
+CLASSIC_NAMES = frozenset({"BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded"})
+#: Packed results remembered for the next change of the same instance (else read back once).
+PACKED_CACHE_SIZE = 10_000
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -48,8 +74,22 @@ class ResultWriter:
         self.set_version(orthanc_version)
         self._suspended = False
         self._missed: set[str] = set()
-        #: ``BodyPartSource`` is written only where it is declared in ``UserMetadata`` (optional).
-        self.source_metadata = False
+        #: Metadata names declared in ``UserMetadata``: a value is written only under a declared name.
+        self.declared: frozenset[str] = CLASSIC_NAMES
+        self._packed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._packed_lock = threading.Lock()
+
+    def declare(self, names: Iterable[str]) -> None:
+        """The ``UserMetadata`` names of the configuration (see the module docstring)."""
+        self.declared = frozenset(names)
+
+    @property
+    def packed(self) -> bool:
+        return RESULT_METADATA in self.declared
+
+    @property
+    def source_metadata(self) -> bool:
+        return SEPARATE_NAMES["Source"] in self.declared
 
     def suspend(self) -> set[str]:
         """Stop writing (Orthanc is shutting down); returns the instances whose writes were skipped."""
@@ -60,18 +100,16 @@ class ResultWriter:
         """Write everything the store knows about an instance (after a shutdown skipped it)."""
         if record.class_name is None and not self.writes(record.state):
             return
+        values: dict[str, Any] = {"State": record.state}
+        if record.class_name is not None:
+            values.update(Class=record.class_name, Score=round(record.score or 0, 4), Model=record.model or "")
+        if delivered:
+            values["Forwarded"] = self._names(delivered)
 
         def write() -> None:
-            if record.class_name is not None:
-                self._meta(record.instance_id, "BodyPart", record.class_name)
-                self._meta(record.instance_id, "BodyPartScore", f"{record.score or 0:.4f}")
-                self._meta(record.instance_id, "BodyPartModel", record.model or "")
-                if self.labels:
-                    self._label_parents(record.instance_id, label_for(record.class_name))
-            if delivered:
-                self._meta(record.instance_id, "BodyPartForwarded",
-                           ",".join(Destination.from_key(k).name for k in delivered))
-            self._meta(record.instance_id, "BodyPartState", record.state)
+            self._write(record.instance_id, values, merge=record.class_name is None)
+            if record.class_name is not None and self.labels:
+                self._label_parents(record.instance_id, label_for(record.class_name))
 
         self._safely(record.instance_id, write)
 
@@ -83,6 +121,55 @@ class ResultWriter:
     def _meta(self, instance_id: str, name: str, value: str) -> None:
         self.rest.put(f"/instances/{instance_id}/metadata/{name}", value)
 
+    @staticmethod
+    def _names(delivered: list[str]) -> list[str]:
+        return [Destination.from_key(k).name for k in delivered]
+
+    @staticmethod
+    def _separate_value(field: str, value: Any) -> str:
+        if field == "Score":
+            return f"{float(value):.4f}"
+        if field == "Forwarded":
+            return ",".join(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    def _write(self, instance_id: str, values: Mapping[str, Any], *, merge: bool) -> None:
+        """One PUT per declared separate name, and one for the packed result. ``merge``: the values
+        change part of a result written before (else they are the whole result)."""
+        # the state last: whoever waits for it finds the other values already written
+        for field, value in sorted(values.items(), key=lambda item: item[0] == "State"):
+            name = SEPARATE_NAMES[field]
+            if name in self.declared:
+                self._meta(instance_id, name, self._separate_value(field, value))
+        if not self.packed:
+            return
+        result = dict(self._current(instance_id) if merge else {})
+        result.update({k: v for k, v in values.items() if v is not None})
+        self._meta(instance_id, RESULT_METADATA, json.dumps(result, sort_keys=True))
+        with self._packed_lock:
+            self._packed[instance_id] = result
+            self._packed.move_to_end(instance_id)
+            while len(self._packed) > PACKED_CACHE_SIZE:
+                self._packed.popitem(last=False)
+
+    def _current(self, instance_id: str) -> dict[str, Any]:
+        """The packed result written last (remembered, or read back once after a restart)."""
+        with self._packed_lock:
+            known = self._packed.get(instance_id)
+        if known is not None:
+            return known
+        try:
+            value = json.loads(self.rest.get(f"/instances/{instance_id}/metadata/{RESULT_METADATA}"))
+        except RestError as exc:
+            if exc.status != 404:
+                raise
+            return {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
     def writes(self, state: str) -> bool:
         """Whether a state goes to Orthanc's index: not a skip, unless ``MarkSkipped`` asks for it."""
         return self.mark_skipped or not state.startswith(SKIPPED_PREFIX)
@@ -91,16 +178,23 @@ class ResultWriter:
         """Only the state (skipped:<reason>, failed:<reason>, forwarded...)."""
         if not self.writes(state):
             return
-        self._safely(instance_id, lambda: self._meta(instance_id, "BodyPartState", state))
+        self._safely(instance_id, lambda: self._write(instance_id, {"State": state}, merge=True))
 
-    def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: str) -> None:
+    def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: str, *,
+                   header_audit: str | None = None, secondary: Mapping[str, Any] | None = None) -> None:
+        """The result of a classification: one write of the packed result (and the declared
+        separate values). ``secondary``: the model's region, view, rotation and inverted."""
+        values: dict[str, Any] = {"Class": decision.class_name, "Score": round(decision.score, 4),
+                                  "Model": model_version, "State": state, "Source": decision.source}
+        if header_audit is not None:
+            values["HeaderAudit"] = header_audit
+        for key, value in (secondary or {}).items():
+            field = key.capitalize()
+            if field in SEPARATE_NAMES and value is not None:
+                values[field] = value
+
         def write() -> None:
-            self._meta(instance_id, "BodyPart", decision.class_name)
-            self._meta(instance_id, "BodyPartScore", f"{decision.score:.4f}")
-            self._meta(instance_id, "BodyPartModel", model_version)
-            self._meta(instance_id, "BodyPartState", state)
-            if self.source_metadata:
-                self._meta(instance_id, SOURCE_METADATA, decision.source)
+            self._write(instance_id, values, merge=False)
             if self.labels:
                 self._label_parents(instance_id, label_for(decision.class_name))
 
@@ -110,9 +204,7 @@ class ResultWriter:
         """After a delivery finished: the new state and where the instance has arrived."""
 
         def write() -> None:
-            names = ",".join(Destination.from_key(k).name for k in delivered)
-            self._meta(instance_id, "BodyPartForwarded", names)
-            self._meta(instance_id, "BodyPartState", state)
+            self._write(instance_id, {"Forwarded": self._names(delivered), "State": state}, merge=True)
             if self.labels and state == DEAD_LETTER_STATE:
                 self._label_parents(instance_id, DEAD_LETTER_LABEL)
 

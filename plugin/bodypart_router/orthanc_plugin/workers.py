@@ -22,11 +22,12 @@ from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
 from ..ingest_gate import IngestGate
 from ..memory import IdleTrim
-from ..routing import RoutingDecision, decide_evidence, outcome_evidence
+from ..routing import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
 from ..store import AWAITING_SERIES, CLASSIFIED, Store
 from . import footprint
 from .events import EventBus
-from .evidence import InstanceHeader, read_header, rule_keywords
+from .evidence import HeaderCache, InstanceHeader, read_header, rule_keywords
+from .header_audit import audit_value
 from .host import OrthancRest, log
 from .results import ResultWriter
 from .series_decider import SeriesDecider
@@ -66,6 +67,8 @@ class ClassifyWorker:
         self.idle_trim: IdleTrim | None = None
         #: Where nodes share an index, tells the others when an instance needs nothing more (claims.py).
         self.claims: Claims | NoClaims = NoClaims()
+        #: Headers captured at ingest (evidence.py): no index read for an instance received here.
+        self.headers: HeaderCache | None = None
 
     def _run(self) -> None:
         if self.in_process:
@@ -141,7 +144,7 @@ class ClassifyWorker:
         assert outcome.class_name is not None
         model = self.engine.info.version
         try:
-            header = read_header(self.rest, instance_id, self.rule_keywords)
+            header = read_header(self.rest, instance_id, self.rule_keywords, self.headers)
         except RestError as exc:
             if exc.status == 404:
                 self.store.forget(instance_id)
@@ -170,7 +173,10 @@ class ClassifyWorker:
         """Write the decision and create its deliveries (the forwarder sends them)."""
         destinations = [d.key for d in decision.destinations]
         first_state = decision.state or CLASSIFIED
-        self.writer.classified(instance_id, decision, model, first_state)
+        secondary = json.loads(evidence) if evidence else {}
+        self.writer.classified(instance_id, decision, model, first_state,
+                               header_audit=audit_value(decision, header.tags),
+                               secondary={k: secondary.get(k) for k in SECONDARY})
         state = self.store.record_classification(
             instance_id, class_name=decision.class_name, score=decision.score, model=model,
             destinations=destinations, shadow=self.config.shadow_mode, evidence=evidence, held=decision.state)
