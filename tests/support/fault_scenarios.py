@@ -233,6 +233,9 @@ def states(proc: OrthancProcess, instance_ids: list[str]) -> dict[str, str]:
     for iid in instance_ids:
         r = proc.request("GET", f"/instances/{iid}/metadata/BodyPartState", timeout=10)
         out[iid] = r.text if r.ok else ""
+        if not out[iid]:  # the packed layout (BodyPartResult declared, as shipped)
+            r = proc.request("GET", f"/instances/{iid}/metadata/BodyPartResult", timeout=10)
+            out[iid] = str(r.json().get("State", "")) if r.ok else ""
         if not out[iid]:
             r = proc.request("GET", f"/bodypart-router/instances/{iid}", timeout=10)
             state = (r.json().get("State") or "") if r.ok else ""
@@ -608,7 +611,8 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
     return result
 
 
-def _cluster(ctx: Context, scp: RecordingSCP, names: tuple[str, ...], router: dict[str, Any]) -> list[OrthancProcess]:
+def _cluster(ctx: Context, scp: RecordingSCP, names: tuple[str, ...], router: dict[str, Any],
+             user_metadata: dict[str, int] | None = None) -> list[OrthancProcess]:
     """Orthanc nodes with the router on one fresh PostgreSQL index and one storage directory."""
     reason = postgres_unavailable()
     if reason:
@@ -625,6 +629,7 @@ def _cluster(ctx: Context, scp: RecordingSCP, names: tuple[str, ...], router: di
             "StorageDirectory": str(storage),
             "Plugins": [*ctx.runtime.plugins, POSTGRESQL_INDEX_PLUGIN],
             "SaveJobs": False,
+            **({"UserMetadata": user_metadata} if user_metadata else {}),
         }
         nodes.append(ctx.router(scp, name=name, extra=extra, router=router))
     return nodes
@@ -637,7 +642,9 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
     """
     result = ScenarioResult("node_dies_for_good")
     scp = ctx.scp()
-    nodes = _cluster(ctx, scp, ("node-a", "node-b", "node-c"), {"ClaimLeaseSeconds": sizes.dies_lease_seconds})
+    # the shipped metadata layout: the result packed in BodyPartResult (the watchers read its state)
+    nodes = _cluster(ctx, scp, ("node-a", "node-b", "node-c"), {"ClaimLeaseSeconds": sizes.dies_lease_seconds},
+                     user_metadata={"BodyPartResult": 1031, "BodyPart": 1024, CLAIM_METADATA: 1030})
     victim = nodes[2]
     base = SCENARIO_INDEX_BASE["node_dies_for_good"]
     datasets = [xray(base + i) for i in range(sizes.dies_instances)]

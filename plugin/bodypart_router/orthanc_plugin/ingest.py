@@ -51,7 +51,7 @@ FINAL_STATE_PREFIXES = ("forwarded", "failed:", "held:", "skipped:")
 from .events import EventBus
 from .evidence import HeaderCache
 from .host import OrthancRest, log
-from .results import ResultWriter
+from .results import ResultWriter, stored_state
 
 CHECKPOINT_KEY = "changes_checkpoint"
 
@@ -211,7 +211,7 @@ class Recorder:
                 return 0
             raise
         value = str(meta.get(CLAIM_METADATA, ""))
-        if str(meta.get("BodyPartState", "")).startswith(FINAL_STATE_PREFIXES) or is_done(value):
+        if stored_state(meta).startswith(FINAL_STATE_PREFIXES) or is_done(value):
             self.store.forget(instance_id)  # finished by its owner: nothing to watch any more
             return 0
         seen = self.claims.read(instance_id)

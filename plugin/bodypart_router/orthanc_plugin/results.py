@@ -53,6 +53,18 @@ CLASSIC_NAMES = frozenset({"BodyPart", "BodyPartScore", "BodyPartModel", "BodyPa
 PACKED_CACHE_SIZE = 10_000
 
 
+def stored_state(metadata: Mapping[str, str]) -> str:
+    """An instance's state as written in its metadata (``?expand``), whichever the layout."""
+    if metadata.get(RESULT_METADATA):
+        try:
+            state = json.loads(metadata[RESULT_METADATA]).get("State")
+        except (ValueError, AttributeError):
+            state = None
+        if state:
+            return str(state)
+    return str(metadata.get("BodyPartState", ""))
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     """``"1.12.7"`` -> ``(1, 12, 7)``; ``"mainline"`` (a development build) counts as newest."""
     if text == "mainline":
