@@ -91,3 +91,31 @@ def test_a_confident_disagreeing_film_keeps_its_own_class(series_setup: SeriesSe
     for instance in ids[:2]:
         assert _wait(s.router, instance, "forwarded")["BodyPartForwarded"] == "ai-chest"
     assert s.spine.count(stray.SOPInstanceUID) == 1 and s.chest.count(stray.SOPInstanceUID) == 0
+
+
+def test_films_waiting_for_their_series_at_a_restart_are_routed_after_it(series_setup: SeriesSetup) -> None:
+    s = series_setup
+    s.router.stop()
+    s.router.config["StableAge"] = 3600  # the series never becomes stable while this Orthanc runs
+    try:
+        s.router.start()
+        wait_router_started(s.router, timeout=20)
+        study, series = generate_uid(), generate_uid()
+        films = [dicoms.xray(gray_for("adult_chest"), study_uid=study, series_uid=series),
+                 dicoms.xray(UNCERTAIN_GRAY, study_uid=study, series_uid=series)]
+        ids = [s.router.upload(dicoms.to_bytes(ds)) for ds in films]
+        for instance in ids:
+            _wait(s.router, instance, "awaiting-series")
+        assert all(s.chest.count(ds.SOPInstanceUID) == 0 for ds in films)
+        s.router.stop()
+        s.router.start()  # Orthanc forgets unstable series when it restarts: the router decides them at start
+        wait_router_started(s.router, timeout=20)
+        for instance in ids:
+            assert _wait(s.router, instance, "forwarded")["BodyPartForwarded"] == "ai-chest"
+        assert all(s.chest.count(ds.SOPInstanceUID) == 1 for ds in films)
+    finally:
+        s.router.config["StableAge"] = 1
+        if s.router.running():
+            s.router.stop()
+        s.router.start()
+        wait_router_started(s.router, timeout=20)
