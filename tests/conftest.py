@@ -44,6 +44,16 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_with_facts_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with the optional region, view, rotation and polarity outputs."""
+    from support.tiny_model import build
+
+    path = tmp_path_factory.mktemp("tiny-model-facts") / "tiny-facts.onnx"
+    build(path, secondary=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def shipped_model_path() -> Path:
     """The trained model in models/ (skips the test while it has not been produced)."""
     if not SHIPPED_MODEL.is_file():

@@ -16,7 +16,7 @@ from bodypart_router.classifier import Classifier, ModelLoadError, file_sha256
 from bodypart_router.decode import decode_file
 from bodypart_router.modelcard import verify_model
 from bodypart_router.preprocess import to_model_input
-from support.tiny_model import MODEL_NAME, gray_for
+from support.tiny_model import MODEL_NAME, TINY_REGION, build, gray_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -87,6 +87,32 @@ def test_missing_or_broken_model_files_are_refused_clearly(tmp_path: Path) -> No
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
         Classifier(tmp_path / "junk.onnx")
+
+
+def test_a_model_without_secondary_outputs_leaves_them_empty(tiny_model_path: Path) -> None:
+    p = Classifier(tiny_model_path).predict(flat(gray_for("spine")))
+    assert (p.region, p.view, p.rotation, p.inverted) == (None, None, None, None)
+    assert not Classifier(tiny_model_path).has_region
+
+
+def test_secondary_outputs_give_region_view_rotation_and_polarity(tiny_model_with_facts_path: Path) -> None:
+    clf = Classifier(tiny_model_with_facts_path)
+    assert clf.has_region
+    wanted = ["spine", "pediatric_chest", "others"]
+    for c, p in zip(wanted, clf.predict_batch([flat(gray_for(c)) for c in wanted]), strict=True):
+        assert p.class_name == c
+        assert p.region == TINY_REGION[c] and p.region_score == pytest.approx(0.9, abs=0.01)
+        assert (p.view, p.rotation, p.inverted) == ("frontal", 0, False)
+        assert p.view_score == pytest.approx(0.9, abs=1e-3) and p.rotation_score == pytest.approx(0.97, abs=1e-3)
+        assert p.inverted_score == pytest.approx(0.98, abs=1e-3)
+
+
+def test_a_model_with_another_region_order_is_refused(tmp_path: Path) -> None:
+    from bodypart_router.classes import REGION_NAMES
+
+    build(tmp_path / "m.onnx", secondary=True, region_labels=list(reversed(REGION_NAMES)))
+    with pytest.raises(ModelLoadError, match="region_probabilities.*expects"):
+        Classifier(tmp_path / "m.onnx")
 
 
 def test_an_unavailable_provider_is_refused(tiny_model_path: Path) -> None:

@@ -31,17 +31,49 @@ def test_json_lines_have_the_documented_fields(inbox: Path, tiny_model_path: Pat
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path(x["path"]).name for x in lines] == ["chest.dcm", "empty.dcm", "tibia.png"]
     for ok in (lines[0], lines[2]):
-        assert set(ok) == {"path", "class", "score", "scores"}
+        assert set(ok) == {"path", "class", "score", "scores", "routed_class", "region", "region_score", "view",
+                           "view_score", "rotation", "rotation_score", "inverted", "inverted_score"}
+        assert ok["region"] is None  # the tiny model has no region output
         assert ok["class"] in CLASS_NAMES and list(ok["scores"]) == list(CLASS_NAMES)
         assert ok["score"] == max(ok["scores"].values())
     assert lines[1]["error"] == "empty-file" and "class" not in lines[1]
+
+
+def test_json_gives_region_view_rotation_and_the_routed_class(
+        tmp_path: Path, tiny_model_with_facts_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+    import numpy as np
+    from support.tiny_model import TINY_REGION, UNCERTAIN_GRAY, gray_for
+
+    cv2.imwrite(str(tmp_path / "a_spine.png"), np.full((64, 64), gray_for("spine"), np.uint8))
+    cv2.imwrite(str(tmp_path / "b_unsure.png"), np.full((64, 64), UNCERTAIN_GRAY, np.uint8))
+    assert main(["classify", "--model", str(tiny_model_with_facts_path), "--json", str(tmp_path)]) == 0
+    spine, unsure = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert spine["class"] == spine["routed_class"] == "spine" and spine["region"] == TINY_REGION["spine"]
+    assert (spine["view"], spine["rotation"], spine["inverted"]) == ("frontal", 0, False)
+    assert unsure["score"] == pytest.approx(0.5, abs=0.01)  # halfway between two classes
+    assert main(["classify", "--model", str(tiny_model_with_facts_path), "--json", "--minimum-score", "0.6",
+                 str(tmp_path / "b_unsure.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["routed_class"] == "uncertain"
+    assert main(["classify", "--model", str(tiny_model_with_facts_path), "--json", "--minimum-score", "0.0",
+                 str(tmp_path / "b_unsure.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["routed_class"] == unsure["class"]
+    with pytest.raises(SystemExit):
+        main(["classify", "--minimum-score", "1.5", str(tmp_path)])
+
+
+def test_minimum_score_default_is_the_plugins() -> None:
+    from bodypart_router.cli import build_parser
+    from bodypart_router.config import RouterConfig
+
+    assert build_parser().parse_args(["classify", "x"]).minimum_score == RouterConfig.minimum_score
 
 
 def test_table_output_lists_every_input(inbox: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", "--model", str(tiny_model_path), str(inbox / "chest.dcm"), str(inbox / "sub")]) == 0
     out = capsys.readouterr()
     rows = out.out.splitlines()
-    assert rows[0].split() == ["path", "class", "score"]
+    assert rows[0].split() == ["path", "class", "score", "region", "view", "turn", "inverted"]
     assert len(rows) == 4
     assert "empty-file" in rows[2]
     assert any(c in rows[1] for c in CLASS_NAMES)

@@ -1,6 +1,8 @@
-"""Unit tests of the training helpers: split, augmentation, model definition, metrics, export.
+"""Unit tests of the training helpers: split, targets, augmentation, views, model definition,
+heads, held-out folds, metrics, export.
 
-No training is run; the export test uses the ImageNet trunk with a fresh 5-way classifier.
+No full training is run; the heads are fitted on a few synthetic features, and the export test
+uses the ImageNet backbone with untrained heads.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from bodypart_router.classes import CLASS_NAMES  # noqa: E402
 from bodypart_router.preprocess import to_model_input  # noqa: E402
 from training import augment as aug  # noqa: E402
 from training.data import SPLITS, read_manifest, split_by_group  # noqa: E402
-from training.features import View  # noqa: E402
+from training.features import View, view_input  # noqa: E402
 from training.metrics import confusion, macro_f1, report, wilson  # noqa: E402
 from training.model import EfficientNetLite0, _same_pad, load_imagenet, normalise_gray  # noqa: E402
-from training.train import subsample_views, training_views, view_seed  # noqa: E402
+from training.views import augmented_views, turned_views, view_seed, views_per_image  # noqa: E402
 
 
 def _write_manifest(root: Path, rows: list[dict]) -> None:
@@ -141,14 +143,15 @@ def test_imagenet_weights_load_strictly() -> None:
     assert 4.5e6 < n_params < 4.8e6  # EfficientNet-Lite0 has 4.65 M parameters
 
 
-def test_trunk_and_top_compose_to_the_full_network() -> None:
+def test_pooled_features_keep_the_grid_and_match_global_pooling() -> None:
     torch.manual_seed(0)
     model = EfficientNetLite0(num_classes=5).eval()
     x = normalise_gray(torch.rand(2, 1, 224, 224))
     with torch.no_grad():
-        features = model.trunk(x)
-        assert features.shape == (2, 192, 7, 7)
-        torch.testing.assert_close(model.top(features), model(x))
+        feats = model.pooled_features(x)
+        assert feats.shape == (2, 1280 * 4)
+        head = torch.nn.functional.relu6(model._bn1(model._conv_head(model.trunk(x, stop=16))))
+        torch.testing.assert_close(feats.view(2, 1280, 4)[:, :, 0], head[:, :, :4, :4].mean(dim=(2, 3)))
 
 
 def test_normalise_gray_maps_to_lite0_range() -> None:
@@ -176,73 +179,158 @@ def test_wilson_interval() -> None:
     assert wilson(0, 0) == (0.0, 1.0)
 
 
-def test_training_views_balance_classes(manifest: Path) -> None:
-    samples = read_manifest(manifest)
-    train = split_by_group(samples, seed=1)["train"]
-    views, per_image = training_views(samples, train, target_per_class=100, max_views_per_image=6, seed=1)
-    assert per_image["abdominal"] == 6  # capped
-    assert per_image["others"] == 2
-    assert len({v.seed for v in views}) == len(views)
-    assert view_seed(1, 2, 3) == view_seed(1, 2, 3) != view_seed(1, 2, 4)
-
-
-def test_subsample_views_caps_big_classes() -> None:
+def _sample(source: str, cls: str, detail: str = "", i: int = 0):
     from training.data import Sample
 
-    samples = [Sample(Path(f"{i}.jpg"), 0 if i < 3 else 4, "s", "l", str(i), "", 1, 1) for i in range(50)]
-    views = [View(i, j) for i in range(50) for j in range(4 if i < 3 else 2)]
-    keep = subsample_views(samples, views, seed=0, per_class=10, per_scarce_image=2)
-    labels = Counter(samples[views[k].sample].label for k in keep)
-    assert labels[4] == 10 and labels[0] == 6
+    return Sample(Path(f"{source}-{i}.jpg"), CLASS_NAMES.index(cls), source, "l", f"{source}-{i}", detail, 300, 300)
 
 
-def test_export_writes_contract_metadata_and_matches_torch(tmp_path: Path) -> None:
+def test_region_and_view_targets_come_from_the_source_and_label_detail() -> None:
+    from training.labels import UNKNOWN, region_of, targets, view_of
+
+    assert region_of(_sample("aasce_spineweb16_scoliosis", "spine")) == "whole_spine"
+    assert region_of(_sample("kermany_pediatric_224", "pediatric_chest")) == "chest"
+    assert region_of(_sample("unifesp_bodypart_xray", "others", "region=pelvis;unifesp_target=15")) == "pelvis_hip"
+    assert region_of(_sample("unifesp_bodypart_xray", "others", "region=hand+wrist;unifesp_target=9+21")) == "hand_wrist"
+    assert region_of(_sample("unifesp_bodypart_xray", "others", "region=hip+thigh;unifesp_target=10+19")) == "pelvis_hip"
+    assert region_of(_sample("unifesp_bodypart_xray", "spine", "region=cervical_spine;view=lateral")) == "cervical_spine"
+    assert region_of(_sample("roboflow_upperlimb_fracture_mura_like", "others", "region=elbow/shoulder;view=unknown")) is None
+    assert region_of(_sample("roboflow_upperlimb_fracture_mura_like", "others", "region=upper_extremity(unlabelled)")) is None
+    assert region_of(_sample("mednist_64px", "others", "mednist_class=Hand")) == "hand_wrist"
+    assert view_of(_sample("ieee8023_covid_cxr_2020-06", "adult_chest", "finding=x;view=L;age=50")) == "lateral"
+    assert view_of(_sample("ieee8023_covid_cxr_2020-06", "adult_chest", "finding=x;view=AP Supine")) == "frontal"
+    assert view_of(_sample("unifesp_bodypart_xray", "spine", "region=lumbar_spine;view=oblique")) is None
+    assert view_of(_sample("darkcovidnet_cxr", "adult_chest", "origin=NIH ChestX-ray8")) == "frontal"
+    t = targets(_sample("roboflow_upperlimb_fracture_mura_like", "others", "region=elbow;view=unknown"))
+    assert t.view == UNKNOWN and not t.upright  # MURA films are not stored upright
+    assert not targets(_sample("unifesp_bodypart_xray", "spine", "region=cervical_spine;orient=rotated90")).upright
+
+
+def test_scarce_films_get_more_views_and_views_are_reproducible() -> None:
+    samples = [_sample("kermany_pediatric_224", "pediatric_chest", i=0),
+               _sample("unifesp_bodypart_xray", "pediatric_chest", "region=chest;age_group=infant", i=1),
+               _sample("openi_helloworld_abd_vs_chest", "abdominal", i=2)]
+    assert [views_per_image(s) for s in samples] == [1, 16, 24]
+    views = augmented_views(samples, seed=1)
+    assert len(views) == 41 and views == augmented_views(samples, seed=1)
+    assert len({v.seed for v in views}) == len(views)
+    turns = Counter(v.turns for v in views)
+    assert set(turns) == {0, 1, 2, 3} and 0 < sum(v.inverted for v in views) < len(views)
+    assert view_seed(1, 2, 3) == view_seed(1, 2, 3) != view_seed(1, 2, 4)
+    turned = turned_views([0, 1], seed=3)
+    assert [(v.turns > 0, v.inverted) for v in turned] == [(True, False), (False, True)] * 2
+
+
+def test_a_turned_view_is_fixed_by_the_clockwise_rotation_it_is_labelled_with() -> None:
+    """The rotation target ``90 * turns`` is the clockwise turn that makes the film upright."""
+    image = _film(200, 300)
+    image[:20, :] = 255  # a bright band at the top of the upright film
+    for turns in range(4):
+        view = View(0, None, turns, False)
+        turned = aug.turn_and_invert(image, view.turns, view.inverted)
+        upright = np.rot90(turned, -turns)  # np.rot90 with a negative k turns clockwise
+        np.testing.assert_array_equal(upright, image)
+    inverted = view_input(image, View(0, None, 0, True))
+    assert inverted[0, :10].mean() < 0.2  # the bright band is dark once inverted
+
+
+def _toy_features(n_per_class: int = 40, dim: int = 64, seed: int = 0):
+    """Features where the class, region, view, rotation and polarity are linearly visible."""
+    from training.heads import Targets
+
+    rng = np.random.default_rng(seed)
+    n = n_per_class * 5
+    cls = np.repeat(np.arange(5), n_per_class)
+    region = np.array([{0: 1, 1: 0, 2: 0, 3: 5, 4: 11}[c] for c in cls])
+    rot = rng.integers(0, 4, n)
+    inv = rng.integers(0, 2, n)
+    view = rng.integers(0, 2, n)
+    x = rng.normal(0, 0.3, (n, dim))
+    x[np.arange(n), cls] += 3.0
+    x[np.arange(n), 10 + rot] += 3.0
+    x[np.arange(n), 20 + inv] += 3.0
+    x[np.arange(n), 30 + view] += 3.0
+    region_t = region.copy()
+    region_t[::7] = -1  # some unknown regions are masked
+    return x.astype(np.float16), Targets(cls, region_t, view, rot, inv), region
+
+
+def test_heads_learn_every_target_and_fusion_gives_probabilities() -> None:
+    from training.heads import HeadConfig, predict, train_ensemble
+
+    x, t, region = _toy_features()
+    ens = train_ensemble(x, t, HeadConfig(components=32, hidden=32, epochs=30, members=2, batch_size=32), seed=0)
+    ens.region_weight = 0.5
+    p = predict(ens, x)
+    assert (p["class"].argmax(1) == t.cls).mean() > 0.95
+    ens.temperature, ens.others_bias = 2.0, 0.5
+    tempered = predict(ens, x)
+    np.testing.assert_allclose(tempered["class"].sum(1), 1.0, atol=1e-5)
+    assert tempered["class"].max(1).mean() < p["class"].max(1).mean()  # a higher temperature lowers the scores
+    assert (p["region"].argmax(1) == region).mean() > 0.9
+    for head, y in (("rotation", t.rotation), ("inverted", t.inverted), ("view", t.view)):
+        assert (p[head].argmax(1) == y).mean() > 0.9, head
+
+
+def test_others_offset_and_region_weight_move_the_class_probabilities() -> None:
+    from training.heads import fuse_class, region_to_class_matrix
+    from bodypart_router.classes import REGION_NAMES
+
+    m = torch.from_numpy(region_to_class_matrix())
+    p_class = torch.tensor([[0.5, 0.05, 0.05, 0.05, 0.35]])  # unsure between abdominal and others
+    p_region = torch.zeros(1, len(REGION_NAMES))
+    p_region[0, REGION_NAMES.index("pelvis_hip")] = 1.0  # the region head says pelvis
+    assert fuse_class(p_class, p_region, m, 0.0, 0.0).argmax(1).item() == 0
+    fused = fuse_class(p_class, p_region, m, 0.5, 0.0)
+    assert fused.argmax(1).item() == CLASS_NAMES.index("others")
+    assert torch.allclose(fused.sum(1), torch.ones(1))
+    assert fuse_class(p_class, p_region * 0 + 1 / len(REGION_NAMES), m, 0.0, 1.0).argmax(1).item() == 4
+    chest = torch.zeros(1, len(REGION_NAMES))
+    chest[0, REGION_NAMES.index("chest")] = 1.0
+    ped = fuse_class(torch.tensor([[0.0, 0.2, 0.6, 0.1, 0.1]]), chest, m, 1.0, 0.0)
+    assert ped[0, 2].item() == pytest.approx(0.75)  # chest mass split adult:pediatric = 0.2:0.6
+
+
+def test_folds_hold_out_each_large_source_and_each_others_region() -> None:
+    from training.heldout import folds
+
+    samples = ([_sample("big_source", "adult_chest", i=i) for i in range(25)]
+               + [_sample("small_source", "spine", i=i) for i in range(5)]
+               + [_sample("unifesp_bodypart_xray", "others", "region=pelvis", i=i) for i in range(3)])
+    names = {(f.kind, f.name): f for f in folds(samples)}
+    assert ("source", "big_source") in names and ("source", "small_source") not in names
+    assert names[("region", "pelvis_hip")].held_out == frozenset({30, 31, 32})
+
+
+def test_export_writes_every_output_with_its_order_and_matches_torch(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from bodypart_router.classifier import file_sha256
+    from bodypart_router.classes import REGION_NAMES
+    from bodypart_router.classifier import Classifier, file_sha256
     from training.export import export_onnx
-    from training.model import replace_classifier
+    from training.features import FEATURE_DIM
+    from training.heads import Ensemble, HeadConfig, Member, fit_projection
 
-    model = load_imagenet()
-    replace_classifier(model, len(CLASS_NAMES), seed=0)
+    rng = np.random.default_rng(0)
+    cfg = HeadConfig(components=16, hidden=8)
+    projection = fit_projection(rng.normal(size=(64, FEATURE_DIM)).astype(np.float32), 16)
+    torch.manual_seed(0)
+    ensemble = Ensemble(projection, [Member(16, cfg), Member(16, cfg)], temperature=2.0, region_weight=0.5,
+                        others_bias=0.5)
     inputs = np.stack([to_model_input(_film()), to_model_input(_film(200, 400))])
-    facts = export_onnx(model, tmp_path / "m.onnx", "test-model", inputs)
+    facts = export_onnx(load_imagenet(), ensemble, tmp_path / "m.onnx", "test-model", inputs)
     assert facts["onnx_vs_torch_max_abs_diff"] < 1e-4
     assert facts["sha256"] == file_sha256(tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["labels"]) == list(CLASS_NAMES)
+    assert json.loads(meta["region_labels"]) == list(REGION_NAMES)
     assert meta["model_name"] == "test-model"
-    (inp,), (out,) = session.get_inputs(), session.get_outputs()
-    assert (inp.name, out.name) == ("image", "probabilities")
-    probs = session.run(None, {"image": np.concatenate([inputs, inputs, inputs])})[0]
-    assert probs.shape == (6, 5)
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-
-
-def test_others_bias_moves_unseen_anatomy_without_costing_validation() -> None:
-    from training.openset import OTHERS, biased_argmax, choose_others_bias
-
-    # validation: confident and correct; held-out region: torn between abdominal and others
-    val_y = np.repeat(np.arange(5), 20)
-    val_probs = np.full((100, 5), 0.01)
-    val_probs[np.arange(100), val_y] = 0.96
-    heldout = np.tile([0.55, 0.05, 0.05, 0.05, 0.30], (10, 1))
-    result = choose_others_bias(val_probs, val_y, {"pelvis": heldout})
-    assert result["curve"][0]["heldout_others_rate_mean"] == 0.0
-    assert result["bias"] > np.log(0.55 / 0.30)
-    assert (biased_argmax(heldout, result["bias"]) == OTHERS).all()
-    # the offset is the smallest one that reaches the best held-out rate
-    assert result["bias"] == min(c["bias"] for c in result["curve"] if c["heldout_others_rate_mean"] == 1.0)
-
-
-def test_others_bias_is_limited_by_validation_cost() -> None:
-    from training.openset import choose_others_bias
-
-    val_y = np.zeros(10, dtype=np.int64)
-    val_y[5:] = 4
-    val_probs = np.tile([0.6, 0.0, 0.0, 0.0, 0.4], (10, 1))  # abdominal images near the boundary
-    val_probs[5:] = [0.0, 0.0, 0.0, 0.0, 1.0]
-    heldout = np.tile([0.2, 0.0, 0.0, 0.0, 0.1], (4, 1))
-    result = choose_others_bias(val_probs, val_y, {"region": heldout})
-    assert result["bias"] < np.log(0.6 / 0.4)  # moving 5 of 5 named views costs 100 %
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "region_probabilities", "view_probabilities",
+                                                      "rotation_probabilities", "inverted_probabilities"]
+    outs = session.run(None, {"image": np.concatenate([inputs, inputs, inputs])})
+    assert [o.shape for o in outs] == [(6, 5), (6, 14), (6, 2), (6, 4), (6, 2)]
+    for o in outs:
+        np.testing.assert_allclose(o.sum(1), 1.0, atol=1e-5)
+    served = Classifier(tmp_path / "m.onnx").predict(inputs[0])  # the router reads every output
+    assert served.region in REGION_NAMES and served.rotation in (0, 90, 180, 270)

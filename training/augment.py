@@ -5,8 +5,13 @@ Each one removes a cue that identifies a source collection rather than a body pa
 - resolution and blur: thumbnails (64 px MedNIST, humerus) and 224 px sets must not make
   "low resolution" or "sharp" a class cue;
 - aspect ratio (random crops and pads): the pediatric set was squashed to 224x224 by its source;
-- contrast and gamma, inversion: sources differ in windowing, DICOMs may arrive inverted;
-- collimation borders, rotation, burned-in letters and markers, noise: what real films carry.
+- contrast and gamma: sources differ in windowing;
+- collimation borders, small tilts, burned-in letters and markers, noise: what real films carry;
+- partial films (a crop that shows part of the anatomy) and small films in a large grey field,
+  as some sites store them: neither the framing nor the field may become a class cue.
+
+Quarter turns and polarity inversion are *not* here: they are targets of the rotation and
+polarity heads, applied with their labels by :func:`turn_and_invert`.
 
 Every function takes a ``numpy.random.Generator`` so a view is reproducible from its seed.
 """
@@ -130,6 +135,39 @@ def noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+def partial_film(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Keep a random 55-90 % window of each side: a film that shows only part of the region."""
+    h, w = image.shape
+    fh, fw = rng.uniform(0.55, 0.9), rng.uniform(0.55, 0.9)
+    ch, cw = max(8, int(h * fh)), max(8, int(w * fw))
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return image[y0:y0 + ch, x0:x0 + cw]
+
+
+def grey_field(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Place the film, at 40-80 % of the frame, in a large uniform grey field."""
+    h, w = image.shape
+    scale = rng.uniform(0.4, 0.8)
+    big_h, big_w = int(h / scale), int(w / scale * rng.uniform(0.8, 1.25))
+    big_w = max(big_w, w)
+    field = np.full((big_h, big_w), int(rng.integers(60, 200)), dtype=np.uint8)
+    y0, x0 = int(rng.integers(0, big_h - h + 1)), int(rng.integers(0, big_w - w + 1))
+    field[y0:y0 + h, x0:x0 + w] = image
+    return field
+
+
+def turn_and_invert(image: np.ndarray, quarter_turns: int, inverted: bool) -> np.ndarray:
+    """Turn an upright film ``quarter_turns`` x 90 degrees counter-clockwise, optionally inverted.
+
+    The rotation target of the result is ``90 * quarter_turns``: the clockwise turn that makes
+    it upright again.
+    """
+    out = np.rot90(image, quarter_turns) if quarter_turns % 4 else image
+    if inverted:
+        out = 255 - out
+    return np.ascontiguousarray(out)
+
+
 def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random training view of a uint8 grayscale image (still uint8, any size)."""
     if image.ndim != 2 or image.dtype != np.uint8:
@@ -137,6 +175,8 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = image
     if max(out.shape) < 200 and rng.random() < 0.5:
         out = upscale(out, rng)
+    if rng.random() < 0.2:
+        out = partial_film(out, rng)
     if rng.random() < 0.7:
         out = random_aspect(out, rng)
     if rng.random() < 0.5:
@@ -150,8 +190,8 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = burned_in_text(out, rng)
     if rng.random() < 0.7:
         out = contrast_gamma(out, rng)
-    if rng.random() < 0.15:
-        out = 255 - out
+    if rng.random() < 0.1:
+        out = grey_field(out, rng)
     if rng.random() < 0.4:
         out = resolution(out, rng)
     if rng.random() < 0.2:

@@ -7,9 +7,9 @@ squeeze-excitation, ReLU6 instead of swish, and a stem/head that are not rescale
 were ported from TensorFlow, so convolutions use TensorFlow "SAME" padding (asymmetric for
 stride 2), computed once for the fixed 224 px input.
 
-The network is split in two for training on a CPU: :meth:`EfficientNetLite0.trunk` (stem and
-blocks 0-14, frozen, run once per augmented view to fill a feature cache) and
-:class:`TopHead` (block 15, the 1x1 head convolution and a new classifier, trained on the cache).
+For training on a CPU the whole ImageNet network is frozen: :meth:`EfficientNetLite0.pooled_features`
+runs once per augmented view to fill a feature cache, and only the heads
+(:mod:`training.heads`) are trained on it.
 """
 
 from __future__ import annotations
@@ -142,6 +142,19 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.top(self.trunk(x))
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's output for the heads: head activations pooled on a 2x2 grid.
+
+        ``[N, 1280 * 4]``. The grid keeps where things are (which the rotation and view heads
+        need); its mean over the four cells is the usual global pooling.
+        """
+        x = self.trunk(x, stop=len(self._blocks))
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        # the 7x7 map's 2x2 adaptive-pooling cells ([0:4] and [3:7] on each axis), written out
+        # with slices so that the exported graph needs no shape-dependent operator
+        cells = [x[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1 in ((0, 4), (3, 7)) for c0, c1 in ((0, 4), (3, 7))]
+        return torch.stack(cells, dim=2).flatten(1)
 
 
 def pretrained_weights_path() -> Path:

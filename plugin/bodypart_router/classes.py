@@ -23,3 +23,53 @@ def label_for(class_name: str) -> str:
     Orthanc labels allow only ``[A-Za-z0-9_-]``; dashes read better in Explorer.
     """
     return "bodypart-" + class_name.replace("_", "-")
+
+
+#: Fine anatomical regions of the model's region output, in output order. The five classes stay
+#: the routing contract; every region belongs to exactly one class (see ``REGION_CLASS``), except
+#: ``chest``, which is adult or pediatric.
+REGION_NAMES: Final[tuple[str, ...]] = (
+    "chest",
+    "abdomen",
+    "pelvis_hip",
+    "cervical_spine",
+    "thoracic_spine",
+    "lumbar_spine",
+    "whole_spine",
+    "skull",
+    "dental",
+    "shoulder_arm",
+    "elbow_forearm",
+    "hand_wrist",
+    "thigh_knee_leg",
+    "ankle_foot",
+)
+
+#: The class a region routes as (``chest`` is split by age between the two chest classes).
+REGION_CLASS: Final[dict[str, str]] = {
+    "chest": "adult_chest|pediatric_chest",
+    "abdomen": "abdominal",
+    "pelvis_hip": "others",
+    "cervical_spine": "spine",
+    "thoracic_spine": "spine",
+    "lumbar_spine": "spine",
+    "whole_spine": "spine",
+    "skull": "others",
+    "dental": "others",
+    "shoulder_arm": "others",
+    "elbow_forearm": "others",
+    "hand_wrist": "others",
+    "thigh_knee_leg": "others",
+    "ankle_foot": "others",
+}
+
+#: Projection output, in output order.
+VIEW_NAMES: Final[tuple[str, ...]] = ("frontal", "lateral")
+
+#: Rotation output, in output order: the clockwise turn, in degrees, that makes the film upright.
+ROTATIONS: Final[tuple[int, ...]] = (0, 90, 180, 270)
+
+
+def region_classes(region: str) -> tuple[str, ...]:
+    """The class(es) a region belongs to, e.g. ``pelvis_hip`` -> ``("others",)``."""
+    return tuple(REGION_CLASS[region].split("|"))

@@ -6,6 +6,11 @@ outputs, output ``probabilities`` float32 ``[N, 5]`` in ``CLASS_NAMES`` order.
 The class order is checked against the model's own ``labels`` metadata (or
 ``labels.json`` beside it) so that a model trained with another order is
 refused instead of silently mislabelling every image.
+
+A model may also have ``region_probabilities``, ``view_probabilities``,
+``rotation_probabilities`` and ``inverted_probabilities``; their orders
+(``region_labels``, ``view_labels``, ``rotation_labels`` metadata) are checked
+the same way. A model without them still serves: those fields are ``None``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .classes import CLASS_NAMES
+from .classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
 from .errors import NotClassifiable, Reason
 from .preprocess import INPUT_SIZE
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+#: Optional outputs: name -> (metadata key of their order, the order this version expects).
+SECONDARY_OUTPUTS: dict[str, tuple[str | None, tuple]] = {
+    "region_probabilities": ("region_labels", REGION_NAMES),
+    "view_probabilities": ("view_labels", VIEW_NAMES),
+    "rotation_probabilities": ("rotation_labels", ROTATIONS),
+    "inverted_probabilities": (None, (False, True)),
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -106,6 +118,30 @@ class Classifier:
                 f"{list(CLASS_NAMES)}; use a model exported for this version"
             )
         self._check_io()
+        self.secondary: tuple[str, ...] = self._check_secondary(meta)
+        self._outputs = [OUTPUT_NAME, *self.secondary]
+
+    def _check_secondary(self, meta: dict[str, str]) -> tuple[str, ...]:
+        """The optional outputs this model has, after checking their orders against this version's."""
+        present = {o.name for o in self._session.get_outputs()}
+        found = []
+        for name, (key, expected) in SECONDARY_OUTPUTS.items():
+            if name not in present:
+                continue
+            if key is not None:
+                try:
+                    order = tuple(json.loads(meta.get(key, "null")) or ())
+                except json.JSONDecodeError as exc:
+                    raise ModelLoadError(f"{self.path} metadata {key!r} is not valid JSON: {exc}") from exc
+                if order != tuple(expected):
+                    raise ModelLoadError(f"{self.path} output {name!r} is in order {list(order)} (metadata {key!r}) but "
+                                         f"this version of bodypart-router expects {list(expected)}")
+            found.append(name)
+        return tuple(found)
+
+    @property
+    def has_region(self) -> bool:
+        return "region_probabilities" in self.secondary
 
     def _check_io(self) -> None:
         inputs = {i.name: i for i in self._session.get_inputs()}
@@ -125,10 +161,11 @@ class Classifier:
             return []
         batch = np.stack([np.asarray(x, dtype=np.float32) for x in inputs])
         try:
-            (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+            results = self._session.run(self._outputs, {INPUT_NAME: batch})
         except Exception as exc:
             raise NotClassifiable(Reason.MODEL_ERROR, f"onnxruntime failed on a batch of {len(inputs)}: {exc}") from exc
-        return [self._prediction(row) for row in np.asarray(probabilities, dtype=np.float64)]
+        arrays = {name: np.asarray(r, dtype=np.float64) for name, r in zip(self._outputs, results, strict=True)}
+        return [self._prediction({name: a[k] for name, a in arrays.items()}) for k in range(len(inputs))]
 
     def shrink_arena(self) -> None:
         """Hand the free chunks of onnxruntime's CPU memory arena back (one 1-image inference, ~20 ms).
@@ -141,7 +178,7 @@ class Classifier:
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         blank = np.zeros((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
         try:
-            self._session.run([OUTPUT_NAME], {INPUT_NAME: blank}, options)
+            self._session.run(self._outputs, {INPUT_NAME: blank}, options)
         except Exception:  # e.g. a provider without a CPU arena: nothing to give back
             pass
 
@@ -149,10 +186,20 @@ class Classifier:
         """Classify one ``(1, 224, 224)`` array."""
         return self.predict_batch([model_input])[0]
 
-    def _prediction(self, row: np.ndarray) -> Prediction:
+    def _prediction(self, rows: dict[str, np.ndarray]) -> Prediction:
+        row = rows[OUTPUT_NAME]
         best = int(np.argmax(row))
         scores = {name: round(float(p), 6) for name, p in zip(self.labels, row)}
-        return Prediction(class_name=self.labels[best], score=round(float(row[best]), 6), scores=scores)
+        extra: dict[str, object] = {}
+        for name, (field_name, order) in (("region_probabilities", ("region", REGION_NAMES)),
+                                          ("view_probabilities", ("view", VIEW_NAMES)),
+                                          ("rotation_probabilities", ("rotation", ROTATIONS)),
+                                          ("inverted_probabilities", ("inverted", (False, True)))):
+            if name in rows:
+                k = int(np.argmax(rows[name]))
+                extra[field_name] = order[k]
+                extra[f"{field_name}_score"] = round(float(rows[name][k]), 6)
+        return Prediction(class_name=self.labels[best], score=round(float(row[best]), 6), scores=scores, **extra)
 
 
 def _choose_providers(providers: str | Sequence[str]) -> list[str]:

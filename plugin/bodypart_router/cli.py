@@ -4,8 +4,11 @@
     bodypart-router sort SRC DST [--model PATH] [--copy | --link]
 
 ``classify`` prints one JSON object per input with ``--json``
-(``{"path", "class", "score", "scores"}`` or ``{"path", "error", "detail"}``),
-else a table. ``sort`` copies (or hard-links) every file under SRC into
+(``{"path", "class", "score", "scores", "routed_class", "region", "region_score", "view",
+"view_score", "rotation", "rotation_score", "inverted", "inverted_score"}`` or
+``{"path", "error", "detail"}``), else a table. ``routed_class`` is the class after the
+``--minimum-score`` gate (``uncertain`` below it), as the Orthanc plugin decides with the same
+default ``MinimumScore``. ``sort`` copies (or hard-links) every file under SRC into
 ``DST/<class>/`` or ``DST/_unclassifiable/<reason>/``, keeping its path
 relative to SRC.
 """
@@ -27,7 +30,8 @@ from typing import TYPE_CHECKING, TextIO
 from tqdm import tqdm
 
 from . import __version__
-from .classes import CLASS_NAMES
+from .classes import CLASS_NAMES, UNCERTAIN
+from .config import RouterConfig
 from .pipeline import DEFAULT_BATCH_SIZE, Result, classify_paths, iter_files
 
 if TYPE_CHECKING:
@@ -59,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     classify.add_argument("--model", type=Path, default=None, help=model_help)
     classify.add_argument("--json", action="store_true", help="one JSON object per input, one per line")
+    classify.add_argument("--minimum-score", type=_score, default=RouterConfig.minimum_score,
+                          help=f"below this score the routed class is {UNCERTAIN!r} "
+                               f"(default {RouterConfig.minimum_score}, the plugin's MinimumScore default)")
     classify.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                           help=f"images per inference run (default {DEFAULT_BATCH_SIZE})")
     classify.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
@@ -101,11 +108,11 @@ def _classify(args: argparse.Namespace, classifier: Classifier) -> int:
                              capture_messages=True)
     if args.json:
         for result in results:
-            print(json.dumps(result_to_json(result)), flush=True)
+            print(json.dumps(result_to_json(result, args.minimum_score)), flush=True)
         return 0
     print(f"model {classifier.version} on {classifier.provider}", file=sys.stderr)
     width = max([len(str(p)) for p in files] + [4])
-    print(f"{'path':<{width}}  {'class':<16}  score")
+    print(f"{'path':<{width}}  {'class':<16}  score  {'region':<15} {'view':<8} turn  inverted")
     counts: Counter[str] = Counter()
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None, leave=False) as bar:
         for result in results:
@@ -142,11 +149,22 @@ def _sort(args: argparse.Namespace, classifier: Classifier) -> int:
     return 0
 
 
-def result_to_json(result: Result) -> dict:
+def _score(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def result_to_json(result: Result, minimum_score: float = RouterConfig.minimum_score) -> dict:
     """The ``--json`` line for one result."""
     if result.prediction is not None:
         p = result.prediction
-        out = {"path": str(result.path), "class": p.class_name, "score": p.score, "scores": p.scores}
+        out = {"path": str(result.path), "class": p.class_name, "score": p.score, "scores": p.scores,
+               "routed_class": p.class_name if p.score >= minimum_score else UNCERTAIN,
+               "region": p.region, "region_score": p.region_score, "view": p.view, "view_score": p.view_score,
+               "rotation": p.rotation, "rotation_score": p.rotation_score,
+               "inverted": p.inverted, "inverted_score": p.inverted_score}
     else:
         assert result.error is not None
         out = {"path": str(result.path), "error": result.error.reason.value, "detail": result.error.detail}
@@ -157,7 +175,10 @@ def result_to_json(result: Result) -> dict:
 
 def _table_row(result: Result, width: int) -> str:
     if result.prediction is not None:
-        return f"{str(result.path):<{width}}  {result.prediction.class_name:<16}  {result.prediction.score:.3f}"
+        p = result.prediction
+        extra = f"  {p.region or '-':<15} {p.view or '-':<8} {'-' if p.rotation is None else p.rotation:>4}  " \
+                f"{'-' if p.inverted is None else ('yes' if p.inverted else 'no')}"
+        return f"{str(result.path):<{width}}  {p.class_name:<16}  {p.score:.3f}{extra}"
     assert result.error is not None
     return f"{str(result.path):<{width}}  {'-':<16}  {result.error.reason.value}: {result.error.detail}"
 

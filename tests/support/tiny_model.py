@@ -8,6 +8,11 @@ batch. The class is chosen by the image's mean gray level: class *k* wins around
 as a given class with a score near 1, and :data:`UNCERTAIN_GRAY` sits halfway between
 two classes (score about 0.5).
 
+With ``secondary=True`` it also has the trained model's optional outputs
+(``region_probabilities``, ``view_probabilities``, ``rotation_probabilities``,
+``inverted_probabilities``): fixed functions of the class (see :data:`TINY_REGION`), a frontal,
+upright, correctly polarised film.
+
 This lets the integration tests check routing and forwarding without the trained model.
 """
 
@@ -18,7 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
 
 CENTERS = np.array([0.1, 0.3, 0.5, 0.7, 0.9], dtype=np.float32)
 SHARPNESS = 400.0
@@ -34,8 +39,30 @@ def gray_for(class_name: str) -> int:
 UNCERTAIN_GRAY = int(round(0.2 * 255))
 
 
-def build(path: Path) -> str:
-    """Write the model to ``path``; returns its SHA-256."""
+#: Region the tiny model gives each class (with ``secondary=True``).
+TINY_REGION = {"abdominal": "abdomen", "adult_chest": "chest", "pediatric_chest": "chest",
+               "spine": "lumbar_spine", "others": "hand_wrist"}
+#: Its fixed view, rotation and polarity probabilities.
+TINY_VIEW = (0.9, 0.1)
+TINY_ROTATION = (0.97, 0.01, 0.01, 0.01)
+TINY_INVERTED = (0.98, 0.02)
+
+
+def _secondary_matrices() -> dict[str, np.ndarray]:
+    """``class probabilities @ M`` -> each secondary output (rows of M sum to 1)."""
+    region = np.zeros((5, len(REGION_NAMES)), dtype=np.float32)
+    for k, c in enumerate(CLASS_NAMES):
+        region[k] = 0.1 / (len(REGION_NAMES) - 1)
+        region[k, REGION_NAMES.index(TINY_REGION[c])] = 0.9
+    return {"region_probabilities": region,
+            "view_probabilities": np.tile(np.array(TINY_VIEW, np.float32), (5, 1)),
+            "rotation_probabilities": np.tile(np.array(TINY_ROTATION, np.float32), (5, 1)),
+            "inverted_probabilities": np.tile(np.array(TINY_INVERTED, np.float32), (5, 1))}
+
+
+def build(path: Path, secondary: bool = False, region_labels: list[str] | None = None) -> str:
+    """Write the model to ``path``; returns its SHA-256. ``region_labels`` overrides the order
+    written in the metadata (to test that a wrong order is refused)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -52,16 +79,25 @@ def build(path: Path) -> str:
         helper.make_node("Mul", ["sq", "neg_sharpness"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5])]
+    props = {"labels": json.dumps(list(CLASS_NAMES)), "model_name": MODEL_NAME}
+    if secondary:
+        for name, matrix in _secondary_matrices().items():
+            inits.append(numpy_helper.from_array(matrix, f"{name}_m"))
+            nodes.append(helper.make_node("MatMul", ["probabilities", f"{name}_m"], [name]))
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", matrix.shape[1]]))
+        props.update(region_labels=json.dumps(region_labels or list(REGION_NAMES)),
+                     view_labels=json.dumps(list(VIEW_NAMES)), rotation_labels=json.dumps(list(ROTATIONS)))
     graph = helper.make_graph(
         nodes,
         "tiny_bodypart",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 224, 224])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5])],
+        outputs,
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bodypart-router-tests")
     model.ir_version = 8
-    helper.set_model_props(model, {"labels": json.dumps(list(CLASS_NAMES)), "model_name": MODEL_NAME})
+    helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = model.SerializeToString()

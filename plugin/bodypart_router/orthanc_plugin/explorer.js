@@ -30,11 +30,28 @@
     return { BodyPart: pick('Class', 'BodyPart'), BodyPartScore: pick('Score', 'BodyPartScore'),
              BodyPartState: pick('State', 'BodyPartState'), BodyPartModel: pick('Model', 'BodyPartModel'),
              BodyPartForwarded: Array.isArray(fwd) ? fwd.join(',') : fwd,
-             BodyPartHeaderAudit: pick('HeaderAudit', 'BodyPartHeaderAudit') };
+             BodyPartHeaderAudit: pick('HeaderAudit', 'BodyPartHeaderAudit'),
+             BodyPartRegion: pick('Region', 'BodyPartRegion'), BodyPartView: pick('View', 'BodyPartView'),
+             BodyPartRotation: stringOrUndefined(pick('Rotation', 'BodyPartRotation')),
+             BodyPartInverted: stringOrUndefined(pick('Inverted', 'BodyPartInverted')),
+             BodyPartSource: pick('Source', 'BodyPartSource') };
+  }
+
+  /* packed values are JSON numbers and booleans; the separate metadata are strings */
+  function stringOrUndefined(v) {
+    return v === undefined || v === null ? undefined : String(v);
   }
 
   function escapeHtml(s) {
     return $('<div>').text(s === undefined || s === null ? '' : String(s)).html();
+  }
+
+  /* "upright", "turned 90 deg" ..., plus ", inverted" when the polarity is wrong */
+  function orientation(m) {
+    if (m.BodyPartRotation === undefined && m.BodyPartInverted === undefined) { return '-'; }
+    var r = m.BodyPartRotation === undefined || m.BodyPartRotation === '0' ? 'upright'
+      : 'stored turned: rotate ' + m.BodyPartRotation + '\u00b0 clockwise to read';
+    return r + (m.BodyPartInverted === 'true' ? ', polarity inverted' : '');
   }
 
   function showInstance(uuid) {
@@ -47,6 +64,9 @@
           '<table>' +
           '<tr><td>Class</td><td><b id="bodypart-class">' + escapeHtml(m.BodyPart || '-') + '</b></td></tr>' +
           '<tr><td>Score</td><td>' + escapeHtml(m.BodyPartScore || '-') + '</td></tr>' +
+          '<tr><td>Region</td><td id="bodypart-region">' + escapeHtml(m.BodyPartRegion || '-') + '</td></tr>' +
+          '<tr><td>View</td><td id="bodypart-view">' + escapeHtml(m.BodyPartView || '-') + '</td></tr>' +
+          '<tr><td>Orientation</td><td id="bodypart-orientation">' + escapeHtml(orientation(m)) + '</td></tr>' +
           '<tr><td>State</td><td>' + escapeHtml(m.BodyPartState) + '</td></tr>' +
           '<tr><td>Forwarded to</td><td>' + escapeHtml(m.BodyPartForwarded || '-') + '</td></tr>' +
           '<tr><td>Model</td><td>' + escapeHtml(m.BodyPartModel || '-') + '</td></tr>' +
@@ -68,6 +88,7 @@
           $.ajax({ url: '../instances/' + id + '/metadata?expand', dataType: 'json', cache: false,
             success: function (raw) {
               var m = result(raw), c = m.BodyPart || '(none)', s = m.BodyPartState || '(not processed)';
+              if (m.BodyPartRegion) { c += ' / ' + m.BodyPartRegion; }
               classes[c] = (classes[c] || 0) + 1;
               states[s] = (states[s] || 0) + 1;
             },

@@ -88,6 +88,10 @@ class _Listeners:
         m.decision(instance_id, class_name=decision.class_name, score=decision.score,
                    state="classified (shadow)" if shadow and names else "classified",
                    destinations=names, source=_source())
+        facts = kw.get("facts")
+        if facts is not None and facts.region is not None:
+            m.annotate(instance_id, Region=facts.region, View=facts.view, Rotation=facts.rotation,
+                       Inverted=facts.inverted)
 
     def not_classified(self, instance_id: str, state: str, **_: Any) -> None:
         self.metrics.not_classified(state)

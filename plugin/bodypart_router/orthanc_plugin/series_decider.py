@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..delivery import RestError
 from ..fusion import fuse
+from ..image_facts import ImageFacts
 from ..routing import SECONDARY, decide
 from ..series import Member, vote
 from ..store import AWAITING_SERIES, Store
@@ -122,7 +123,8 @@ class SeriesDecider:
                               fusion={**fused.as_dict(), "Series": result.as_dict(),
                                       "KeptOwnClass": assignment.kept_own},
                               **{k: evidence.get(k) for k in SECONDARY})
-            worker.route(assignment.instance_id, decision, record.model or "", None, header)
+            worker.route(assignment.instance_id, decision, record.model or "", None, header,
+                         ImageFacts.from_evidence(evidence))
             routed += 1
         log("info", f"series {series_id}: {result.class_name} ({result.score:.3f}) from {len(voters)} film(s); "
                     f"{routed} routed")

@@ -20,6 +20,7 @@ from ..claims import Claims, NoClaims
 from ..config import RouterConfig
 from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
+from ..image_facts import ImageFacts
 from ..ingest_gate import IngestGate
 from ..memory import IdleTrim
 from ..routing import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
@@ -153,6 +154,7 @@ class ClassifyWorker:
                 self._transient(instance_id, f"could not read the header: {exc}")
             return
         evidence = outcome_evidence(outcome)
+        facts = ImageFacts.of(outcome)
         decision = decide_evidence(self.config, evidence["scores"], tags=header.tags,
                                    calling_aet=header.remote_aet, secondary=evidence)
         if self.series is not None and header.series_id:  # DecisionLevel: series
@@ -163,13 +165,14 @@ class ClassifyWorker:
                         f"waiting for series {header.series_id} to be stable")
             self.series.classified(header.series_id)
         else:
-            self.route(instance_id, decision, model, json.dumps(evidence), header)
+            self.route(instance_id, decision, model, json.dumps(evidence), header, facts)
         self.events.emit("classified", instance_id=instance_id, decision=decision, model=model, header=header,
+                         facts=facts,
                          seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
                          inference_seconds=inference_seconds)
 
     def route(self, instance_id: str, decision: RoutingDecision, model: str, evidence: str | None,
-              header: InstanceHeader) -> None:
+              header: InstanceHeader, facts: ImageFacts | None = None) -> None:
         """Write the decision and create its deliveries (the forwarder sends them)."""
         destinations = [d.key for d in decision.destinations]
         first_state = decision.state or CLASSIFIED

@@ -1,0 +1,76 @@
+"""Which views of which images are cached, and how many of each.
+
+Three sets, all from one backbone pass per view:
+
+- ``aug``: augmented, turned and inverted training views of *every* image. The final model uses
+  those of the train and validation splits; each leave-one-source-out run uses those of every
+  source but the held-out one.
+- ``clean``: every image as stored (the held-out evaluations and the test split).
+- ``turned``: each test image once turned by a random quarter and once inverted (rotation and
+  polarity accuracy, and the class's invariance to both).
+
+Scarce films get more views: abdominal films, and the version 2 hospital's pelvis, spines,
+lateral and pediatric chests, which are the only ones of their kind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import Sample
+from .features import View
+from .labels import region_of, view_of
+
+#: Share of training views left upright; the rest are turned by 90, 180 or 270 degrees equally.
+UPRIGHT_SHARE = 0.4
+#: Share of training views whose polarity is inverted.
+INVERTED_SHARE = 0.25
+
+
+def view_seed(seed: int, sample: int, view: int) -> int:
+    """Independent, reproducible seed for one augmented view."""
+    return int(np.random.SeedSequence([seed, sample, view]).generate_state(1)[0])
+
+
+def views_per_image(sample: Sample) -> int:
+    """How many augmented views one image gets."""
+    cls, source = sample.class_name, sample.source
+    if cls == "abdominal":
+        return 24
+    if source == "unifesp_bodypart_xray":
+        if cls == "pediatric_chest":
+            return 16
+        if cls == "adult_chest":
+            return 6 if view_of(sample) == "lateral" else 3
+        if cls == "spine" or region_of(sample) == "pelvis_hip":
+            return 8
+        return 4
+    if source in ("periapical_gerarddd", "isbi2015_cephalograms", "hamedan_cephalograms", "lateral_spine_limsungjoo"):
+        return 2
+    return 1
+
+
+def augmented_views(samples: list[Sample], seed: int) -> list[View]:
+    """The ``aug`` set: every image, ``views_per_image`` views each, consecutive per image."""
+    views = []
+    for i, s in enumerate(samples):
+        for j in range(views_per_image(s)):
+            vs = view_seed(seed, i, j)
+            rng = np.random.default_rng(vs ^ 0x5EED)
+            turns = 0 if rng.random() < UPRIGHT_SHARE else int(rng.integers(1, 4))
+            views.append(View(i, vs, turns, bool(rng.random() < INVERTED_SHARE)))
+    return views
+
+
+def clean_views(indices: list[int]) -> list[View]:
+    return [View(i, None) for i in indices]
+
+
+def turned_views(indices: list[int], seed: int) -> list[View]:
+    """Each image once turned by a random quarter (upright otherwise) and once inverted."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in indices:
+        out.append(View(i, None, int(rng.integers(1, 4)), False))
+        out.append(View(i, None, 0, True))
+    return out
