@@ -6,8 +6,12 @@ status page, Explorer panel, metrics), so that each reads the same words.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from .audit import MAX_STATIONS, NO_AET, OTHER_AETS
 
 #: Metadata names, in the order they are written (declared in ``UserMetadata``).
 REGION_METADATA = "BodyPartRegion"
@@ -43,6 +47,11 @@ class ImageFacts:
                    inverted=evidence.get("inverted"))
 
     @property
+    def known(self) -> bool:
+        """The model gave at least one of these outputs."""
+        return any(v is not None for v in (self.region, self.view, self.rotation, self.inverted))
+
+    @property
     def turned(self) -> bool:
         """Stored turned by a quarter or more (not upright as a radiologist hangs it)."""
         return self.rotation not in (None, 0)
@@ -65,3 +74,38 @@ class ImageFacts:
         return {"Region": self.region, "RegionScore": self.region_score, "View": self.view,
                 "ViewScore": self.view_score, "Rotation": self.rotation, "RotationScore": self.rotation_score,
                 "Inverted": self.inverted, "InvertedScore": self.inverted_score}
+
+
+class QualityTally:
+    """Per sending station (RemoteAET): films seen, and how many were stored turned, inverted or
+    lateral; per region: films classified. Thread-safe, at most ``MAX_STATIONS`` stations."""
+
+    FINDINGS = ("Films", "Turned", "Inverted", "Lateral")
+
+    def __init__(self, max_stations: int = MAX_STATIONS) -> None:
+        self._lock = threading.Lock()
+        self._stations: dict[str, Counter[str]] = {}
+        self._regions: Counter[str] = Counter()
+        self._max = max_stations
+
+    def record(self, remote_aet: str | None, facts: ImageFacts) -> None:
+        station = (remote_aet or "").strip() or NO_AET
+        with self._lock:
+            if station not in self._stations and len(self._stations) >= self._max:
+                station = OTHER_AETS
+            counts = self._stations.setdefault(station, Counter(dict.fromkeys(self.FINDINGS, 0)))
+            counts["Films"] += 1
+            counts["Turned"] += int(facts.turned)
+            counts["Inverted"] += int(bool(facts.inverted))
+            counts["Lateral"] += int(facts.view == "lateral")
+            if facts.region is not None:
+                self._regions[facts.region] += 1
+
+    def stations(self) -> dict[str, dict[str, int]]:
+        """``{aet: {"Films": n, "Turned": n, "Inverted": n, "Lateral": n}}``, sorted by station."""
+        with self._lock:
+            return {aet: {k: int(c[k]) for k in self.FINDINGS} for aet, c in sorted(self._stations.items())}
+
+    def regions(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._regions.items()))

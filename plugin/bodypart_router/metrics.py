@@ -34,6 +34,10 @@ Metrics (all ``bodypart_router_`` + ...; ``_total`` counters count since Orthanc
 ``would_forward_total{destination,class}``           shadow mode: forwards it would have made
 ``header_verdicts_total{station,verdict}``           header audit verdicts per sending station
 ``header_mismatch_ratio{station}``                   disagree / (agree + disagree) per station
+``films_checked_total{station}``, ``films_turned_``   classified films per sending station, and those
+``total``, ``films_inverted_total``,                 stored turned, with inverted polarity or lateral
+``films_lateral_total{station}``                     (from the model's rotation, polarity, view outputs)
+``classified_regions_total{region}``                 classified films per fine anatomical region
 ``backfill_done_instances``, ``backfill_planned_``   backfill progress; ``backfill_rate_instances_per_
 ``instances``, ``backfill_eta_seconds``              second``; ``backfill_running`` 1 while one runs
 ``uptime_seconds``                                   since the router started
@@ -59,6 +63,8 @@ page reads (:meth:`RouterMetrics.snapshot`)::
       "Shadow": {"ai-chest": {"adult_chest": 3}},          # would-be forwards (shadow mode)
       "HeaderAudit": {"CR_ROOM_1": {"agree": 3, "disagree": 1, "no-header": 0,
                                     "mismatch_rate": 0.25}},
+      "ImageQuality": {"CR_ROOM_1": {"Films": 4, "Turned": 1, "Inverted": 0, "Lateral": 2}},
+      "Regions": {"chest": 3, "pelvis_hip": 1},
       "Recent": [{"Instance": "<orthanc id>", "Time": "...Z", "Class": "adult_chest",
                   "Score": 0.97, "State": "forwarded", "Destinations": ["ai-chest"],
                   "HeaderAudit": "agree:adult_chest", "Source": "live" | "backfill"}],
@@ -84,6 +90,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import __version__
 from .audit import AGREE, DISAGREE, NO_HEADER, StationTally
 from .classes import CLASS_NAMES, UNCERTAIN
+from .image_facts import ImageFacts, QualityTally
 
 PREFIX = "bodypart_router"
 
@@ -187,6 +194,7 @@ class RouterMetrics:
         self._destinations: dict[str, DestinationStats] = {}
         self._would_forward: dict[str, Counter[str]] = {}
         self.stations = StationTally()
+        self.quality = QualityTally()
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
         self._failures: deque[dict[str, Any]] = deque(maxlen=failures_size)
         self._shadow_mode = False
@@ -269,6 +277,10 @@ class RouterMetrics:
         """Shadow mode: count a forward that was not made."""
         with self._lock:
             self._would_forward.setdefault(destination, Counter())[class_name] += 1
+
+    def image_facts(self, remote_aet: str | None, facts: ImageFacts) -> None:
+        """Count a classified film's region, and whether it was stored turned, inverted or lateral."""
+        self.quality.record(remote_aet, facts)
 
     def header_audit(self, remote_aet: str | None, verdict: str) -> None:
         self.stations.record(remote_aet, verdict)
@@ -353,6 +365,8 @@ class RouterMetrics:
                 "Failures": list(self._failures),
             }
         snap["HeaderAudit"] = self.stations.snapshot()
+        snap["ImageQuality"] = self.quality.stations()
+        snap["Regions"] = self.quality.regions()
         snap["Backfill"] = dict(backfill) if backfill else None
         return snap
 
@@ -397,6 +411,12 @@ class RouterMetrics:
             out[metric_name("uptime_seconds")] = round(self._clock() - self._started, 1)
         if depth is not None:
             out[metric_name("queue_depth")] = depth
+        for aet, counts in self.quality.stations().items():
+            for finding, n in counts.items():
+                name = "films_checked_total" if finding == "Films" else f"films_{finding.lower()}_total"
+                out[metric_name(name, station=aet)] = n
+        for region, n in self.quality.regions().items():
+            out[metric_name("classified_regions_total", region=region)] = n
         for aet, station in self.stations.snapshot().items():
             for verdict in (AGREE, DISAGREE, NO_HEADER):
                 out[metric_name("header_verdicts_total", station=aet, verdict=verdict)] = station[verdict]

@@ -605,7 +605,7 @@ class Store:
                 by_state.setdefault(d["state"], []).append(d["destination"])
             out.append({"instance_id": r["instance_id"], "state": r["state"], "class_name": r["class_name"],
                         "score": r["score"], "detail": r["detail"], "updated_at": r["updated_at"],
-                        "deliveries": by_state})
+                        "evidence": r["evidence"], "deliveries": by_state})
         return total, out
 
     def shadow_counts(self) -> dict[str, dict[str, int]]:

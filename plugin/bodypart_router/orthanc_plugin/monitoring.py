@@ -15,6 +15,7 @@ Other extensions reach the same registry with :func:`metrics_for`.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
+from ..image_facts import ImageFacts
 from ..metrics import MetricsPublisher, RouterMetrics
 from ..routing import RoutingDecision
 from ..store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
@@ -89,9 +91,9 @@ class _Listeners:
                    state="classified (shadow)" if shadow and names else "classified",
                    destinations=names, source=_source())
         facts = kw.get("facts")
-        if facts is not None and facts.region is not None:
-            m.annotate(instance_id, Region=facts.region, View=facts.view, Rotation=facts.rotation,
-                       Inverted=facts.inverted)
+        if facts is not None and facts.known:
+            header = kw.get("header")
+            m.image_facts(getattr(header, "remote_aet", None), facts)
 
     def not_classified(self, instance_id: str, state: str, **_: Any) -> None:
         self.metrics.not_classified(state)
@@ -133,6 +135,15 @@ def dead_letter_page(app: "RouterApp", offset: int = 0, limit: int = PAGE_SIZE) 
         for d, created_at, dead_at in rows]}
 
 
+def _facts_fields(evidence: str | None) -> dict[str, Any]:
+    """Region, view, rotation and polarity of a decision, from the evidence the store keeps."""
+    try:
+        facts = ImageFacts.from_evidence(json.loads(evidence) if evidence else None)
+    except (ValueError, TypeError):
+        facts = ImageFacts()
+    return {"Region": facts.region, "View": facts.view, "Rotation": facts.rotation, "Inverted": facts.inverted}
+
+
 def recent_page(app: "RouterApp", metrics: RouterMetrics, offset: int = 0, limit: int = PAGE_SIZE) -> dict[str, Any]:
     """One page of the latest decisions from the store (they outlive restarts). ``Destinations``
     lists where the instance has *arrived*; ``Waiting`` and ``DeadLetters`` the others."""
@@ -150,6 +161,7 @@ def recent_page(app: "RouterApp", metrics: RouterMetrics, offset: int = 0, limit
             "DeadLetters": [_name(k) for k in by_state.get(DEAD, [])],
             "WouldSend": [_name(k) for k in by_state.get(SHADOW, [])],
             "HeaderAudit": seen.get("HeaderAudit"), "Source": seen.get("Source"), "Detail": r["detail"],
+            **_facts_fields(r.get("evidence")),
         })
     return {"Total": total, "Offset": offset, "Items": items}
 

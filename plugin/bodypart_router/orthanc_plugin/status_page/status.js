@@ -169,6 +169,17 @@
         el("td", { "class": "num" + (a.mismatch_rate > 0.15 ? " disagree" : ""), text: pct(a.mismatch_rate) })]);
     }), "no instance audited yet", 5);
 
+    var quality = s.ImageQuality || {};
+    fill($("quality"), Object.keys(quality).map(function (aet) {
+      var q = quality[aet];
+      var cell = function (n) { return el("td", { "class": "num" + (n > 0 ? " disagree" : ""), text: n + (q.Films ? " (" + pct(n / q.Films) + ")" : "") }); };
+      return el("tr", {}, [txt(aet), num(q.Films), cell(q.Turned), cell(q.Inverted), num(q.Lateral)]);
+    }), "no film checked yet (a model with rotation and polarity outputs fills this table)", 5);
+    var regions = s.Regions || {};
+    $("regions").textContent = Object.keys(regions).length ? "Regions: " + Object.keys(regions).map(function (r) {
+      return r + " " + regions[r];
+    }).join(", ") : "";
+
     renderBackfill(top.Backfill);
 
     fill($("failures"), (s.Failures || []).map(function (f) {
@@ -215,11 +226,13 @@
         .concat((r.WouldSend || []).map(function (d) { return d + " (shadow)"; }));
       var notYetCell = txt(notYet.join(", "));
       if (notYet.length) notYetCell.className = "waiting";
-      return el("tr", {}, [txt(time(r.Time)), instanceLink(r.Instance), txt(r.Class),
+      var facts = [r.Region, r.View, r.Rotation ? "turned " + r.Rotation + "\u00b0" : null, r.Inverted ? "inverted" : null]
+        .filter(function (x) { return x; }).join(", ");
+      return el("tr", {}, [txt(time(r.Time)), instanceLink(r.Instance), txt(r.Class), txt(facts),
         num(r.Score === null ? null : r.Score.toFixed(3)), txt(r.State), txt((r.Destinations || []).join(", ")),
         notYetCell, headerCell, txt(r.Source),
         el("td", {}, [el("button", { type: "button", text: "Explain", onclick: function () { explain(r.Instance); } })])]);
-    }), "no instance processed yet", 10);
+    }), "no instance processed yet", 11);
     pager("recent", page);
   }
 
