@@ -41,9 +41,10 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
 
 @pytest.fixture(scope="session")
 def test_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The tiny controllable model (path, sha256): tests decide the class by the gray level."""
+    """The tiny controllable model (path, sha256): tests decide the class by the gray level. It
+    has every output of the shipped model (region, view, rotation, polarity)."""
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    return path, tiny_model.build(path)
+    return path, tiny_model.build(path, secondary=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from support import dicoms
 from support.dicom_net import c_store
 from support.orthanc import OrthancProcess
 from support.router_setup import SLOW_SECONDS, RouterSetup
-from support.tiny_model import UNCERTAIN_GRAY, gray_for
+from support.tiny_model import TINY_REGION, UNCERTAIN_GRAY, gray_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,8 @@ def test_rest_upload_is_classified_labelled_and_forwarded_to_a_peer(setup: Route
     assert float(meta["BodyPartScore"]) > 0.99
     assert meta["BodyPartModel"].startswith("tiny-test-model@") and len(meta["BodyPartModel"].split("@")[1]) == 12
     assert meta["BodyPartForwarded"] == "ai-chest"
+    assert (meta["BodyPartRegion"], meta["BodyPartView"], meta["BodyPartRotation"], meta["BodyPartInverted"]) == (
+        TINY_REGION["adult_chest"], "frontal", "0", "false")
     # Orthanc IDs derive from the UIDs, so the peer stores it under the same ID.
     assert chest.get_json(f"/instances/{instance}/simplified-tags")["SOPInstanceUID"] == ds.SOPInstanceUID
     version = tuple(int(x) for x in router.get_json("/system")["Version"].split(".")[:2])
