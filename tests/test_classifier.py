@@ -168,6 +168,32 @@ def test_resolution_and_aspect_changes_do_not_flip_the_class(shipped: Classifier
     assert set(classes.values()) == {EXPECTED_FIXTURE_CLASSES[name]}, classes
 
 
+#: Fixtures whose region the shipped model must name.
+EXPECTED_FIXTURE_REGIONS = {"chest_mono1.dcm": "chest", "chest_j2k.dcm": "chest", "chest.jpg": "chest",
+                            "tibia_no_meta.dcm": "thigh_knee_leg", "tibia.png": "thigh_knee_leg"}
+
+
+def test_shipped_model_names_the_region_and_an_upright_frontal_film(shipped: Classifier, fixtures_dir: Path) -> None:
+    names = sorted(EXPECTED_FIXTURE_REGIONS)
+    got = shipped.predict_batch([to_model_input(decode_file(fixtures_dir / n).pixels) for n in names])
+    assert {n: p.region for n, p in zip(names, got)} == EXPECTED_FIXTURE_REGIONS
+    chest = got[names.index("chest_mono1.dcm")]
+    assert (chest.view, chest.rotation, chest.inverted) == ("frontal", 0, False)
+
+
+@pytest.mark.parametrize("name", ["chest_mono1.dcm", "chest_j2k.dcm", "chest.jpg"])
+def test_turned_and_inverted_copies_are_recognised_and_keep_their_class(
+        shipped: Classifier, fixtures_dir: Path, name: str) -> None:
+    """A copy turned counter-clockwise by k quarters needs a clockwise turn of 90k degrees."""
+    pixels = decode_file(fixtures_dir / name).pixels
+    copies = {f"turned {90 * k}": (np.ascontiguousarray(np.rot90(pixels, k)), 90 * k, False) for k in range(4)}
+    copies["inverted"] = (255 - pixels, 0, True)
+    got = shipped.predict_batch([to_model_input(image) for image, _, _ in copies.values()])
+    for (label, (_, rotation, inverted)), p in zip(copies.items(), got, strict=True):
+        assert p.class_name == EXPECTED_FIXTURE_CLASSES[name], label
+        assert (p.rotation, p.inverted) == (rotation, inverted), label
+
+
 def test_shipped_model_gives_the_manifest_classes(shipped: Classifier, shared_dicom_dir: Path) -> None:
     with open(shared_dicom_dir / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["expected_class"]]

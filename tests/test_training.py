@@ -334,3 +334,19 @@ def test_export_writes_every_output_with_its_order_and_matches_torch(tmp_path: P
         np.testing.assert_allclose(o.sum(1), 1.0, atol=1e-5)
     served = Classifier(tmp_path / "m.onnx").predict(inputs[0])  # the router reads every output
     assert served.region in REGION_NAMES and served.rotation in (0, 90, 180, 270)
+
+
+def test_orientation_members_take_over_view_rotation_and_polarity_but_not_the_class() -> None:
+    from training.heads import HeadConfig, predict, train_ensemble
+    from training.orientation import ServingEnsemble, predict_serving, train_orientation
+
+    x, t, _ = _toy_features()
+    cfg = HeadConfig(components=32, hidden=32, epochs=20, members=1, batch_size=32)
+    base = train_ensemble(x, t, cfg, seed=0)
+    serving = ServingEnsemble(base, train_orientation(x, t, base.projection, cfg, seed=0))
+    got, before = predict_serving(serving, x), predict(base, x)
+    np.testing.assert_allclose(got["class"], before["class"], atol=1e-6)
+    np.testing.assert_allclose(got["region"], before["region"], atol=1e-6)
+    assert not np.allclose(got["rotation"], before["rotation"])
+    for head, y in (("rotation", t.rotation), ("inverted", t.inverted), ("view", t.view)):
+        assert (got[head].argmax(1) == y).mean() > 0.9, head

@@ -84,7 +84,11 @@ def _model(m: dict) -> list[str]:
         "where things are, which the rotation and view heads need). On top, an ensemble of",
         f"{h['members']} members, each: the first {h['components']} principal components of the features (fixed,",
         f"whitened), one shared hidden layer of {h['hidden']} units, and five linear heads: class, region,",
-        "view, rotation, polarity. The ensemble averages the members' softmaxes.",
+        "view, rotation, polarity. The ensemble averages the members' softmaxes. View, rotation and",
+        f"polarity come from {t['orientation_heads']['members']} further members of their own (hidden layer of "
+        f"{t['orientation_heads']['hidden']}, {t['orientation_heads']['epochs']} epochs,",
+        "trained on those three targets only): how a film is stored is a different question from what",
+        "it shows, and a wider layer of its own answers it better for limbs. They never touch the class.",
         "",
         f"Calibration (chosen on the held-out runs below): temperature {cal['temperature']}, region weight",
         f"{cal['region_weight']} (class probability = (1 - w) x class head + w x class implied by the region",

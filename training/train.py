@@ -19,6 +19,7 @@ Pipeline (about 30 minutes on a 2-core CPU):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -32,16 +33,18 @@ import torch
 from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
 
 from . import card
-from .cache import cached_features
+from . import heads as heads_module
+from .cache import cached_features, views_key
 from .data import SPLITS, Sample, load_gray, read_manifest, split_by_group
 from .evaluate import OnnxModel, dicom_check, latency, shortcut_check
 from .export import export_onnx
 from .features import BackboneRunner, View, export_backbone, render_view
-from .heads import IGNORE, HeadConfig, Targets, fit_projection, predict, train_ensemble
+from .heads import IGNORE, HeadConfig, Targets, fit_projection, train_ensemble
 from .heldout import choose_calibration, fold_table, run_folds
 from .labels import fine_group, targets
 from .metrics import macro_f1, report
 from .model import load_imagenet
+from .orientation import ServingEnsemble, orientation_config, predict_serving, train_orientation
 from .views import augmented_views, clean_views, turned_views
 
 log = logging.getLogger("training")
@@ -144,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     heldout: dict | None = None
     if not args.skip_heldout:
         t0 = time.monotonic()
-        results = run_folds(samples, views["aug"], feats["aug"], aug_t, feats["clean"], projection, cfg, args.seed)
+        runs_key = hashlib.sha256(f"{views_key(samples, views['aug'])}:{views_key(samples, views['clean'])}:"
+                                  f"{cfg!r}:{args.seed}:".encode() + Path(heads_module.__file__).read_bytes()).hexdigest()[:16]
+        results = run_folds(samples, views["aug"], feats["aug"], aug_t, feats["clean"], projection, cfg, args.seed,
+                            cache=args.cache / f"heldout-{runs_key}.pt")
         choice = choose_calibration(samples, results, feats["clean"], MINIMUM_SCORE)
         calibration = choice["chosen"]
         neutral = {"temperature": 1.0, "region_weight": 0.0, "others_bias": 0.0}
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ensemble = train_ensemble(feats["aug"][fit_split], fit_t, cfg, args.seed, label="final", projection=projection)
     ensemble.temperature, ensemble.region_weight, ensemble.others_bias = (
         calibration["temperature"], calibration["region_weight"], calibration["others_bias"])
+    ensemble = ServingEnsemble(ensemble, train_orientation(feats["aug"][fit_split], fit_t, projection, cfg, args.seed))
     timing["fit"] = time.monotonic() - t0
 
     onnx_path = args.out / ONNX_NAME
@@ -175,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- evaluation of the shipped model -----------------------------------------------------
     test_idx = np.array(splits["test"])
     clean_t = view_targets(samples, views["clean"])
-    test_probs = predict(ensemble, feats["clean"][test_idx])
+    test_probs = predict_serving(ensemble, feats["clean"][test_idx])
     y_test = clean_t.cls[test_idx]
     test_report = report(y_test, test_probs["class"].argmax(1), [samples[i].group_key for i in test_idx], seed=args.seed)
     test_heads = head_report(test_probs, clean_t.subset(test_idx), MINIMUM_SCORE)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         m = np.array([samples[i].source == src for i in test_idx])
         by_source[src] = {"n": int(m.sum()), "accuracy": float((test_probs["class"].argmax(1)[m] == y_test[m]).mean())}
     turned_t = view_targets(samples, views["turned"])
-    turned_probs = predict(ensemble, feats["turned"])
+    turned_probs = predict_serving(ensemble, feats["turned"])
     turned = {"turned": head_report({k: v[0::2] for k, v in turned_probs.items()}, turned_t.subset(np.arange(0, len(views["turned"]), 2)), MINIMUM_SCORE),
               "inverted": head_report({k: v[1::2] for k, v in turned_probs.items()}, turned_t.subset(np.arange(1, len(views["turned"]), 2)), MINIMUM_SCORE),
               "upright_macro_f1": test_heads["macro_f1"],
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rotation": list(ROTATIONS), "inverted": [False, True]},
         "training": {"views": {k: len(v) for k, v in views.items()}, "fit_views": int(fit_split.sum()),
                      "heads": {k: v for k, v in cfg.__dict__.items()}, "calibration": calibration,
+                     "orientation_heads": {k: v for k, v in orientation_config(cfg).__dict__.items()},
                      "targets_known": {k: int((v != IGNORE).sum()) for k, v in fit_t.by_head().items()}},
         "export": export_facts,
         "test": test_report,
