@@ -138,54 +138,82 @@ def dominant_class(samples: list[Sample], r: FoldResult) -> int:
     return int(np.bincount([samples[i].label for i in r.samples], minlength=len(CLASS_NAMES)).argmax())
 
 
-def _balanced(values: dict[int, list[float]]) -> float:
-    """Mean over classes of the mean over that class's runs: every class counts the same,
-    however many sources or regions it has (``others`` has most)."""
-    return float(np.mean([np.mean(v) for v in values.values() if v]))
+def _figures(samples: list[Sample], r: FoldResult, t: float, w: float, b: float,
+             minimum_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per held-out film: correct, routed, wrong-and-routed."""
+    y = np.array([samples[i].label for i in r.samples])
+    p = r.probs(None, t, w, b)["class"]
+    pred, routed = p.argmax(1), p.max(1) >= minimum_score
+    return pred == y, routed, routed & (pred != y)
 
 
-def choose_calibration(samples: list[Sample], results: list[FoldResult], clean_features: np.ndarray | None,
+def _component(values: list[tuple[int, float, float, float]]) -> tuple[float, float, float]:
+    """Class-balanced (accuracy, coverage, wrong among routed) over ``(class, acc, cov, wrong)``."""
+    by_class: dict[int, list[tuple[float, float, float]]] = {}
+    for c, a, cov, wr in values:
+        by_class.setdefault(c, []).append((a, cov, wr))
+    per = np.array([np.mean(v, axis=0) for v in by_class.values()])
+    return tuple(float(x) for x in per.mean(axis=0))  # type: ignore[return-value]
+
+
+def choose_calibration(samples: list[Sample], results: list[FoldResult], validation: FoldResult,
                        minimum_score: float) -> dict:
-    """Pick the region weight and open-set offset, then the temperature, on the held-out films.
+    """Pick the region weight and open-set offset, then the temperature.
 
-    Each run is filed under the class most of its held-out films belong to, and every figure is
-    balanced over the classes (``others`` has 16 runs, pediatric chest one).
+    Three views of the future are weighed equally, each balanced over the classes so that
+    ``others`` (16 runs) does not outvote pediatric chest (one):
 
-    1. Region weight and ``others`` offset: the pair with the best class-balanced held-out
-       accuracy at temperature 1 (the temperature does not change the arg-max).
-    2. Temperature: the lowest one whose class-balanced share of wrong films among the routed
-       ones is at most ``MAX_ROUTED_WRONG`` while at least ``MIN_COVERAGE`` are routed; if none
-       reaches it, the one with the fewest wrong among routed that still routes
-       ``MIN_COVERAGE``; if none routes that much, the highest coverage.
+    - *another hospital*: the leave-one-source-out runs, each filed under its main class;
+    - *anatomy never seen*: the leave-one-region-out runs of ``others``;
+    - *the same sources*: the validation split, scored by heads trained on the train split
+      (without it, an offset that sends everything unsure to ``others`` would look free).
+
+    1. Region weight and ``others`` offset: the best *worst* of the three accuracies at
+       temperature 1 (the worst view decides; the temperature does not change the arg-max),
+       ties going to the better mean.
+    2. Temperature: the lowest whose mean wrong share among routed films is at most
+       ``MAX_ROUTED_WRONG`` while ``MIN_COVERAGE`` are routed; else the fewest wrong among
+       those that still route ``MIN_COVERAGE``; else temperature 1 (the model as trained).
     """
-    ys = [np.array([samples[i].label for i in r.samples]) for r in results]
-    dominant = [dominant_class(samples, r) for r in results]
+    sources = [r for r in results if r.fold.kind == "source"]
+    regions = [r for r in results if r.fold.kind == "region"]
+    dominant = {id(r): dominant_class(samples, r) for r in sources}
+    val_y = np.array([samples[i].label for i in validation.samples])
     curve = []
     for t, w, b in itertools.product(TEMPERATURES, REGION_WEIGHTS, OTHERS_BIASES):
-        acc: dict[int, list[float]] = {}
-        cov: dict[int, list[float]] = {}
-        wrong: dict[int, list[float]] = {}
-        for r, y, c in zip(results, ys, dominant):
-            p = r.probs(clean_features, t, w, b)["class"]
-            pred, routed = p.argmax(1), p.max(1) >= minimum_score
-            acc.setdefault(c, []).append(float((pred == y).mean()))
-            cov.setdefault(c, []).append(float(routed.mean()))
-            wrong.setdefault(c, []).append(float((pred[routed] != y[routed]).mean()) if routed.any() else 0.0)
-        curve.append({"temperature": t, "region_weight": w, "others_bias": b, "accuracy": _balanced(acc),
-                      "coverage": _balanced(cov), "routed_wrong": _balanced(wrong),
-                      "routed_wrong_worst": float(max(max(v) for v in wrong.values()))})
+        comps = []
+        src = []
+        for r in sources:
+            ok, routed, wrong = _figures(samples, r, t, w, b, minimum_score)
+            src.append((dominant[id(r)], ok.mean(), routed.mean(), wrong.sum() / max(1, routed.sum())))
+        comps.append(_component(src))
+        reg = []
+        for r in regions:
+            ok, routed, wrong = _figures(samples, r, t, w, b, minimum_score)
+            reg.append((0, ok.mean(), routed.mean(), wrong.sum() / max(1, routed.sum())))
+        comps.append(_component(reg))
+        ok, routed, wrong = _figures(samples, validation, t, w, b, minimum_score)
+        comps.append(_component([(int(c), ok[val_y == c].mean(), routed[val_y == c].mean(),
+                                  wrong[val_y == c].sum() / max(1, routed[val_y == c].sum()))
+                                 for c in np.unique(val_y)]))
+        acc, cov, rw = (float(np.mean([c[k] for c in comps])) for k in range(3))
+        curve.append({"temperature": t, "region_weight": w, "others_bias": b, "accuracy": acc, "coverage": cov,
+                      "routed_wrong": rw,
+                      "by_component": {name: {"accuracy": c[0], "coverage": c[1], "routed_wrong": c[2]}
+                                       for name, c in zip(("other_hospital", "unseen_anatomy", "same_sources"), comps)}})
     at_one = [c for c in curve if c["temperature"] == 1.0]
-    best = max(at_one, key=lambda c: (round(c["accuracy"], 4), -c["others_bias"], -c["region_weight"]))
+    best = max(at_one, key=lambda c: (round(min(v["accuracy"] for v in c["by_component"].values()), 4),
+                                      round(c["accuracy"], 4), -c["others_bias"], -c["region_weight"]))
     same = [c for c in curve if (c["region_weight"], c["others_bias"]) == (best["region_weight"], best["others_bias"])]
-    ok = [c for c in same if c["routed_wrong"] <= MAX_ROUTED_WRONG and c["coverage"] >= MIN_COVERAGE]
+    ok_t = [c for c in same if c["routed_wrong"] <= MAX_ROUTED_WRONG and c["coverage"] >= MIN_COVERAGE]
     covering = [c for c in same if c["coverage"] >= MIN_COVERAGE]
-    if ok:
-        chosen = min(ok, key=lambda c: c["temperature"])
+    if ok_t:
+        chosen = min(ok_t, key=lambda c: c["temperature"])
     elif covering:
         chosen = min(covering, key=lambda c: (c["routed_wrong"], c["temperature"]))
     else:
-        chosen = max(same, key=lambda c: c["coverage"])
-    log.info("calibration: %s", chosen)
+        chosen = next(c for c in same if c["temperature"] == 1.0)
+    log.info("calibration: %s", {k: v for k, v in chosen.items() if k != "by_component"})
     return {"chosen": {k: chosen[k] for k in ("temperature", "region_weight", "others_bias")},
             "chosen_figures": chosen, "min_coverage": MIN_COVERAGE, "max_routed_wrong": MAX_ROUTED_WRONG,
             "curve": curve}

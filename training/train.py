@@ -39,8 +39,8 @@ from .data import SPLITS, Sample, load_gray, read_manifest, split_by_group
 from .evaluate import OnnxModel, dicom_check, latency, shortcut_check
 from .export import export_onnx
 from .features import BackboneRunner, View, export_backbone, render_view
-from .heads import IGNORE, HeadConfig, Targets, fit_projection, train_ensemble
-from .heldout import choose_calibration, fold_table, run_folds
+from .heads import IGNORE, HeadConfig, Targets, fit_projection, member_logits, train_ensemble
+from .heldout import Fold, FoldResult, choose_calibration, fold_table, run_folds
 from .labels import fine_group, targets
 from .metrics import macro_f1, report
 from .model import load_imagenet
@@ -151,7 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{cfg!r}:{args.seed}:".encode() + Path(heads_module.__file__).read_bytes()).hexdigest()[:16]
         results = run_folds(samples, views["aug"], feats["aug"], aug_t, feats["clean"], projection, cfg, args.seed,
                             cache=args.cache / f"heldout-{runs_key}.pt")
-        choice = choose_calibration(samples, results, feats["clean"], MINIMUM_SCORE)
+        train_only = np.isin(aug_sample, np.array(splits["train"]))
+        val_heads = train_ensemble(feats["aug"][train_only], aug_t.subset(np.flatnonzero(train_only)), cfg, args.seed,
+                                   label="validation", projection=projection)
+        val_idx = np.array(splits["val"])
+        validation = FoldResult(Fold("validation", "val split", frozenset(splits["val"])), val_idx, val_heads,
+                                member_logits(val_heads, feats["clean"][val_idx]))
+        choice = choose_calibration(samples, results, validation, MINIMUM_SCORE)
         calibration = choice["chosen"]
         neutral = {"temperature": 1.0, "region_weight": 0.0, "others_bias": 0.0}
         heldout = {
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration["temperature"], calibration["region_weight"], calibration["others_bias"])
     ensemble = ServingEnsemble(ensemble, train_orientation(feats["aug"][fit_split], fit_t, projection, cfg, args.seed))
     timing["fit"] = time.monotonic() - t0
+    torch.save(ensemble, args.cache / "final-ensemble.pt")  # for analysis; the shipped artefact is the ONNX file
 
     onnx_path = args.out / ONNX_NAME
     check_idx = splits["test"][:: max(1, len(splits["test"]) // 16)][:16]
