@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         write_dicoms(films, args.dicom_out)
         print(f"wrote {len(films)} DICOM files and truth.json to {args.dicom_out}")
     scores = predictions(films, args.model)
-    variants = [("off", 0.15), ("tie-break", 0.15), ("prior", 0.05), ("prior", 0.15), ("prior", 0.30)]
+    variants = [("off", 0.15), ("tie-break", 0.15), ("prior", 0.05), ("prior", 0.15), ("prior", 0.30), ("prior", 0.40),
+                ("prior", 0.50), ("prior", 0.60)]
     results = {}
     print(f"{'HeaderEvidence':<22}{'accuracy':>9}{'uncertain':>10}{'routed acc':>11}   "
           f"{'right':>7}{'missing':>8}{'wrong':>7}  (accuracy by header kind)")

@@ -112,7 +112,7 @@ class RouterConfig:
     #: How the header's body part weighs in (see fusion.py): "off", "tie-break" or "prior".
     header_evidence: str = "prior"
     #: Share of headers assumed wrong: the strength of the header as a prior.
-    header_error_rate: float = 0.3
+    header_error_rate: float = 0.5
     #: "instance": each film is routed as soon as it is classified; "series": once its series is
     #: stable, by a vote of the series' films (see series.py).
     decision_level: str = "instance"

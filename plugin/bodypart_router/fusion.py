@@ -17,12 +17,10 @@ chest by the patient's age. ``H`` is empty when no tag names a region.
   class's region; wrong, one of the ``R - 1`` other regions (``R`` = 4: chest, abdomen,
   spine, other). So the likelihood of what the header says is ``1 - e`` for a class in
   ``H`` and ``e / (R - 1)`` for a class outside it, and the fused probabilities are
-  ``p(c) * L(c)``, normalised. The default ``e`` = 0.3 is measured, not assumed
-  (``bench/header_fusion.py``, README): on films whose headers are 15 % wrong, 0.25-0.4 gave
-  the best accuracy with the shipped model, whose probabilities are not calibrated, and 0.15
-  (the true rate) let a wrong header overturn a correct film the model was under 94 % sure of. At 0.3
-  a header multiplies the odds of its classes by 7: it decides when the model hesitates and
-  loses against a model that is more than 7 times surer of another class.
+  ``p(c) * L(c)``, normalised. The default ``e`` is measured with the shipped model, not
+  assumed (``make bench-fusion``; the figures are in the README). At 0.5 a header multiplies
+  the odds of its classes by 3: it decides when the model hesitates and loses against a model
+  that is more than 3 times surer of another class.
 
 The result says what decided (metadata ``BodyPartSource``): ``pixels`` (no usable header, or
 fusion off), ``pixels+header`` (both agree), ``header`` (the header changed the class the
@@ -40,7 +38,7 @@ from .audit import Region, header_classes
 
 OFF, TIE_BREAK, PRIOR = "off", "tie-break", "prior"
 MODES: Final[tuple[str, ...]] = (OFF, TIE_BREAK, PRIOR)
-DEFAULT_HEADER_ERROR_RATE: Final = 0.3
+DEFAULT_HEADER_ERROR_RATE: Final = 0.5
 #: Regions a header can name (the audit's :class:`Region`): a wrong header names one of the others.
 HEADER_REGIONS: Final = len(Region)
 
