@@ -42,28 +42,36 @@ MAX_VALUE_LENGTH = 256
 
 
 class HeaderCache:
-    """Headers of the instances this node just received, until a worker takes them (bounded)."""
+    """Headers of the instances this node just received, until a worker takes them (bounded).
+
+    :meth:`put` runs in ``OnStoredInstance``, on Orthanc's ingest path: it only keeps a reference
+    to the tags already parsed there; filtering them and computing the IDs wait for :meth:`take`,
+    in a worker thread, once the burst of stores is over."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, InstanceHeader] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Mapping[str, Any], str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, instance_id: str, tags: Mapping[str, Any], remote_aet: str | None) -> None:
-        """From ``OnStoredInstance``'s simplified tags. Kept only when the IDs computed from them are
-        Orthanc's own (so that the series and study IDs can be trusted)."""
-        uids = [str(tags.get(k) or "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
-                                                  "SOPInstanceUID")]
-        if orthanc_id(*uids) != instance_id:
-            return
-        kept = {k: v for k, v in tags.items()
-                if isinstance(v, (int, float)) or isinstance(v, str) and len(v) <= MAX_VALUE_LENGTH}
-        header = InstanceHeader(kept, remote_aet or None, orthanc_id(*uids[:3]), orthanc_id(*uids[:2]))
+        """From ``OnStoredInstance``'s simplified tags (which the caller no longer changes)."""
         with self._lock:
-            self._items[instance_id] = header
+            self._items[instance_id] = (tags, remote_aet)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
     def take(self, instance_id: str) -> InstanceHeader | None:
+        """The header, once; None when unknown, or when the IDs computed from its tags are not
+        Orthanc's own (then the series and study IDs could not be trusted)."""
         with self._lock:
-            return self._items.pop(instance_id, None)
+            entry = self._items.pop(instance_id, None)
+        if entry is None:
+            return None
+        tags, remote_aet = entry
+        uids = [str(tags.get(k) or "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                                                  "SOPInstanceUID")]
+        if orthanc_id(*uids) != instance_id:
+            return None
+        kept = {k: v for k, v in tags.items()
+                if isinstance(v, (int, float)) or isinstance(v, str) and len(v) <= MAX_VALUE_LENGTH}
+        return InstanceHeader(kept, remote_aet or None, orthanc_id(*uids[:3]), orthanc_id(*uids[:2]))

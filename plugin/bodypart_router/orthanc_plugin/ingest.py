@@ -54,6 +54,10 @@ from .host import OrthancRest, log
 from .results import ResultWriter, stored_state
 
 CHECKPOINT_KEY = "changes_checkpoint"
+#: How long the recorder lets arrivals gather before it records them in one transaction.
+RECORD_BATCH_SECONDS = 0.05
+#: A single node reads the changes log this many times less often while the fast path misses nothing.
+SAFETY_NET_FACTOR = 10
 
 
 def _policy_state(instance_id: str, config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
@@ -97,6 +101,8 @@ class Recorder:
         self.headers: HeaderCache | None = HeaderCache(config.queue_size)
         self._deleted: collections.deque[str] = collections.deque()
         self._last_lease_pass = 0.0
+        #: The changes log held something the fast path had missed (or a read failed): read it often.
+        self._needs_catch_up = True
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
@@ -116,6 +122,7 @@ class Recorder:
             self.queue.put_nowait(item)
             self._overflowing = False
         except queue.Full:
+            self._needs_catch_up = True  # read the changes log at the configured pace again
             if not self._overflowing:
                 self._overflowing = True
                 log("warning", f"ingest queue full ({self.config.queue_size}); new instances are picked up "
@@ -135,19 +142,33 @@ class Recorder:
         self._stop.set()
         self._wake.set()
 
+    def _poll_interval(self) -> float:
+        """How long between two reads of the changes log. A single node whose ``OnStoredInstance``
+        delivers everything reads it only as a safety net, ``SAFETY_NET_FACTOR`` times less often
+        (each read is a transaction on the index); after an overflow, an error or a recovery, and
+        always where nodes share the index (the others' instances come only from there), at the
+        configured ``ChangesPollSeconds``."""
+        if isinstance(self.claims, NoClaims) and not self._needs_catch_up:
+            return self.config.changes_poll_seconds * SAFETY_NET_FACTOR
+        return self.config.changes_poll_seconds
+
     def _run(self) -> None:
         last_poll = 0.0
         while not self._stop.is_set():
             try:
+                if not self.queue.empty():
+                    # a burst of stores: let a few more arrive, so that one commit records them all
+                    self._stop.wait(RECORD_BATCH_SECONDS)
                 self._drain()
                 self._forget_deleted()
                 self._leases()
                 now = time.monotonic()
-                if now - last_poll >= self.config.changes_poll_seconds:
+                if now - last_poll >= self._poll_interval():
                     last_poll = now
-                    self.catch_up()
+                    self._needs_catch_up = self.catch_up()
             except Exception as exc:  # keep the thread alive through transient errors
                 log("error", f"recorder: {exc!r}")
+                self._needs_catch_up = True
                 self._stop.wait(1.0)
             self._wake.wait(self.config.changes_poll_seconds)
             self._wake.clear()
@@ -275,15 +296,17 @@ class Recorder:
             self.wake_workers.set()
 
     # -- changes log ------------------------------------------------------------------------
-    def catch_up(self) -> None:
-        """Record every NewInstance change after the checkpoint that the store does not know yet."""
+    def catch_up(self) -> bool:
+        """Record every NewInstance change after the checkpoint that the store does not know yet.
+        Returns whether it found any (the fast path had missed them)."""
         checkpoint = self.store.get_setting(CHECKPOINT_KEY)
         if checkpoint is None:
             last = int(self.rest.get_json("/changes?last")["Last"])
             self.store.set_setting(CHECKPOINT_KEY, str(last))
             log("info", f"following Orthanc's changes log from change {last}")
-            return
+            return False
         since = int(checkpoint)
+        recovered = False
         while not self._stop.is_set():
             answer = self.rest.get_json(f"/changes?since={since}&limit=500")
             changes = answer.get("Changes", [])
@@ -298,6 +321,7 @@ class Recorder:
                 found = [r for r in looked_up if r is not None]
                 self._record(found)
                 log("info", f"recovered {len(found)} instance(s) from Orthanc's changes log")
+                recovered = True
             for instance_id in deleted:
                 self.store.forget(instance_id)
             last = int(answer.get("Last", since))
@@ -305,4 +329,5 @@ class Recorder:
                 self.store.set_setting(CHECKPOINT_KEY, str(last))
                 since = last
             if answer.get("Done", True):
-                return
+                return recovered
+        return recovered
