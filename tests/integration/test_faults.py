@@ -95,4 +95,5 @@ def test_node_dies_for_good() -> None:
     result = run_scenario("node_dies_for_good", CI)
     _check(result)
     assert result.delivered == result.sent
+    assert result.details["forwards_held_by_the_victim"] >= 1, result.details  # it died owing forwards
     assert result.details["taken_over"] >= 1, "the dead node's claimed instances must be taken over"

@@ -641,7 +641,8 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
     lease (``ClaimLeaseSeconds``) has run out: every instance classified and forwarded, once.
     """
     result = ScenarioResult("node_dies_for_good")
-    scp = ctx.scp()
+    scp = RecordingSCP("AI_DEST")  # down until the kill: the victim surely holds claimed, unfinished work
+    ctx.scps.append(scp)
     # the shipped metadata layout: the result packed in BodyPartResult (the watchers read its state)
     nodes = _cluster(ctx, scp, ("node-a", "node-b", "node-c"), {"ClaimLeaseSeconds": sizes.dies_lease_seconds},
                      user_metadata={"BodyPartResult": 1031, "BodyPart": 1024, CLAIM_METADATA: 1030})
@@ -675,12 +676,22 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
                 if len(acked) >= sizes.dies_at:
                     break
             time.sleep(0.02)
+
+        def victim_holds_forwards() -> int:
+            deliveries = victim.get_json("/bodypart-router/status").get("Counts", {}).get("deliveries", {})
+            return sum(deliveries.get(k, 0) for k in ("pending", "submitted", "verify"))
+
+        held = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (held := victim_holds_forwards()):
+            time.sleep(0.1)
         victim.kill()
         with lock:
             result.details["acknowledged_at_kill"] = len(acked)
-            result.details["delivered_at_kill"] = sum(1 for uid in acked if scp.count(uid))
+        result.details["forwards_held_by_the_victim"] = held
         for f in futures:
             f.result()
+    scp.start()
     alive = nodes[:2]
     result.sent = len(acked)
     final = settle(alive, list(acked.values()), scp, set(acked), sizes.settle_seconds)
