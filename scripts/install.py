@@ -37,9 +37,8 @@ from bodypart_router.config import load_orthanc_json  # noqa: E402
 
 ROUTER_FILE = "bodypart-router.json"
 BACKUP_SUFFIX = ".bak-bodypart-router"
-#: The metadata the router writes, with the numbers of the shipped configuration.
-USER_METADATA = {"BodyPart": 1024, "BodyPartScore": 1025, "BodyPartModel": 1026, "BodyPartState": 1027,
-                 "BodyPartForwarded": 1028, "BodyPartHeaderAudit": 1029, "BodyPartClaim": 1030}
+#: The metadata the router writes: those the shipped configuration declares, with its numbers.
+USER_METADATA: dict[str, int] = load_orthanc_json(REPO / "orthanc-config" / "orthanc.json")["UserMetadata"]
 #: Orthanc keeps only this many finished jobs; the router tracks every forward job to its end.
 MIN_JOBS_HISTORY = 1000
 
@@ -204,7 +203,7 @@ def configure(config_dir: Path, prefix: Path, venv: Path, log: list[str]) -> Pat
         existing = load_orthanc_json(where["UserMetadata"])["UserMetadata"] or {}
         taken = {v: k for k, v in existing.items()}
         text = text_of(where["UserMetadata"])
-        for name, number in reversed(USER_METADATA.items()):
+        for name, number in reversed(list(USER_METADATA.items())):
             if name in existing:
                 continue
             if number in taken:

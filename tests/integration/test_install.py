@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -71,9 +72,11 @@ def test_install_into_debians_orthanc_service_layout(host: None, tmp_path: Path)
         status = wait_router_started(orthanc, timeout=60)
         assert status["Enabled"] is True, status
         instance = orthanc.upload(FIXTURE.read_bytes())
-        orthanc.wait_for(lambda: orthanc.metadata(instance).get("BodyPartState") == "classified", timeout=90,
-                         what="the X-ray classified")
-        assert orthanc.metadata(instance)["BodyPart"]
+        def result() -> dict:  # the packed result, as the shipped configuration declares it
+            return json.loads(orthanc.metadata(instance).get("BodyPartResult") or "{}")
+
+        orthanc.wait_for(lambda: result().get("State") == "classified", timeout=90, what="the X-ray classified")
+        assert orthanc.metadata(instance)["BodyPart"] == result()["Class"]
         log = orthanc.log_text()
         assert "LuaScripts does not list" not in log and "SaveJobs is true" not in log
         assert orthanc.stop() < 10  # the Lua hook lets the router stop its threads in time

@@ -77,6 +77,7 @@ def test_keys_nobody_defines_go_to_the_routers_own_file(tmp_path: Path) -> None:
     config = load_orthanc_json(own)
     assert config["PythonScript"] == str(tmp_path / "opt" / "plugin" / "router.py")
     assert config["LuaScripts"] == [str(tmp_path / "opt" / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua")]
-    assert config["UserMetadata"]["BodyPart"] == 1024 and config["SaveJobs"] is False
+    assert config["UserMetadata"] == install.USER_METADATA and config["SaveJobs"] is False
+    assert {"BodyPartResult", "BodyPart"} <= set(config["UserMetadata"])
     assert config["BodyPartRouter"]["Routes"] == {} and config["BodyPartRouter"]["PythonEnvironment"] == str(tmp_path / "venv")
     assert (config_dir / "orthanc.json").read_text() == '{ "Name" : "site" }'  # untouched
