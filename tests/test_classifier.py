@@ -220,3 +220,15 @@ def test_shrinking_the_arena_keeps_predictions_identical(shipped_model_path) -> 
     before = classifier.predict_batch(inputs)
     classifier.shrink_arena()
     assert classifier.predict_batch(inputs) == before
+
+
+def test_the_tiny_models_view_follows_a_bright_spot(tiny_model_with_facts_path: Path) -> None:
+    """The integration tests make a lateral film with a spot (support.dicoms.xray(lateral_spot=True))."""
+    from support.dicoms import xray
+
+    clf = Classifier(tiny_model_with_facts_path)
+    for spot in (False, True):
+        ds = xray(gray_for("pediatric_chest"), lateral_spot=spot)
+        pixels = (np.frombuffer(ds.PixelData, np.uint16).reshape(64, 64) // 16).astype(np.uint8)
+        p = clf.predict(to_model_input(pixels))
+        assert (p.class_name, p.view) == ("pediatric_chest", "lateral" if spot else "frontal")

@@ -71,8 +71,8 @@ def _final(router: OrthancProcess, instance: str, states: tuple[str, ...] = ("fo
     return router.metadata(instance)
 
 
-def _xray(class_name: str, **tags: str):
-    ds = dicoms.xray(gray_for(class_name))
+def _xray(class_name: str, lateral: bool = False, **tags: str):
+    ds = dicoms.xray(gray_for(class_name), lateral_spot=lateral)
     for k, v in tags.items():
         setattr(ds, k, v)
     return ds
@@ -112,7 +112,7 @@ def test_a_calling_aet_rule_takes_effect(rules_setup: RulesSetup) -> None:
 
 def test_a_film_failing_a_quality_requirement_is_held_for_quality_routes(rules_setup: RulesSetup) -> None:
     s = rules_setup
-    lateral = _xray("pediatric_chest", ViewPosition="LL")
+    lateral = _xray("pediatric_chest", lateral=True, ViewPosition="LL")  # the tiny model sees the spot
     frontal = _xray("pediatric_chest", ViewPosition="PA")
     held = s.router.upload(dicoms.to_bytes(lateral))
     sent = s.router.upload(dicoms.to_bytes(frontal))

@@ -43,7 +43,7 @@ def _base(sop_class: str, modality: str, study_uid: str | None, series_uid: str 
     return ds
 
 
-def _pixels(ds: Dataset, gray: int, size: int) -> None:
+def _pixels(ds: Dataset, gray: int, size: int, spot: bool = False) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = ds.Columns = size
@@ -54,7 +54,10 @@ def _pixels(ds: Dataset, gray: int, size: int) -> None:
     # Flat at gray*16 on a 12-bit scale; the window maps it back to `gray` on 8 bits.
     ds.WindowCenter = 2048
     ds.WindowWidth = 4096
-    ds.PixelData = np.full((size, size), gray * 16, dtype=np.uint16).tobytes()
+    pixels = np.full((size, size), gray * 16, dtype=np.uint16)
+    if spot:  # a 2x2 bright spot, under 0.5 % of the image: the tiny model calls the film lateral
+        pixels[size // 2:size // 2 + 2, size // 2:size // 2 + 2] = min(255, gray + 110) * 16
+    ds.PixelData = pixels.tobytes()
 
 
 def to_bytes(ds: Dataset) -> bytes:
@@ -64,9 +67,9 @@ def to_bytes(ds: Dataset) -> bytes:
 
 
 def xray(gray: int, *, size: int = 64, modality: str = "CR", study_uid: str | None = None,
-         series_uid: str | None = None) -> Dataset:
+         series_uid: str | None = None, lateral_spot: bool = False) -> Dataset:
     ds = _base(CR_STORAGE, modality, study_uid, series_uid)
-    _pixels(ds, gray, size)
+    _pixels(ds, gray, size, spot=lateral_spot)
     return ds
 
 

@@ -10,8 +10,10 @@ two classes (score about 0.5).
 
 With ``secondary=True`` it also has the trained model's optional outputs
 (``region_probabilities``, ``view_probabilities``, ``rotation_probabilities``,
-``inverted_probabilities``): fixed functions of the class (see :data:`TINY_REGION`), a frontal,
-upright, correctly polarised film.
+``inverted_probabilities``): the region is a fixed function of the class (see
+:data:`TINY_REGION`), the film upright and correctly polarised, and the view ``frontal``, or
+``lateral`` when the image carries a small bright spot (:func:`support.dicoms.xray` with
+``lateral_spot=True``: its brightest pixel at least :data:`LATERAL_SPOT_RISE` above the mean).
 
 This lets the integration tests check routing and forwarding without the trained model.
 """
@@ -42,8 +44,10 @@ UNCERTAIN_GRAY = int(round(0.2 * 255))
 #: Region the tiny model gives each class (with ``secondary=True``).
 TINY_REGION = {"abdominal": "abdomen", "adult_chest": "chest", "pediatric_chest": "chest",
                "spine": "lumbar_spine", "others": "hand_wrist"}
-#: Its fixed view, rotation and polarity probabilities.
+#: Its view probabilities for a flat image (frontal); a bright spot makes it lateral.
 TINY_VIEW = (0.9, 0.1)
+#: How far above the image's mean (on the 0-1 model input) its brightest pixel must be for ``lateral``.
+LATERAL_SPOT_RISE = 0.15
 TINY_ROTATION = (0.97, 0.01, 0.01, 0.01)
 TINY_INVERTED = (0.98, 0.02)
 
@@ -55,7 +59,6 @@ def _secondary_matrices() -> dict[str, np.ndarray]:
         region[k] = 0.1 / (len(REGION_NAMES) - 1)
         region[k, REGION_NAMES.index(TINY_REGION[c])] = 0.9
     return {"region_probabilities": region,
-            "view_probabilities": np.tile(np.array(TINY_VIEW, np.float32), (5, 1)),
             "rotation_probabilities": np.tile(np.array(TINY_ROTATION, np.float32), (5, 1)),
             "inverted_probabilities": np.tile(np.array(TINY_INVERTED, np.float32), (5, 1))}
 
@@ -86,6 +89,24 @@ def build(path: Path, secondary: bool = False, region_labels: list[str] | None =
             inits.append(numpy_helper.from_array(matrix, f"{name}_m"))
             nodes.append(helper.make_node("MatMul", ["probabilities", f"{name}_m"], [name]))
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", matrix.shape[1]]))
+        # view: lateral logit = 50 * (max - mean - rise), frontal logit = log(0.9/0.1) for a flat image
+        inits += [numpy_helper.from_array(np.array([-LATERAL_SPOT_RISE], np.float32), "spot_rise"),
+                  numpy_helper.from_array(np.array([50.0], np.float32), "spot_gain"),
+                  numpy_helper.from_array(np.array([np.log(TINY_VIEW[0] / TINY_VIEW[1]) - 50 * LATERAL_SPOT_RISE],
+                                                   np.float32), "frontal_bias")]
+        nodes += [
+            helper.make_node("ReduceMax", ["image"], ["max4"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Reshape", ["max4", "flat_shape"], ["max"]),
+            helper.make_node("Sub", ["max", "mean"], ["rise"]),
+            helper.make_node("Add", ["rise", "spot_rise"], ["excess"]),
+            helper.make_node("Mul", ["excess", "spot_gain"], ["lateral_logit"]),
+            helper.make_node("Mul", ["rise", "neg_sharpness"], ["rise0"]),  # shape [N,1] ...
+            helper.make_node("Sub", ["rise0", "rise0"], ["zeros"]),          # ... of zeros
+            helper.make_node("Add", ["zeros", "frontal_bias"], ["frontal_logit"]),
+            helper.make_node("Concat", ["frontal_logit", "lateral_logit"], ["view_logits"], axis=1),
+            helper.make_node("Softmax", ["view_logits"], ["view_probabilities"], axis=1),
+        ]
+        outputs.append(helper.make_tensor_value_info("view_probabilities", TensorProto.FLOAT, ["N", 2]))
         props.update(region_labels=json.dumps(region_labels or list(REGION_NAMES)),
                      view_labels=json.dumps(list(VIEW_NAMES)), rotation_labels=json.dumps(list(ROTATIONS)))
     graph = helper.make_graph(
