@@ -24,7 +24,7 @@ from bodypart_router.delivery import (
     job_outcome,
     store_request,
 )
-from bodypart_router.store import DEAD_LETTER_STATE, FORWARDED, VERIFY, Received, Store
+from bodypart_router.store import DEAD_LETTER_STATE, FORWARDED, VERIFY, Received, Store, StoreError
 
 
 class JobsDouble:
@@ -183,6 +183,32 @@ def test_open_circuit_logs_once_and_costs_other_deliveries_no_attempts(world) ->
     closed = [m for lvl, m in logs if "reachable again" in m]
     assert len(opened) == 1 and len(closed) == 1
     assert store.counts()["deliveries"] == {"delivered": 12}
+
+
+def test_a_store_error_during_a_probe_does_not_block_the_destination(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full while the probe is recorded: once the store works again, the destination is probed again."""
+    store, jobs, clock, forwarder, logs, states = world
+    jobs.down.add("ai-chest")
+    for n in range(2):
+        add(store, f"x{n}", "peer:ai-chest")
+    forwarder.step()
+    forwarder.step()  # both fail -> circuit open
+    assert forwarder.breaker.is_open("peer:ai-chest")
+    jobs.down.clear()
+    clock.now += 10  # a probe is due
+    real = store.mark_submitting
+
+    def full(delivery_id: int) -> None:
+        raise StoreError("state database s.sqlite: database or disk is full")
+
+    monkeypatch.setattr(store, "mark_submitting", full)
+    with pytest.raises(StoreError):
+        forwarder.step()
+    monkeypatch.setattr(store, "mark_submitting", real)
+    for _ in range(6):
+        forwarder.step()
+    assert store.counts()["deliveries"] == {"delivered": 2}
+    assert not forwarder.breaker.is_open("peer:ai-chest")
 
 
 def test_other_destinations_keep_flowing_while_one_is_down(world) -> None:

@@ -60,32 +60,103 @@ def test_bad_input_gets_a_reason_and_the_rest_is_classified(child: ChildEngine, 
     assert outcomes[2].classified
 
 
-def test_a_child_that_dies_fails_only_the_file_it_was_decoding(shipped_model_path: Path, fixtures_dir: Path,
-                                                               tmp_path: Path) -> None:
+def _reader_blocked_on(fifo: Path) -> int:
+    """Wait until a child opened ``fifo`` for reading; returns a writer fd held open, so the
+    child stays blocked in its read until the fd is written to or closed."""
+    deadline = time.monotonic() + 60
+    while True:  # a FIFO can be opened for writing without blocking only once a reader has it open
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            assert time.monotonic() < deadline, "no child opened the FIFO"
+            time.sleep(0.05)
+
+
+def _gone(pid: int) -> None:
+    """Wait until a killed process has closed its files (the FIFO's read end with them)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if not os.listdir(f"/proc/{pid}/fd"):
+                return
+        except OSError:
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not die"
+        time.sleep(0.02)
+
+
+def _kill_while_reading(engine: ChildEngine, fifo: Path) -> int:
+    fd = _reader_blocked_on(fifo)
+    pid = engine.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _gone(pid)
+    os.close(fd)
+    return pid
+
+
+def test_a_file_that_takes_the_child_down_twice_is_failed_and_only_it(shipped_model_path: Path,
+                                                                      fixtures_dir: Path, tmp_path: Path) -> None:
     engine = ChildEngine(shipped_model_path, python=python_for_child(sys.prefix) or "")
     try:
-        first_pid = engine.pid
         fifo = tmp_path / "blocks.dcm"
-        os.mkfifo(fifo)  # opening it blocks the child until we kill it
+        os.mkfifo(fifo)  # reading it blocks the child until we kill it
         good = str(fixtures_dir / FILES[0])
         result: list = []
         worker = threading.Thread(target=lambda: result.append(engine.classify([good, str(fifo), good])))
         worker.start()
-        deadline = time.monotonic() + 30
-        while True:  # a FIFO can be opened for writing without blocking only once a reader has it open
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the child never opened the FIFO"
-                time.sleep(0.05)
-        assert first_pid is not None
-        os.kill(first_pid, signal.SIGKILL)
-        worker.join(60)
+        first = _kill_while_reading(engine, fifo)    # in the batch: retried alone
+        second = _kill_while_reading(engine, fifo)   # alone, a second time: its fault
+        worker.join(600)
         outcomes = result[0].outcomes
         assert outcomes[0].classified and outcomes[2].classified
         assert outcomes[1].state == "failed:undecodable-pixels" and outcomes[1].detail == CRASH_DETAIL
-        assert engine.restarts == 1 and engine.pid not in (None, first_pid)
+        assert engine.restarts >= 2 and engine.pid not in (None, first, second)
+    finally:
+        engine.close()
+
+
+def test_a_file_being_decoded_when_the_child_is_killed_once_is_classified(shipped_model_path: Path,
+                                                                         fixtures_dir: Path, tmp_path: Path) -> None:
+    """kill -9, the OOM killer: the file in hand is not to blame for one death."""
+    engine = ChildEngine(shipped_model_path, python=python_for_child(sys.prefix) or "")
+    try:
+        fifo = tmp_path / "innocent.dcm"
+        os.mkfifo(fifo)
+        good = fixtures_dir / FILES[0]
+        result: list = []
+        worker = threading.Thread(target=lambda: result.append(engine.classify([str(good), str(fifo), str(good)])))
+        worker.start()
+        _kill_while_reading(engine, fifo)
+        fd = _reader_blocked_on(fifo)  # a fresh child reads it again, alone: this time it gets the file
+        os.set_blocking(fd, True)
+        os.write(fd, good.read_bytes())
+        os.close(fd)
+        worker.join(600)
+        outcomes = result[0].outcomes
+        assert [o.classified for o in outcomes] == [True, True, True], [o.state for o in outcomes]
+    finally:
+        engine.close()
+
+
+def test_a_restarted_child_refuses_a_model_swapped_since_start_up(shipped_model_path: Path, tiny_model_path: Path,
+                                                                  fixtures_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(shipped_model_path.read_bytes())
+    engine = ChildEngine(model, python=python_for_child(sys.prefix) or "")
+    try:
+        model.write_bytes(tiny_model_path.read_bytes())  # swapped while running
+        pid = engine.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        with pytest.raises(EngineStartError, match="has changed since Orthanc started"):
+            engine.classify([str(fixtures_dir / FILES[0])])
+        model.unlink()  # deleted: refused as well, never a failed instance
+        with pytest.raises(EngineStartError):
+            engine.classify([str(fixtures_dir / FILES[0])])
+        model.write_bytes(shipped_model_path.read_bytes())  # restored: works again
+        assert engine.classify([str(fixtures_dir / FILES[0])]).outcomes[0].classified
     finally:
         engine.close()
 

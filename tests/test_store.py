@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from bodypart_router.store import (
     CLASSIFIED,
     ELSEWHERE,
@@ -20,6 +22,7 @@ from bodypart_router.store import (
     Delivery,
     Received,
     Store,
+    StoreError,
 )
 
 
@@ -260,3 +263,67 @@ def test_the_status_pages_figures_come_from_the_database_and_outlive_a_restart(t
     assert store.recent(3, 10)[1] and len(store.recent(0, 100)[1]) == 6
     arrived = [r for r in store.recent(0, 100)[1] if r["deliveries"].get("delivered")]
     assert arrived and all(set(r["deliveries"]) <= {"delivered", "pending", "dead"} for r in arrived)
+
+
+# ---- a lost, empty or damaged database; errors that name the file --------------------------
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+def test_a_missing_or_empty_database_is_new(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    assert store.is_new
+    store.add_received([Received("a")])
+    store.close()
+    reopened = Store(path)
+    assert not reopened.is_new
+    reopened.close()
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"")
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+    again = Store(path)
+    assert again.is_new and again.set_aside is None and again.queued_count() == 0
+
+
+def test_a_corrupt_database_is_set_aside_and_a_new_one_made(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.add_received([Received(f"instance-{n:06d}-" + "x" * 200) for n in range(3000)])  # several pages
+    store.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # damage pages in the middle, keep the header
+        fh.seek(size // 2)
+        fh.write(b"\xde\xad\xbe\xef" * 4096)
+    rebuilt = Store(path)
+    assert rebuilt.is_new and rebuilt.set_aside is not None and rebuilt.corruption
+    assert rebuilt.set_aside.name.startswith("s.sqlite.corrupt-") and rebuilt.set_aside.exists()
+    assert rebuilt.queued_count() == 0
+    rebuilt.add_received([Received("a")])  # usable
+
+
+def test_a_file_that_is_not_a_database_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(b"this is not SQLite" * 1000)
+    store = Store(path)
+    assert store.is_new and store.set_aside is not None
+
+
+def test_errors_name_the_database_file(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store._db.close()  # any failure of the database from now on
+    with pytest.raises(StoreError, match=str(tmp_path / "s.sqlite")):
+        store.add_received([Received("a")])
+    with pytest.raises(StoreError, match="s.sqlite"):
+        store.queued_count()
+
+
+def test_released_instances_go_back_to_the_queue_without_an_attempt(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.add_received([Received("a"), Received("b")])
+    assert sorted(store.claim_queued(10)) == ["a", "b"]
+    store.release(["a", "b"], "the classifier could not start")
+    assert store.queued_count() == 2 and store.counts()["instances"] == {QUEUED: 2}
+    assert store.instance("a").attempts == 0  # type: ignore[union-attr]

@@ -93,7 +93,9 @@ class Classifier:
         if not path.is_file():
             raise ModelLoadError(f"model file {path} not found; set --model or $BODYPART_ROUTER_MODEL")
         self.path = path
-        self.sha256 = file_sha256(path)
+        # Hashed and loaded from the same bytes, so the hash is that of the model that runs.
+        model_bytes = path.read_bytes()
+        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -104,9 +106,11 @@ class Classifier:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: no provider chatter in the host's log
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=_choose_providers(providers))
+            self._session = ort.InferenceSession(model_bytes, sess_options=options,
+                                                 providers=_choose_providers(providers))
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ModelLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        del model_bytes
         self.provider: str = self._session.get_providers()[0]
         meta = self._session.get_modelmeta().custom_metadata_map
         self.model_name: str = meta.get("model_name") or path.stem

@@ -139,10 +139,17 @@ class CircuitBreaker:
         or with a probe in flight)."""
         return {d for d, c in self._circuits.items() if c.is_open and (c.probing or now < c.open_until)}
 
-    def start_probe(self, destination: str) -> None:
+    def start_probe(self, destination: str) -> bool:
+        """Mark the destination's one probe in flight; False if the circuit is closed (no probe)."""
         c = self._get(destination)
         if c.is_open:
             c.probing = True
+        return c.is_open
+
+    def end_probe(self, destination: str) -> None:
+        """The probe ended without an outcome (an error of our own, not the destination's):
+        the next due delivery may probe again."""
+        self._get(destination).probing = False
 
     def success(self, destination: str) -> None:
         c = self._get(destination)
@@ -362,9 +369,15 @@ class Forwarder:
                 # a delivery sent before goes alone, so that one bad instance does not fail the others again
                 while not batch[0].attempts and due and len(batch) < size and not due[0].attempts:
                     batch.append(due.pop(0))
-                if self.breaker.is_open(destination):
-                    self.breaker.start_probe(destination)
-                changed += self._submit(destination, batch)
+                probe = self.breaker.start_probe(destination)
+                try:
+                    changed += self._submit(destination, batch)
+                except Exception:
+                    # A failure of our own (the state database: disk full...) says nothing about the
+                    # destination; a probe left marked in flight would block it until a restart.
+                    if probe:
+                        self.breaker.end_probe(destination)
+                    raise
                 in_flight[destination] = in_flight.get(destination, 0) + 1
         return changed
 
@@ -394,6 +407,7 @@ class Forwarder:
             self._submitted_at[d.id] = self.clock()
             self.events.submitted(d)
         return len(batch)
+
 
     def _instance_gone(self, instance_id: str) -> bool:
         try:

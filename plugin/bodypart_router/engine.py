@@ -45,6 +45,10 @@ CHILD_START_TIMEOUT = 120.0
 IDLE_TRIM_SECONDS = 1.0
 #: State of an instance whose decoding crashed the child process.
 CRASH_DETAIL = "the decoder crashed on this file (the classifier process was restarted)"
+#: How many times one file may take the classifier process down before it is failed: a child
+#: also dies for reasons that are not the file's (kill, the OOM killer taking the biggest
+#: process), so a file is only blamed when it brings down a child that had nothing else to do.
+CHILD_DEATHS_PER_FILE = 2
 
 #: The most onnxruntime threads one child starts, however many cores the machine has.
 MAX_CHILD_INFERENCE_THREADS = 4
@@ -233,9 +237,10 @@ class ChildEngine:
 
     def __init__(self, model_path: str | os.PathLike, *, python: str, policy: XrayPolicy | None = None,
                  intra_op_threads: int | None = 1, providers: str | Sequence[str] = "auto",
-                 niceness: int | str = CHILD_PRIORITY, log: Any = None) -> None:
+                 niceness: int | str = CHILD_PRIORITY, log: Any = None,
+                 expected_sha256: str | None = None) -> None:
         self._init = {"model_path": str(model_path), "policy": policy, "intra_op_threads": intra_op_threads,
-                      "providers": providers, "niceness": niceness}
+                      "providers": providers, "niceness": niceness, "sha256": expected_sha256}
         self.python = python
         self._log = log or (lambda level, message: None)
         self._lock = threading.Lock()
@@ -243,6 +248,9 @@ class ChildEngine:
         self._closing = False
         self.restarts = 0
         self.info = self._start()
+        # Every later start must load the very model this one loaded (a file swapped or
+        # modified while Orthanc runs is refused, not run unverified).
+        self._init["sha256"] = self.info.sha256
 
     # -- lifecycle ------------------------------------------------------------------------
     def _start(self) -> ModelInfo:
@@ -333,25 +341,34 @@ class ChildEngine:
 
     # -- work -----------------------------------------------------------------------------
     def classify(self, sources: Sequence[Source]) -> BatchResult:
-        """Classify ``sources``. If the child dies while decoding a file, that file is failed
-        with :data:`CRASH_DETAIL` and the others are classified again in a fresh child."""
+        """Classify ``sources``. If the child dies, the files of the batch are classified again
+        one at a time in fresh children; a file is failed only when it takes a child down
+        :data:`CHILD_DEATHS_PER_FILE` times (see there why not at once).
+
+        Raises :class:`EngineStartError` when no child can be started (the model file is gone
+        or no longer the one verified at start-up): nothing of the batch is to blame.
+        """
         with self._lock:
             outcomes: dict[int, Outcome] = {}
-            pending = list(range(len(sources)))
+            deaths = [0] * len(sources)
+            groups = [list(range(len(sources)))]  # the whole batch first, then one file at a time
             inference_seconds = 0.0
             idle_death_retried = False
-            while pending:
+            while groups:
+                group = groups[0]
                 if self._closing:
-                    outcomes.update((i, Outcome(state="retry", detail="interrupted by shutdown")) for i in pending)
+                    outcomes.update((i, Outcome(state="retry", detail="interrupted by shutdown"))
+                                    for g in groups for i in g)
                     break
                 if self._process is None:
                     self.info = self._start()
                     self.restarts += 1
-                done, current = self._round_trip([sources[i] for i in pending])
+                done, current = self._round_trip([sources[i] for i in group])
                 if done is not None:
-                    outcomes.update(zip(pending, done.outcomes))
-                    inference_seconds = done.inference_seconds
-                    break
+                    outcomes.update(zip(group, done.outcomes))
+                    inference_seconds = max(inference_seconds, done.inference_seconds)
+                    groups.pop(0)
+                    continue
                 self._kill()
                 if self._closing:
                     continue
@@ -361,13 +378,27 @@ class ChildEngine:
                     idle_death_retried = True
                     self._log("warning", "the classifier process had stopped; restarting it")
                     continue
-                if current is None or current >= len(pending):  # not while decoding: the model's
-                    detail = "the classifier process stopped during inference"
-                    outcomes.update((i, _failed(Reason.MODEL_ERROR, detail)) for i in pending)
-                    self._log("error", f"{detail}; it will be restarted")
-                    break
-                outcomes[pending.pop(current)] = _failed(Reason.UNDECODABLE_PIXELS, CRASH_DETAIL)
-                self._log("error", "the classifier process died while decoding a file; restarting it")
+                decoding = current is not None and current < len(group)
+                if len(group) > 1:
+                    if decoding:
+                        assert current is not None
+                        deaths[group[current]] += 1
+                    groups[0:1] = [[i] for i in group]
+                    self._log("error", f"the classifier process died during a batch of {len(group)}; "
+                                       "classifying them again one at a time")
+                    continue
+                deaths[group[0]] += 1
+                if deaths[group[0]] < CHILD_DEATHS_PER_FILE:
+                    self._log("error", "the classifier process died with a single file; trying it once more")
+                    continue
+                groups.pop(0)
+                if decoding or current is None:
+                    outcomes[group[0]] = _failed(Reason.UNDECODABLE_PIXELS, CRASH_DETAIL)
+                else:
+                    outcomes[group[0]] = _failed(Reason.MODEL_ERROR, "the classifier process stopped twice "
+                                                                     "during the inference of this file")
+                self._log("error", f"a file took the classifier process down {deaths[group[0]]} times; "
+                                   "it is failed, the process is restarted")
             return BatchResult([outcomes[i] for i in range(len(sources))], inference_seconds)
 
     def _round_trip(self, sources: list[Source]) -> tuple[BatchResult | None, int | None]:
@@ -415,6 +446,11 @@ def _child_main() -> int:
         reuse_freed_memory()
         engine = LocalEngine(init["model_path"], policy=init["policy"], intra_op_threads=init["intra_op_threads"],
                              providers=init["providers"])
+        expected = init.get("sha256")
+        if expected and engine.info.sha256 != expected:
+            raise RuntimeError(f"{init['model_path']} has changed since Orthanc started (SHA-256 "
+                               f"{engine.info.sha256[:12]}..., expected {expected[:12]}...): restore the model "
+                               "file, or restart Orthanc to verify and load the new one")
     except Exception as exc:
         _send(channel_out, ("error", str(exc) or repr(exc)))
         return 1

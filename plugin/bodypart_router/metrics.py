@@ -41,6 +41,7 @@ Metrics (all ``bodypart_router_`` + ...; ``_total`` counters count since Orthanc
 ``backfill_done_instances``, ``backfill_planned_``   backfill progress; ``backfill_rate_instances_per_
 ``instances``, ``backfill_eta_seconds``              second``; ``backfill_running`` 1 while one runs
 ``uptime_seconds``                                   since the router started
+``health``                                           0 ok, 1 degraded, 2 stopped, 3 disabled (``Health`` in the status)
 ===================================================  ===============================================
 
 Status JSON: the ``Metrics`` section of ``GET /bodypart-router/status``, which the status
@@ -371,11 +372,12 @@ class RouterMetrics:
         return snap
 
     def values(self, destinations: Mapping[str, Mapping[str, int]] | None = None,
-               enabled: bool = True) -> dict[str, float]:
+               enabled: bool = True, health: int | None = None) -> dict[str, float]:
         """Every Prometheus series as ``{series: value}`` (series from :func:`metric_name`).
 
         ``destinations`` is ``{destination: {"Pending": n, "DeadLetters": n}}`` read from the
-        state database (see :meth:`bodypart_router.store.Store.destination_backlog`).
+        state database (see :meth:`bodypart_router.store.Store.destination_backlog`); ``health``
+        is the code of :class:`bodypart_router.health.HealthState`.
         """
         depth, backfill = self._read_sources()
         out: dict[str, float] = {metric_name("enabled"): 1.0 if enabled else 0.0}
@@ -417,6 +419,8 @@ class RouterMetrics:
                 out[metric_name(name, station=aet)] = n
         for region, n in self.quality.regions().items():
             out[metric_name("classified_regions_total", region=region)] = n
+        if health is not None:
+            out[metric_name("health")] = float(health)
         for aet, station in self.stations.snapshot().items():
             for verdict in (AGREE, DISAGREE, NO_HEADER):
                 out[metric_name("header_verdicts_total", station=aet, verdict=verdict)] = station[verdict]

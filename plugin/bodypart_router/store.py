@@ -25,6 +25,11 @@ the destination said it does not hold the instance (see :mod:`bodypart_router.ve
 
 ``synchronous=NORMAL`` with WAL survives process crashes (the case that matters for a
 plugin); use ``FULL`` through the constructor if power loss must be covered too.
+
+A database that is not one, or fails SQLite's ``quick_check`` at opening, is set aside (renamed
+``state.sqlite.corrupt-<time>``) and a new one is made; :attr:`Store.is_new` tells the adapter,
+which then rebuilds the work list from Orthanc's changes log. Every error names the file
+(:class:`StoreError`), so that a full disk or a damaged file points at the ``StateDirectory``.
 This module never imports ``orthanc``.
 """
 
@@ -101,6 +106,21 @@ TAKEN_OVER = "taken over from a node whose claim lapsed"
 HELD_PREFIX = "held:"
 
 
+class StoreError(RuntimeError):
+    """A state database operation failed; the message names the file (full disk, corruption...)."""
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a corrupt database (and its WAL files) out of the way; returns its new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return target
+
+
 @dataclass(frozen=True)
 class Received:
     """An instance accepted at ingest: ``state`` is ``queued`` or ``skipped:<reason>``."""
@@ -139,15 +159,31 @@ class Store:
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own commit
+        #: Where a corrupt database found at opening was moved to (None: it was sound).
+        self.set_aside: Path | None = None
+        #: No work list was there (first start, a deleted, empty or corrupt file): the adapter
+        #: rebuilds what it can from Orthanc.
+        self.is_new = False
+        #: What was wrong with the database that was set aside.
+        self.corruption: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open(synchronous)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable, disk full: not the file's content
+                raise StoreError(f"cannot open the state database {self.path} (StateDirectory): {exc}") from exc
+            try:  # not a database, or a damaged one
+                self._db.close()
+            except (AttributeError, sqlite3.Error):
+                pass
+            self.set_aside = _set_aside(self.path)
+            self._db = self._open(synchronous)
+            self.corruption = f"{exc}"
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the state database {self.path} (StateDirectory): {exc}") from exc
         version = self.get_setting("schema_version")
+        self.is_new = version is None
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
         if "evidence" not in columns:  # schema 1: the model's full output was not kept
             self._db.execute("ALTER TABLE instances ADD COLUMN evidence TEXT")
@@ -162,6 +198,27 @@ class Store:
                 "upgrade the plugin or point StateDirectory elsewhere"
             )
 
+    def _open(self, synchronous: str) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = db
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems))
+        db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own commit
+        return db
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        hint = ""
+        if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+            hint = "; restart Orthanc: the router sets the damaged file aside and rebuilds it from Orthanc"
+        elif "full" in str(exc):
+            hint = "; free space in the StateDirectory"
+        return StoreError(f"state database {self.path}: {exc}{hint}")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -173,21 +230,38 @@ class Store:
 
         def __enter__(self) -> sqlite3.Connection:
             self.store._lock.acquire()
-            self.store._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.store._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self.store._lock.release()
+                raise self.store._error(exc) from exc
             return self.store._db
 
-        def __exit__(self, exc_type: object, *_: object) -> None:
+        def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
             try:
                 self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            except sqlite3.Error as error:
+                if exc_type is None:
+                    try:
+                        self.store._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    raise self.store._error(error) from error
             finally:
                 self.store._lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise self.store._error(exc) from exc
+            return False
 
     def _tx(self) -> Store._Tx:
         return Store._Tx(self)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     # -- settings (e.g. the changes-log checkpoint) -----------------------------------
     def get_setting(self, key: str) -> str | None:
@@ -229,6 +303,15 @@ class Store:
         with self._tx() as db:
             return db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE state = ?",
                               (QUEUED, time.time(), PROCESSING)).rowcount
+
+    def release(self, instance_ids: Sequence[str], detail: str) -> None:
+        """Claimed instances go back to the queue, the attempt not counted: nothing about them
+        failed (the classifier could not start, the store or Orthanc failed around them)."""
+        with self._tx() as db:
+            for chunk in _chunks(list(instance_ids), 500):
+                db.execute(f"UPDATE instances SET state = ?, detail = ?, attempts = MAX(0, attempts - 1), "
+                           f"updated_at = ? WHERE state = ? AND instance_id IN ({','.join('?' * len(chunk))})",
+                           (QUEUED, detail[:500], time.time(), PROCESSING, *chunk))
 
     def claim_queued(self, limit: int) -> list[str]:
         """Take up to ``limit`` queued instances, oldest first, marking them ``processing``."""

@@ -29,9 +29,11 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
+from ..fusion import METADATA_NAME as SOURCE_METADATA
+from ..classifier import file_sha256
 from ..engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)
-from ..fusion import METADATA_NAME as SOURCE_METADATA
+from ..health import Health, HealthState, summarize
 from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
 from ..memory import IdleTrim
 from ..store import CLASSIFIED, Delivery, Store
@@ -41,6 +43,7 @@ from .events import EventBus
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
 from .host import OrthancRest, log
+from .http_answers import Unavailable
 from .ingest import Recorder
 from .results import ResultWriter
 from .series_decider import SeriesDecider
@@ -53,6 +56,9 @@ SHUTDOWN_BUDGET_SECONDS = 5.5
 STATE_DB = "state.sqlite"
 #: Store setting listing instances whose results could not be written during the last shutdown.
 RESYNC_KEY = "metadata_resync"
+#: Orthanc global property (plugins use 1024 and above) set once the router has run on an index:
+#: a new state database next to it is then a lost one, rebuilt from the changes log.
+RAN_HERE_PROPERTY = 27351
 
 
 def _router_threads() -> list[threading.Thread]:
@@ -100,6 +106,9 @@ class RouterApp:
         #: must say so: ``bodypart_router_enabled 0``).
         self.on_orthanc_started: list[Callable[[], None]] = []
         self.on_orthanc_stopped: list[Callable[[], None]] = []
+        #: What the router's parts report going wrong (``Health`` in the status).
+        self.health = Health()
+        self._model_file_seen: tuple[tuple[int, int, int], str | None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -133,8 +142,8 @@ class RouterApp:
             return
         from ..modelcard import verify_model
 
-        verify_model(config.model_path, allowed_sha256=config.model_sha256)
-        self.engines = self._start_engines(config)
+        verified = verify_model(config.model_path, allowed_sha256=config.model_sha256)
+        self.engines = self._start_engines(config, verified)
         self.model = self.engines[0].info
         self.files = StorageFiles(self.rest, orthanc_config, self.config_dir)
         self.writer.declare(orthanc_config.get("UserMetadata") or {})
@@ -146,8 +155,13 @@ class RouterApp:
         self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
         self.writer.mark_skipped = config.mark_skipped
         self.store = Store(config.state_directory / STATE_DB)
+        if self.store.set_aside is not None:
+            log("error", f"the state database {self.store.path} was damaged ({self.store.corruption}); it was "
+                         f"set aside as {self.store.set_aside.name} and a new one is rebuilt from Orthanc's "
+                         "changes log")
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
         self.recorder.claims = claims_for_node(orthanc_config, self.store)
+        self.recorder.health = self.health
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
             log("warning", f"LuaScripts does not list {Path(__file__).with_name('shutdown.lua')}: on Orthanc 1.10 "
                            "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")
@@ -165,7 +179,7 @@ class RouterApp:
     def in_child_process(self) -> bool:
         return any(isinstance(e, ChildEngine) for e in self.engines)
 
-    def _start_engines(self, config: RouterConfig) -> list[Engine]:
+    def _start_engines(self, config: RouterConfig, verified_sha256: str) -> list[Engine]:
         """A child process per worker (see engine.py); where none can start, one engine in
         this process shared by the workers, with the in-process footprint measures."""
         why = "BodyPartRouter.ClassifyInChildProcess is false"
@@ -180,7 +194,8 @@ class RouterApp:
                 try:
                     for _ in range(config.workers):
                         engines.append(ChildEngine(config.model_path, python=python, policy=config.policy,
-                                                   intra_op_threads=threads, log=log))
+                                                   intra_op_threads=threads, log=log,
+                                                   expected_sha256=verified_sha256))
                     return engines
                 except EngineStartError as exc:
                     for engine in engines:
@@ -188,7 +203,10 @@ class RouterApp:
                     why = str(exc)
             log("warning", f"classifying inside Orthanc's process: {why}")
         footprint.tune_in_process_malloc()
-        return [LocalEngine(config.model_path, policy=config.policy, intra_op_threads=footprint.INFERENCE_THREADS)]
+        engine = LocalEngine(config.model_path, policy=config.policy, intra_op_threads=footprint.INFERENCE_THREADS)
+        if engine.info.sha256 != verified_sha256:
+            raise RuntimeError(f"{config.model_path} changed while it was being loaded; start Orthanc again")
+        return [engine]
 
     def _disable(self, why: str, problems: list[str]) -> None:
         self.error = "; ".join(problems)
@@ -222,6 +240,7 @@ class RouterApp:
             return
         assert self.config and self.store and self.recorder
         self.writer.set_version(str(self.rest.get_json("/system").get("Version", "0")))
+        self._detect_lost_state()
         self._resync_results()
         try:  # instances another node took over while this one was down are left to it
             self.recorder.renew_leases()
@@ -249,6 +268,7 @@ class RouterApp:
             w.idle_trim = idle_trim
             w.claims = self.recorder.claims
             w.headers = self.recorder.headers
+            w.health = self.health
             w.thread.start()
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))
@@ -256,6 +276,7 @@ class RouterApp:
             self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.writer, self.events,
                                               self.wake_forwarder, self.stop_event, lookup)
             self.forwarder.idle_trim = idle_trim
+            self.forwarder.health = self.health
             self.forwarder.thread.start()
         self.wake_workers.set()
         self.started_at = time.time()
@@ -263,6 +284,21 @@ class RouterApp:
             self._safely(hook)
         log("info", f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, "
                     f"labels {'on' if self.writer.labels else 'off (Orthanc < 1.12)'})")
+
+    def _detect_lost_state(self) -> None:
+        """A new state database where the router ran before (deleted, emptied, set aside): the
+        recorder rebuilds the work list from the beginning of the changes log."""
+        assert self.store and self.recorder
+        try:
+            ran_here = bool(orthanc.GetGlobalProperty(RAN_HERE_PROPERTY, ""))
+            if not ran_here:
+                orthanc.SetGlobalProperty(RAN_HERE_PROPERTY, "1")
+        except Exception as exc:
+            log("warning", f"cannot read or write Orthanc's global property {RAN_HERE_PROPERTY}: {exc!r}")
+            ran_here = False
+        if self.store.is_new and (ran_here or self.store.set_aside is not None):
+            self.recorder.rebuild = True
+            self.health.problem("rebuild", "rebuilding the work list from Orthanc's changes log")
 
     def prepare_stop(self) -> None:
         """Orthanc is about to stop (called through ``shutdown.lua``'s ``Finalize``, while every
@@ -342,7 +378,7 @@ class RouterApp:
     # -- helpers for routes and extensions ----------------------------------------------------
     def require_store(self) -> Store:
         if self.store is None:
-            raise RuntimeError(f"the router is disabled: {self.error or 'Enabled is false'}")
+            raise Unavailable(f"the router is disabled: {self.error or 'BodyPartRouter.Enabled is false'}")
         return self.store
 
     def resubmit_forwards(self, *, delivery_ids: list[int] | None = None, instance_ids: list[str] | None = None,
@@ -357,15 +393,82 @@ class RouterApp:
             self.wake_forwarder.set()
         return rows
 
+    def health_now(self) -> tuple[HealthState, str]:
+        """``ok``, ``degraded:<why>``, ``stopped`` or ``disabled:<why>`` (see :mod:`bodypart_router.health`)."""
+        if not self.enabled:
+            return summarize(disabled=self.error or "BodyPartRouter.Enabled is false", stopped=False, problems=[])
+        problems = list(self.health.problems().values())
+        stopping = self.stop_event.is_set()
+        if self.started_at is not None and not stopping:
+            dead = [name for name in self._threads_alive_or_dead()]
+            if dead:
+                problems.append(f"thread(s) {', '.join(dead)} stopped; restart Orthanc")
+            if self.forwarder is not None:
+                down = sorted(d for d, state in self.forwarder.forwarder.breaker.states().items() if state == "open")
+                if down:
+                    problems.append(f"destination(s) {', '.join(down)} unreachable, forwards to them wait")
+        changed = self._model_file_changed()
+        if changed:
+            problems.append(changed)
+        return summarize(disabled=None, stopped=stopping, problems=problems)
+
+    def _threads_alive_or_dead(self) -> list[str]:
+        """Names of the router's threads that should run and do not."""
+        threads = [w.thread for w in self.workers] + ([self.forwarder.thread] if self.forwarder else [])
+        if self.recorder:
+            threads.append(self.recorder.thread)
+        return [t.name for t in threads if t.ident is not None and not t.is_alive()]
+
+    def _model_file_changed(self) -> str | None:
+        """Why the file at ModelPath is no longer the model that runs (hashed again only when it
+        was touched), or None."""
+        if self.config is None or self.model is None:
+            return None
+        path = self.config.model_path
+        try:
+            st = path.stat()
+        except OSError:
+            return (f"the model file {path} is gone; the running model {self.model.version} keeps working "
+                    "until the classifier restarts, then classification waits for the file")
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._model_file_seen is None or self._model_file_seen[0] != signature:
+            try:
+                digest: str | None = file_sha256(path)
+            except OSError:
+                digest = None
+            self._model_file_seen = (signature, digest)
+        digest = self._model_file_seen[1]
+        if digest is not None and digest != self.model.sha256:
+            return (f"the model file {path} changed since start-up (SHA-256 {digest[:12]}, running "
+                    f"{self.model.sha256[:12]}); a restarted classifier refuses it: restore it or restart Orthanc")
+        return None
+
     def status(self) -> dict[str, Any]:
+        state, health = self.health_now()
         out: dict[str, Any] = {
             "Version": __version__,
             "Enabled": self.enabled,
+            "Health": health,
             "Error": self.error,
             "Errors": list(self.errors),
             "ShadowMode": bool(self.config and self.config.shadow_mode),
             "OrthancVersion": self.writer.version,
         }
+        try:
+            out.update(self._status_of_work())
+        except Exception as exc:  # a damaged or unreachable state database must not turn the status into a 500
+            log("error", f"status: {exc!r}")
+            out["Health"] = summarize(disabled=None, stopped=False,
+                                      problems=[*self.health.problems().values(), str(exc)])[1]
+        for name, section in self.status_sections.items():
+            try:
+                out[name] = section()
+            except Exception as exc:
+                out[name] = {"Error": repr(exc)}
+        return out
+
+    def _status_of_work(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         if self.enabled and self.store is not None:
             assert self.model is not None
             out["Model"] = {
@@ -382,9 +485,4 @@ class RouterApp:
             out["Circuits"] = self.forwarder.forwarder.breaker.states() if self.forwarder else {}
             if self.config and self.config.shadow_mode:
                 out["WouldSend"] = self.store.shadow_counts()
-        for name, section in self.status_sections.items():
-            try:
-                out[name] = section()
-            except Exception as exc:
-                out[name] = {"Error": repr(exc)}
         return out

@@ -9,6 +9,7 @@ from ..config import RouterConfig
 from ..delivery import DeliveryEvents, Forwarder, Lookup
 from ..store import Store
 from .events import EventBus
+from ..health import Health
 from ..memory import IdleTrim
 from .host import OrthancRest, log
 from .results import ResultWriter
@@ -40,6 +41,8 @@ class ForwardingThread:
         self.drain_until = 0.0
         #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
         self.idle_trim: IdleTrim | None = None
+        #: Where the thread reports what stops forwarding (the status's ``Health``).
+        self.health = Health()
         self.thread = threading.Thread(target=self._run, name="bodypart-forwarder", daemon=True)
 
     def _run(self) -> None:
@@ -49,7 +52,9 @@ class ForwardingThread:
             log("error", f"forwarder: recovery of in-flight forwards failed: {exc!r}")
         while not self.stop.is_set():
             try:
-                if self.forwarder.step():
+                changed = self.forwarder.step()
+                self.health.clear("forwarder")
+                if changed:
                     if self.idle_trim is not None:
                         self.idle_trim.busy()
                     continue
@@ -57,6 +62,7 @@ class ForwardingThread:
                     self.idle_trim.idle()
             except Exception as exc:
                 log("error", f"forwarder: {exc!r}")
+                self.health.problem("forwarder", f"forwarding stopped by an error: {exc}")
                 self.stop.wait(1.0)
             self.wake.wait(self.poll_seconds)
             self.wake.clear()

@@ -12,6 +12,10 @@ import json
 from typing import Any
 
 
+class Unavailable(RuntimeError):
+    """The router cannot answer this request now (disabled): 503, not an internal error."""
+
+
 def send_json(output: Any, body: Any) -> None:
     """200 with a JSON body."""
     output.AnswerBuffer(json.dumps(body, indent=2), "application/json")

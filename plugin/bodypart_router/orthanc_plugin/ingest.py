@@ -28,7 +28,16 @@ so that the same instance stored again is classified and routed like a new one, 
 sent again to a destination that already received it.
 
 On the very first start (no checkpoint yet) the checkpoint is set to the newest change:
-what was in Orthanc before the router was installed is left to an explicit backfill.
+what was in Orthanc before the router was installed is left to an explicit backfill. But a
+state database that is new while the router has run on this Orthanc index before (it was
+deleted, emptied, or set aside as corrupt: :attr:`Recorder.rebuild`) is rebuilt from the
+*beginning* of the changes log: starting from the newest change would silently drop every
+instance still owed a classification or a forward. Instances whose ``BodyPartState`` says
+they were done (forwarded, skipped, failed) are recorded as such, not handled again.
+
+The fast path reads Modality and SOP Class UID from a JSON of the dataset whose long values
+are left out (:data:`MAX_TAG_CHARS`): the whole simplified JSON of a file with a 300 MB text
+element took 15 s to build, during which every other store waited.
 """
 
 from __future__ import annotations
@@ -40,10 +49,13 @@ import threading
 import time
 from typing import Any
 
+import orthanc  # type: ignore[import-not-found]
+
 from ..claims import CLAIM_METADATA, Claims, NoClaims, is_done
 from ..config import RouterConfig
 from ..delivery import RestError
 from ..errors import NotClassifiable
+from ..health import Health
 from ..store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
 
 #: ``BodyPartState`` values after which the owner has nothing left to do on an instance.
@@ -58,6 +70,25 @@ CHECKPOINT_KEY = "changes_checkpoint"
 RECORD_BATCH_SECONDS = 0.05
 #: A single node reads the changes log this many times less often while the fast path misses nothing.
 SAFETY_NET_FACTOR = 10
+
+#: Longest value kept when the stored dataset is turned into JSON at ingest: longer values (LT,
+#: UT, long sequences of text) are left out; every tag the router reads is shorter.
+MAX_TAG_CHARS = 1024
+#: States in ``BodyPartState`` that need nothing more from the router.
+DONE_STATES = ("forwarded", "skipped:", "failed:")
+#: Detail of an instance recorded, while a lost state database is rebuilt, as done before.
+RECOVERED_DETAIL = "state recovered from the instance's metadata"
+
+
+def ingest_tags(dicom: Any) -> dict[str, Any]:
+    """The instance being stored as ``{keyword: value}``, without building a JSON of its long values."""
+    try:
+        text = dicom.GetInstanceAdvancedJson(orthanc.DicomToJsonFormat.HUMAN, orthanc.DicomToJsonFlags.NONE,
+                                             MAX_TAG_CHARS)
+    except AttributeError:  # an orthanc-python without it
+        text = dicom.GetInstanceSimplifiedJson()
+    tags = json.loads(text)
+    return tags if isinstance(tags, dict) else {}
 
 
 def _policy_state(instance_id: str, config: RouterConfig, modality: str | None, sop_class_uid: str | None) -> Received:
@@ -74,6 +105,9 @@ def policy_from_index(rest: OrthancRest, config: RouterConfig, instance_id: str)
     instances found in the changes log and for backfill. None if the instance was deleted since."""
     try:
         meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
+        recorded = stored_state(meta)
+        if recorded.startswith(DONE_STATES):
+            return Received(instance_id, recorded, RECOVERED_DETAIL)
         series = rest.get_json(f"/instances/{instance_id}/series")
     except RestError as exc:
         if exc.status == 404:
@@ -103,6 +137,11 @@ class Recorder:
         self._last_lease_pass = 0.0
         #: The changes log held something the fast path had missed (or a read failed): read it often.
         self._needs_catch_up = True
+        #: Set by the app: the state database is new but the router ran on this index before,
+        #: so the changes log is followed from its beginning, not from its newest change.
+        self.rebuild = False
+        #: Where the recorder reports what goes wrong (the status's ``Health``).
+        self.health = Health()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
@@ -110,7 +149,7 @@ class Recorder:
     # -- the OnStoredInstance callback (runs on Orthanc's ingest path: keep it tiny) -------
     def on_stored_instance(self, dicom: Any, instance_id: str) -> None:
         try:
-            tags = json.loads(dicom.GetInstanceSimplifiedJson())
+            tags = ingest_tags(dicom)
             item = _policy_state(instance_id, self.config, tags.get("Modality"), tags.get("SOPClassUID"))
             if item.state == QUEUED and self.headers is not None:  # the worker then reads no index
                 self.headers.put(instance_id, tags, dicom.GetInstanceRemoteAet())
@@ -166,8 +205,10 @@ class Recorder:
                 if now - last_poll >= self._poll_interval():
                     last_poll = now
                     self._needs_catch_up = self.catch_up()
+                self.health.clear("recorder")
             except Exception as exc:  # keep the thread alive through transient errors
                 log("error", f"recorder: {exc!r}")
+                self.health.problem("recorder", f"new instances are not being recorded: {exc}")
                 self._needs_catch_up = True
                 self._stop.wait(1.0)
             self._wake.wait(self.config.changes_poll_seconds)
@@ -284,6 +325,8 @@ class Recorder:
             self._forget_reincarnated(items)
         added = self.store.add_received(items)
         for item in added:
+            if item.detail == RECOVERED_DETAIL:
+                continue  # done before the state database was lost: nothing to write or count
             # Only final states go to Orthanc's index here. Writing a transient "queued" for every
             # arrival doubled the index writes of a burst (make bench: ingest_ratio); the store
             # holds it and GET /bodypart-router/instances/{id} reports it.
@@ -302,9 +345,18 @@ class Recorder:
         checkpoint = self.store.get_setting(CHECKPOINT_KEY)
         if checkpoint is None:
             last = int(self.rest.get_json("/changes?last")["Last"])
-            self.store.set_setting(CHECKPOINT_KEY, str(last))
-            log("info", f"following Orthanc's changes log from change {last}")
-            return False
+            if self.rebuild:
+                log("warning", f"the state database is new but the router has run on this Orthanc before: "
+                               f"rebuilding its work list from the beginning of Orthanc's changes log "
+                               f"({last} changes), so that nothing still owed is lost")
+                self.health.problem("rebuild", f"rebuilding the work list from Orthanc's changes log "
+                                               f"(0 of {last} changes read)")
+                checkpoint = "0"
+                self.store.set_setting(CHECKPOINT_KEY, checkpoint)
+            else:
+                self.store.set_setting(CHECKPOINT_KEY, str(last))
+                log("info", f"following Orthanc's changes log from change {last}")
+                return False
         since = int(checkpoint)
         recovered = False
         while not self._stop.is_set():
@@ -328,6 +380,13 @@ class Recorder:
             if last > since:
                 self.store.set_setting(CHECKPOINT_KEY, str(last))
                 since = last
+            if self.rebuild:
+                self.health.problem("rebuild", f"rebuilding the work list from Orthanc's changes log "
+                                               f"(up to change {since})")
             if answer.get("Done", True):
+                if self.rebuild:
+                    self.rebuild = False
+                    self.health.clear("rebuild")
+                    log("warning", f"work list rebuilt from Orthanc's changes log (up to change {since})")
                 return recovered
         return recovered

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
+from ..health import HealthState
 from ..image_facts import ImageFacts
-from ..metrics import MetricsPublisher, RouterMetrics
+from ..metrics import MetricsPublisher, RouterMetrics, metric_name
 from ..routing import RoutingDecision
 from ..store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
 from .host import log
@@ -225,6 +226,7 @@ def register(app: "RouterApp") -> None:
     app.on_orthanc_started.append(start_publishing)
     app.on_orthanc_stopped.append(publisher.stop)
     app.on_stopping.append(publisher.stop)
+    app.on_stopping.append(lambda: _set_metric(metric_name("health"), HealthState.STOPPED.code))
 
 
 def destination_backlog(app: "RouterApp") -> dict[str, dict[str, int]]:
@@ -241,4 +243,5 @@ def destination_backlog(app: "RouterApp") -> dict[str, dict[str, int]]:
 
 def publish_sources(app: "RouterApp") -> dict[str, Any]:
     """What :meth:`RouterMetrics.values` reads outside the registry."""
-    return {"enabled": app.enabled, "destinations": destination_backlog(app) if app.store is not None else None}
+    return {"enabled": app.enabled, "destinations": destination_backlog(app) if app.store is not None else None,
+            "health": app.health_now()[0].code}

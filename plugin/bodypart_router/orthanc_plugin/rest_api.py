@@ -32,7 +32,7 @@ from ..delivery import delivery_json
 from ..request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
                             read_json_object, string_list)
 from .host import log
-from .http_answers import send_json, send_status
+from .http_answers import Unavailable, send_json, send_status
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -57,6 +57,8 @@ def route(app: RouterApp, pattern: str, methods: tuple[str, ...], handler: Handl
             send_json(output, handler(app, method, request))
         except RequestRefused as exc:
             send_status(output, exc.status, str(exc))
+        except Unavailable as exc:
+            send_status(output, 503, str(exc))
         except BadRequest as exc:
             send_status(output, 400, str(exc))
         except Forbidden as exc:

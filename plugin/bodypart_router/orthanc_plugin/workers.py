@@ -20,6 +20,7 @@ from ..claims import Claims, NoClaims
 from ..config import RouterConfig
 from ..delivery import RestError
 from ..engine import Engine, EngineStartError, Outcome, Source
+from ..health import Health
 from ..image_facts import ImageFacts
 from ..ingest_gate import IngestGate
 from ..memory import IdleTrim
@@ -36,6 +37,8 @@ from .storage_files import StorageFiles
 
 #: A transient error (REST, I/O) is retried this many times before the instance is marked failed.
 MAX_CLASSIFY_ATTEMPTS = 3
+#: Seconds between two tries to start a classifier that could not start (model file gone or changed).
+ENGINE_RETRY_SECONDS = 10.0
 
 
 class ClassifyWorker:
@@ -70,12 +73,19 @@ class ClassifyWorker:
         self.claims: Claims | NoClaims = NoClaims()
         #: Headers captured at ingest (evidence.py): no index read for an instance received here.
         self.headers: HeaderCache | None = None
+        #: Where this worker reports what stops it (the status's ``Health``).
+        self.health = Health()
+        self._health_key = f"classify-{index}"
+        #: Instances claimed (``processing``) whose batch an error cut short: back to the queue
+        #: as soon as the store lets us, never left ``processing`` until the next start.
+        self._held: list[str] = []
 
     def _run(self) -> None:
         if self.in_process:
             footprint.lower_thread_priority()  # ingest first: see footprint.py
         while not self.stop.is_set():
             try:
+                self._release_held()
                 if self.yield_to_ingest is not None and self.store.queued_count():
                     waited = self.yield_to_ingest.wait(self.stop)
                     if waited:
@@ -84,19 +94,35 @@ class ClassifyWorker:
                     continue
                 ids = self.store.claim_queued(self.config.batch_size)
                 if ids:
+                    self._held = ids
                     self.process(ids)
+                    self._held = []
+                    self.health.clear(self._health_key)
                     if self.in_process:
                         footprint.release_free_memory()  # bounded RSS: see footprint.py
                     if self.idle_trim is not None:
                         self.idle_trim.busy()
                     continue
+                self.health.clear(self._health_key)
                 if self.idle_trim is not None:
                     self.idle_trim.idle()
             except Exception as exc:
                 log("error", f"classification worker: {exc!r}")
+                self.health.problem(self._health_key, f"classification stopped by an error: {exc}")
+                self._release_held()
                 self.stop.wait(1.0)
             self.wake.wait(0.5)
             self.wake.clear()
+
+    def _release_held(self) -> None:
+        if not self._held:
+            return
+        try:
+            self.store.release(self._held, "interrupted by an error; classified again")
+            self._held = []
+        except Exception as exc:  # the store still fails: tried again at the next turn
+            log("warning", f"classification worker: cannot put {len(self._held)} instance(s) back "
+                           f"in the queue yet: {exc}")
 
     def process(self, instance_ids: list[str]) -> None:
         """Classify a batch of claimed instances; every one ends with a state (or back in the queue)."""
@@ -121,10 +147,14 @@ class ClassifyWorker:
         try:
             result = self.engine.classify([source for _, source in located])
         except EngineStartError as exc:
-            log("error", f"classifier unavailable: {exc}")
-            for instance_id, _ in located:
-                self._transient(instance_id, str(exc))
+            # Nothing of this batch is to blame (the model file is gone or no longer the one
+            # verified at start-up): the instances wait in the queue, their attempts not counted.
+            log("error", f"classifier unavailable, {len(located)} instance(s) wait in the queue: {exc}")
+            self.health.problem("classifier", f"the classifier cannot start: {exc}")
+            self.store.release([i for i, _ in located], f"classifier unavailable: {exc}")
+            self.stop.wait(ENGINE_RETRY_SECONDS)
             return
+        self.health.clear("classifier")
         classified = [(i, o) for (i, _), o in zip(located, result.outcomes, strict=True) if o.classified]
         seconds = (time.perf_counter() - t0) / max(1, len(classified))
         for (instance_id, _), outcome in zip(located, result.outcomes, strict=True):

@@ -112,6 +112,12 @@
     var errors = top.Errors && top.Errors.length ? top.Errors : (top.Error ? [top.Error] : []);
     showError(disabled ? (errors.length ? "The router is disabled; instances are stored but neither classified nor forwarded. Fix:"
                                         : "The router is disabled: BodyPartRouter.Enabled is false") : "", disabled ? errors : []);
+    // Health: "ok", "degraded:<why>", "stopped" or "disabled:<why>" (the status's one-word truth).
+    var health = top.Health || "unknown";
+    $("health").textContent = health.split(":")[0].toUpperCase();
+    $("health").title = health;
+    $("health").className = "badge" + (health === "ok" ? "" : health.indexOf("degraded") === 0 ? " shadow" : " failed");
+    if (health !== "ok" && !disabled) { showError("Health: " + health, []); }
     var shadow = s.Mode === "shadow";
     $("mode").textContent = disabled ? "DISABLED" : shadow ? "SHADOW MODE - nothing is forwarded" : "LIVE";
     $("mode").className = "badge" + (disabled ? " disabled" : shadow ? " shadow" : "");
