@@ -26,6 +26,19 @@ class Files:
         return instance_id.encode()
 
 
+class Rest:
+    """Orthanc's index for one study and series, every instance in them."""
+
+    def get_json(self, uri: str) -> Any:
+        if uri.endswith("/metadata?expand"):
+            return {}
+        if uri.startswith("/instances/"):
+            return {"ID": uri.split("/")[2], "ParentSeries": "series", "MainDicomTags": {}}
+        if uri.startswith("/series/"):
+            return {"ID": "series", "ParentStudy": "study", "MainDicomTags": {"Modality": "CR"}}
+        return {"ID": "study", "MainDicomTags": {}, "PatientMainDicomTags": {"PatientAge": "040Y"}}
+
+
 class Writer:
     def classified(self, *args: Any) -> None:
         pass
@@ -59,7 +72,7 @@ def world(tmp_path: Path):
         "BodyPartRouter": section}
     config = parse(section, orthanc, base_dir=tmp_path, check_paths=False)
     store, engine, stop = Store(tmp_path / "s.sqlite"), Engine(), threading.Event()
-    worker = workers.ClassifyWorker(0, config, store, None, Writer(), engine, Files(), EventBus(),  # type: ignore[arg-type]
+    worker = workers.ClassifyWorker(0, config, store, Rest(), Writer(), engine, Files(), EventBus(),  # type: ignore[arg-type]
                                     threading.Event(), threading.Event(), stop)
     yield store, engine, worker
     stop.set()

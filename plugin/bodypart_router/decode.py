@@ -62,6 +62,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 
 from . import jpeg2000
+from .codec_headers import check_frame_size, check_inflated_size
 from .errors import NotClassifiable, Reason
 from .preprocess import INPUT_SIZE
 from .xray_policy import XrayPolicy
@@ -257,6 +258,9 @@ def _open_dicom(
         raise NotClassifiable(Reason.EMPTY_FILE, "the file is empty (0 bytes)")
     if head[128:132] != b"DICM" and not _looks_like_raw_dataset(head):
         raise NotClassifiable(Reason.NOT_DICOM, "no DICM prefix at byte 128 and no DICOM elements at the start")
+    deflated_at = _deflated_dataset_offset(data)
+    if deflated_at is not None:
+        check_inflated_size(memoryview(data)[deflated_at:])
     try:
         ds = pydicom.dcmread(fileobj, force=True, defer_size=_DEFER_SIZE)
     except Exception as exc:  # pydicom raises many types on garbage
@@ -267,6 +271,24 @@ def _open_dicom(
     if ds.file_meta.TransferSyntaxUID == uids.DeflatedExplicitVRLittleEndian:
         backing = None  # offsets refer to the inflated stream, not to the file
     return ds, backing
+
+
+def _deflated_dataset_offset(data: bytes) -> int | None:
+    """Where the deflated dataset starts, if the file meta says Deflated Explicit VR Little Endian.
+
+    Read from the raw file meta (group 0002, always explicit VR little endian), because pydicom
+    inflates the whole dataset in one call, with no limit.
+    """
+    if data[128:132] != b"DICM" or uids.DeflatedExplicitVRLittleEndian.encode() not in data[132:4096]:
+        return None
+    i = 132
+    while i + 8 <= len(data) and data[i:i + 2] == b"\x02\x00":
+        vr = data[i + 4:i + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            i += 12 + int.from_bytes(data[i + 8:i + 12], "little")
+        else:
+            i += 8 + int.from_bytes(data[i + 6:i + 8], "little")
+    return i
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -426,8 +448,19 @@ class _Geometry:
 # --------------------------------------------------------------------------- decoding
 
 
+def _check_codec_header(pixel_data: "bytes | memoryview", g: _Geometry) -> None:
+    """A compressed frame must declare Rows x Columns in its own header before a decoder sees it
+    (decoders allocate what their header says: see codec_headers.py)."""
+    ts = g.transfer_syntax
+    kind = ("JPEG 2000" if ts in _JPEG2000_SYNTAXES else "JPEG-LS" if ts in _JPEG_LS_SYNTAXES
+            else "JPEG" if ts in _JPEG_GDCM_SYNTAXES or ts == uids.JPEGBaseline8Bit else None)
+    if kind is not None:
+        check_frame_size(_frame_bytes(pixel_data, g), kind, g.rows, g.columns)
+
+
 def _decode_and_render(ds: Dataset, g: _Geometry, pixel_data: "bytes | memoryview", target: int) -> tuple[np.ndarray, int, str]:
     """Decode the chosen frame at reduced size and map it to display-ready uint8."""
+    _check_codec_header(pixel_data, g)
     if g.samples == 3 or g.photometric == "PALETTE COLOR":
         gray, reduction = _decode_colour(ds, g, target)
         return gray, reduction, "colour to luma"

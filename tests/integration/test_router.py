@@ -271,8 +271,14 @@ def test_invalid_config_disables_the_router_with_a_clear_error(setup: RouterSetu
         assert 'BodyPartRouter.MinimumScor: unknown key; did you mean "MinimumScore"?' in broken.log_text()
         broken.wait_for(lambda: "bodypart_router_enabled 0 " in broken.request("GET", "/tools/metrics-prometheus").text,
                         timeout=30, what="the metric saying the router is disabled")
+        assert status["Health"].startswith("disabled:") and "ai-genral" in status["Health"]
+        broken.wait_for(lambda: "bodypart_router_health 3 " in broken.request("GET", "/tools/metrics-prometheus").text,
+                        timeout=30, what="the health metric saying the router is disabled")
         instance = broken.upload(dicoms.to_bytes(dicoms.xray(gray_for("spine"))))  # Orthanc still stores
         assert broken.metadata(instance).get("BodyPartState") is None
+        answer = broken.request("GET", f"/bodypart-router/instances/{instance}")
+        assert answer.status_code == 503 and "disabled" in answer.text  # not a 500 with an ERROR logged
+        assert "internal error" not in broken.log_text()
     finally:
         broken.cleanup()
 
@@ -339,3 +345,39 @@ def test_clean_shutdown_with_work_in_flight_then_resume(setup: RouterSetup) -> N
     counts = [slow.count(ds.SOPInstanceUID) for ds in datasets]
     assert all(c >= 1 for c in counts), counts  # nothing lost
     assert all(c == 1 for c in counts), f"forwarded more than once: {counts}"
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "corrupt"])
+def test_a_lost_state_database_is_rebuilt_and_nothing_is_lost_or_sent_twice(setup: RouterSetup, damage: str) -> None:
+    """Work pending at a stop, then the state database deleted (as an operator fixing corruption
+    would), truncated to 0 bytes, or damaged in its middle pages: after the restart every instance
+    arrives, once, and what was forwarded before is not sent again."""
+    router, general = setup.router, setup.general
+    datasets = [dicoms.xray(gray_for("spine")) for _ in range(8)]
+    assert c_store(datasets[:4], router.dicom_port, called_aet=router.aet) == [0] * 4
+    done = [router.find_instance(ds.SOPInstanceUID) for ds in datasets[:4]]
+    for instance in done:
+        _wait_state(router, instance, "forwarded", timeout=60)
+    assert c_store(datasets[4:], router.dicom_port, called_aet=router.aet) == [0] * 4
+    router.stop()  # the last four are still owed (a stop waits for the forwards in flight)
+    state = Path(router.config["StorageDirectory"]) / "bodypart-router" / "state.sqlite"
+    if damage == "corrupt":
+        with open(state, "r+b") as fh:
+            fh.seek(4096)  # keep the header page, garble the rest
+            fh.write(b"\xde\xad\xbe\xef" * (max(state.stat().st_size, 8192) // 4))
+    else:
+        state.unlink() if damage == "deleted" else state.write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        state.with_name(state.name + suffix).unlink(missing_ok=True)
+    router.start()
+    ids = [router.wait_for(lambda ds=ds: router.find_instance(ds.SOPInstanceUID), what="stored") for ds in datasets]
+    for instance in ids:
+        _wait_state(router, instance, "forwarded", timeout=90)
+    assert [general.count(ds.SOPInstanceUID) for ds in datasets] == [1] * 8  # none lost, none sent twice
+    log = router.log_text()
+    assert "rebuilding its work list from the beginning of Orthanc's changes log" in log
+    if damage == "corrupt":
+        assert "was set aside as state.sqlite.corrupt-" in log
+        assert list(state.parent.glob("state.sqlite.corrupt-*"))
+    router.wait_for(lambda: "rebuilding" not in router.get_json("/bodypart-router/status")["Health"],
+                    timeout=60, what="the rebuild to finish")
