@@ -713,6 +713,12 @@ SCENARIOS: dict[str, Callable[[Context, Sizes], ScenarioResult]] = {
     "node_dies_for_good": node_dies_for_good,
 }
 
+# The hardening scenarios (lost state database, full disk, killed classifier, flapping destination,
+# decompression bombs, hostile requests) live in their own module, built on the helpers above.
+from support.hardening_scenarios import SCENARIOS as _HARDENING_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(_HARDENING_SCENARIOS)
+
 
 def _birth_dates() -> frozenset[str]:
     """Every PatientBirthDate any scenario writes (the corpus and the generated X-rays)."""
