@@ -63,7 +63,7 @@ def test_bad_input_gets_a_reason_and_the_rest_is_classified(child: ChildEngine, 
 def _reader_blocked_on(fifo: Path) -> int:
     """Wait until a child opened ``fifo`` for reading; returns a writer fd held open, so the
     child stays blocked in its read until the fd is written to or closed."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a fresh child loads the model first: slow on a busy machine
     while True:  # a FIFO can be opened for writing without blocking only once a reader has it open
         try:
             return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)

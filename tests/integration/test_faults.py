@@ -97,3 +97,48 @@ def test_node_dies_for_good() -> None:
     assert result.delivered == result.sent
     assert result.details["forwards_held_by_the_victim"] >= 1, result.details  # it died owing forwards
     assert result.details["taken_over"] >= 1, "the dead node's claimed instances must be taken over"
+
+
+# ---- hardening (support.hardening_scenarios) ------------------------------------------------
+
+
+def test_state_db_lost() -> None:
+    result = run_scenario("state_db_lost", CI)
+    _check(result)
+    assert result.delivered == result.sent
+    assert result.details["rebuilds"] == 2 and result.details["set_aside"], result.details
+
+
+def test_disk_full() -> None:
+    result = run_scenario("disk_full", CI)
+    if "cannot mount" in result.details.get("error", ""):
+        pytest.skip(result.details["error"])
+    _check(result)
+    assert result.delivered == result.sent
+    assert "full" in result.details["health_while_full"] and result.details["health_after"] == "ok"
+    assert result.details["processing_after"] == 0
+
+
+def test_child_killed_repeatedly() -> None:
+    result = run_scenario("child_killed_repeatedly", CI)
+    _check(result)
+    assert result.delivered == result.sent
+    assert result.details["child_kills"] >= 2 and result.details["failed"] == {}, result.details
+
+
+def test_destination_flapping() -> None:
+    result = run_scenario("destination_flapping", CI)
+    _check(result)
+    assert result.delivered == result.sent and result.details["flaps"] >= 2
+
+
+def test_decompression_bombs() -> None:
+    result = run_scenario("decompression_bombs", CI)
+    _check(result)
+    assert result.sent == 4 and all(s.startswith("failed:") for s in result.details["states"].values()), result.details
+
+
+def test_csrf_and_hostile_bodies() -> None:
+    result = run_scenario("csrf_and_hostile_bodies", CI)
+    _check(result)
+    assert result.details["unexpected_answers"] == [] and result.details["health"] == "ok"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -44,6 +45,8 @@ HARDENING_SIZES = {
              "flaps": 8},
     "ci": {"state_db_lost": 40, "disk_full": 30, "child_killed": 60, "child_kills": 4, "flapping": 40, "flaps": 4},
 }
+#: Mean seconds between two kills of the classifier child in ``child_killed_repeatedly``.
+KILL_INTERVAL_SECONDS = 1.5
 #: Memory bounds of ``decompression_bombs`` (peak resident memory, read from /proc/<pid>/status VmHWM).
 CHILD_PEAK_LIMIT_MB = 700
 ORTHANC_PEAK_LIMIT_MB = 1500
@@ -131,21 +134,16 @@ def state_db_lost(ctx: Context, sizes: Sizes) -> ScenarioResult:
 def _fill(directory: Path) -> Path:
     """Take every free byte of the filesystem under ``directory``."""
     filler = directory / "filler"
-    with open(filler, "wb") as fh:
-        chunk = b"\0" * 65536
-        try:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):  # large pieces, then the last bytes
             while True:
-                fh.write(chunk)
-                fh.flush()
-        except OSError:
-            pass
-    with open(filler, "ab") as fh:  # the last few bytes, one at a time
-        try:
-            while True:
-                fh.write(b"\0")
-                fh.flush()
-        except OSError:
-            pass
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -224,7 +222,7 @@ def child_killed_repeatedly(ctx: Context, sizes: Sizes) -> ScenarioResult:
         _size(sizes, "child_kills")
     datasets = [xray(base + i) for i in range(n)]
     acked: dict[str, str] = {}
-    done = threading.Event()
+    pause = KILL_INTERVAL_SECONDS * (kills_wanted + 1) / n  # the stream lasts through every kill
 
     def sender() -> None:
         for ds in datasets:
@@ -232,24 +230,18 @@ def child_killed_repeatedly(ctx: Context, sizes: Sizes) -> ScenarioResult:
                 acked[str(ds.SOPInstanceUID)] = router.upload(to_bytes(ds))
             except requests.RequestException:
                 pass
-            time.sleep(0.02)
-        done.set()
+            time.sleep(pause)
 
     thread = threading.Thread(target=sender, name="faults-sender")
     thread.start()
     killed: list[int] = []
-    deadline = time.monotonic() + sizes.settle_seconds
-    while len(killed) < kills_wanted and time.monotonic() < deadline:
-        pid = router.pid
-        children = [c for c in _children(pid) if c not in killed] if pid else []
+    rng = random.Random(19)
+    while thread.is_alive() and len(killed) < kills_wanted:  # SIGKILL at random moments of the stream
+        time.sleep(KILL_INTERVAL_SECONDS * rng.uniform(0.6, 1.4))
+        children = [c for c in _children(router.pid or 0) if c not in killed]
         if children:
             os.kill(children[0], signal.SIGKILL)
             killed.append(children[0])
-            time.sleep(0.4)
-        else:
-            time.sleep(0.05)
-        if done.is_set() and not children:
-            break
     thread.join()
     result.details["child_kills"] = len(killed)
     result.sent = len(acked)
