@@ -1,4 +1,4 @@
-"""Ingest's fast path reads two tags without turning long values into JSON."""
+"""Ingest's fast path reads the tags without turning long values into JSON."""
 
 from __future__ import annotations
 
@@ -20,14 +20,16 @@ class Instance:
 
     def GetInstanceAdvancedJson(self, *args: Any) -> str:  # noqa: N802 (Orthanc's name)
         self.asked.append(args)
-        return json.dumps({"0008,0060": "CR", "0008,0016": "1.2.840.10008.5.1.4.1.1.1", "0040,A160": None})
+        return json.dumps({"Modality": "CR", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1", "TextValue": None})
 
     def GetInstanceSimplifiedJson(self) -> str:  # noqa: N802
         raise AssertionError("the whole simplified JSON must not be built at ingest")
 
 
-def test_ingest_reads_modality_and_sop_class_with_long_values_left_out() -> None:
+def test_ingest_reads_the_tags_with_long_values_left_out() -> None:
     instance = Instance()
-    assert ingest.xray_tags(instance) == ("CR", "1.2.840.10008.5.1.4.1.1.1")
+    tags = ingest.ingest_tags(instance)
+    assert (tags["Modality"], tags["SOPClassUID"]) == ("CR", "1.2.840.10008.5.1.4.1.1.1")
+    assert tags["TextValue"] is None  # a long text element: left out by Orthanc, never built into JSON
     (args,) = instance.asked
-    assert args[-1] == ingest.MAX_TAG_CHARS <= 64
+    assert args[-1] == ingest.MAX_TAG_CHARS <= 1024

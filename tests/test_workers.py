@@ -40,10 +40,10 @@ class Rest:
 
 
 class Writer:
-    def classified(self, *args: Any) -> None:
+    def classified(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def state(self, *args: Any) -> None:
+    def state(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 
