@@ -37,7 +37,9 @@ def router_setup(runtime: Runtime, model: Path, sha256: str) -> Iterator[RouterS
         chest.start()
         general = CountingSCP("AI_GENERAL").start()
         scps.append(general)
-        slow = CountingSCP("AI_SLOW", delay=SLOW_SECONDS).start()
+        # it answers C-FIND: a batch of forwards to it outlasts a shutdown's drain, and is then
+        # verified at the next start instead of sent again
+        slow = CountingSCP("AI_SLOW", delay=SLOW_SECONDS, answer_find=True).start()
         scps.append(slow)
         config = router_config(
             runtime,
