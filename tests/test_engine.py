@@ -73,15 +73,12 @@ def _reader_blocked_on(fifo: Path) -> int:
 
 
 def _gone(pid: int) -> None:
-    """Wait until a killed process has closed its files (the FIFO's read end with them)."""
+    """Wait until a killed child is reaped by the engine: only then are its files (the FIFO's
+    read end) surely closed. A killed multi-threaded process shows as a zombie, with
+    ``/proc/PID/fd`` unreadable, while its other threads still hold the files."""
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            if not os.listdir(f"/proc/{pid}/fd"):
-                return
-        except OSError:
-            return
-        assert time.monotonic() < deadline, f"process {pid} did not die"
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, f"process {pid} was not reaped"
         time.sleep(0.02)
 
 
