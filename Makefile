@@ -14,7 +14,7 @@ APT_RUN  := orthanc orthanc-python orthanc-gdcm python3-venv
 APT_TEST := orthanc-postgresql postgresql debootstrap prometheus
 
 # The shipped orthanc-config/orthanc.json names the router's script and Lua hook by these absolute
-# paths, so that a copy of the configuration elsewhere still lets Orthanc start (see plugin/router.py).
+# paths, so that a copy of the configuration elsewhere still lets Orthanc start (see plugin/bodypart_router/orthanc_plugin/bootstrap/orthanc_bootstrap.py).
 BOOTSTRAP_DIR := /usr/local/share/bodypart-router
 # make install: where the router goes, and the Orthanc configuration directory it is added to.
 PREFIX        ?= /opt/bodypart-router
@@ -45,12 +45,12 @@ apt-test:
 
 setup: apt-run apt-test $(VENV)/.installed bootstrap
 
-bootstrap: $(BOOTSTRAP_DIR)/router.py $(BOOTSTRAP_DIR)/shutdown.lua
+bootstrap: $(BOOTSTRAP_DIR)/orthanc_bootstrap.py $(BOOTSTRAP_DIR)/shutdown.lua
 
-$(BOOTSTRAP_DIR)/router.py: plugin/router.py
+$(BOOTSTRAP_DIR)/orthanc_bootstrap.py: plugin/bodypart_router/orthanc_plugin/bootstrap/orthanc_bootstrap.py
 	$(SUDO) install -D -m 644 $< $@
 
-$(BOOTSTRAP_DIR)/shutdown.lua: plugin/bodypart_router/orthanc_plugin/shutdown.lua
+$(BOOTSTRAP_DIR)/shutdown.lua: plugin/bodypart_router/orthanc_plugin/bootstrap/shutdown.lua
 	$(SUDO) install -D -m 644 $< $@
 
 # Adds the router to an existing Orthanc (Debian's service by default): copies the router and the

@@ -4,7 +4,7 @@ This is what a first implementation does, and what the reference paper's descrip
 pydicom decodes every pixel at full resolution, the Modality LUT and the window are applied in
 float64 on all ~7.5 million pixels, the result is scaled to 8 bits, and only then is the image
 resized to the model's 224 px. Inference runs one image at a time on a default onnxruntime
-session. It shares :func:`bodypart_router.preprocess.to_model_input` and the model with the router,
+session. It shares :func:`bodypart_router.imaging.preprocess.to_model_input` and the model with the router,
 so the two differ only in how they get the pixels and how they run the network.
 """
 
@@ -18,7 +18,7 @@ import onnxruntime
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from bodypart_router.preprocess import to_model_input
+from bodypart_router.imaging.preprocess import to_model_input
 
 
 def display_image(ds: pydicom.Dataset) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The router variant does what the plugin's classification workers do (``orthanc_plugin/workers.py``):
 each worker takes up to ``BatchSize`` instances and hands their file paths to its own
-classifier child process (:class:`bodypart_router.engine.ChildEngine`, started at the lowest CPU
+classifier child process (:class:`bodypart_router.inference.engine.ChildEngine`, started at the lowest CPU
 priority), which reads, decodes and preprocesses them one by one and classifies them in one
 inference, on the cores shared out among the workers (``engine.child_inference_threads``).
 ``Workers`` workers do this side by side, so decoders that hold Python's GIL (JPEG-LS, JPEG
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bodypart_router.config import RouterConfig
-from bodypart_router.engine import (CHILD_PRIORITY, BatchResult, ChildEngine, Engine, Outcome, child_inference_threads,
+from bodypart_router.inference.engine import (CHILD_PRIORITY, BatchResult, ChildEngine, Engine, Outcome, child_inference_threads,
                                     python_for_child)
 
 from .baseline import NaiveClassifier

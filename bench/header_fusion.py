@@ -134,9 +134,9 @@ def test_films(data: Path, limit: int | None = None) -> list[Film]:
 
 def predictions(films: list[Film], model: Path) -> list[dict[str, float]]:
     """The model's probabilities per film, cached per model SHA-256 and film list."""
-    from bodypart_router.classifier import Classifier, file_sha256
-    from bodypart_router.decode import decode_image_file
-    from bodypart_router.preprocess import to_model_input
+    from bodypart_router.inference.classifier import Classifier, file_sha256
+    from bodypart_router.imaging.decode import decode_image_file
+    from bodypart_router.imaging.preprocess import to_model_input
 
     key = hashlib.sha256((file_sha256(model) + "".join(str(f.path) for f in films)).encode()).hexdigest()[:16]
     cache = CACHE / f"scores-{key}.json"
@@ -161,8 +161,8 @@ def predictions(films: list[Film], model: Path) -> list[dict[str, float]]:
 def score(films: list[Film], scores: list[dict[str, float]], *, mode: str, minimum_score: float,
           error_rate: float) -> dict[str, Any]:
     """Accuracy, uncertain share and routed accuracy of one HeaderEvidence mode, overall and per header kind."""
-    from bodypart_router.classes import UNCERTAIN
-    from bodypart_router.fusion import fuse
+    from bodypart_router.inference.classes import UNCERTAIN
+    from bodypart_router.routing.fusion import fuse
 
     rows: dict[str, list[tuple[bool, bool]]] = {"all": [], RIGHT: [], MISSING: [], WRONG: []}
     sources: Counter[str] = Counter()
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         a = r["all"]
         print(f"{name:<22}{a['accuracy']:>9.4f}{a['uncertain']:>10.4f}{a['routed_accuracy']:>11.4f}   "
               f"{r[RIGHT]['accuracy']:>7.4f}{r[MISSING]['accuracy']:>8.4f}{r[WRONG]['accuracy']:>7.4f}")
-    from bodypart_router.classifier import file_sha256
+    from bodypart_router.inference.classifier import file_sha256
 
     report = {"model_sha256": file_sha256(args.model), "films": len(films), "header_kinds": dict(kinds),
               "minimum_score": args.minimum_score, "split_seed": SPLIT_SEED, "header_seed": HEADER_SEED,

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES
 
 #: The shipped model, relative to the repository root.
 SHIPPED_MODEL = Path("models/bodypart_router.onnx")

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     _progress(f"generating or reusing the corpus in {BUILD.relative_to(REPO)}/corpus ...")
     data = corpus.build(BUILD / "corpus")
     chosen = model.resolve(REPO, BUILD, args.model)
-    from bodypart_router.classifier import Classifier
+    from bodypart_router.inference.classifier import Classifier
 
     provider = Classifier(chosen.path).provider
     results: dict[str, Any] = {

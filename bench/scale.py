@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES
 from support.orthanc import peer_config
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster, unavailable
 

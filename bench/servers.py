@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
-from bodypart_router.classes import CLASS_NAMES
-from bodypart_router.classifier import file_sha256
+from bodypart_router.inference.classes import CLASS_NAMES
+from bodypart_router.inference.classifier import file_sha256
 from bodypart_router.config import load_orthanc_json
 from support.orthanc import REPO, OrthancProcess, get_runtime, peer_config, router_config, wait_router_started
 

@@ -171,8 +171,9 @@ def _definitions(config_dir: Path) -> dict[str, Path]:
 
 def configure(config_dir: Path, prefix: Path, venv: Path, log: list[str]) -> Path:
     """Edit the configuration directory (see the module docstring); returns the router's file."""
-    script = prefix / "plugin" / "router.py"
-    lua = prefix / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
+    bootstrap = prefix / "plugin" / "bodypart_router" / "orthanc_plugin" / "bootstrap"
+    script = bootstrap / "orthanc_bootstrap.py"
+    lua = bootstrap / "shutdown.lua"
     router_file = config_dir / ROUTER_FILE
     own: dict[str, object] = load_orthanc_json(router_file) if router_file.exists() else {}
     where = {k: p for k, p in _definitions(config_dir).items() if p != router_file}
@@ -193,7 +194,12 @@ def configure(config_dir: Path, prefix: Path, venv: Path, log: list[str]) -> Pat
 
     if "LuaScripts" in where:
         scripts = load_orthanc_json(where["LuaScripts"])["LuaScripts"] or []
-        if str(lua) not in scripts:
+        # where an earlier version of this installer put the hook (gone once the router is copied again)
+        earlier = prefix / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
+        if str(lua) not in scripts and str(earlier) in scripts:
+            edits[where["LuaScripts"]] = text_of(where["LuaScripts"]).replace(json.dumps(str(earlier)), json.dumps(str(lua)))
+            log.append(f"{where['LuaScripts']}: LuaScripts {earlier} -> {lua}")
+        elif str(lua) not in scripts:
             edits[where["LuaScripts"]] = add_to_container(text_of(where["LuaScripts"]), "LuaScripts", json.dumps(str(lua)))
             log.append(f"{where['LuaScripts']}: LuaScripts += {lua}")
     else:

@@ -34,7 +34,7 @@ sys.path[:0] = [str(REPO / "plugin"), str(REPO / "tests")]
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bodypart_router.classifier import file_sha256  # noqa: E402
+from bodypart_router.inference.classifier import file_sha256  # noqa: E402
 from support.orthanc import OrthancProcess, get_runtime, peer_config, router_config  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from bench import baseline, classify, corpus, machine, model
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_baseline_classifies_with_the_model_contract(tiny_corpus: corpus.Corpus,
 
 def test_router_pipeline_spreads_batches_over_child_engines(tiny_corpus: corpus.Corpus,
                                                             shipped_model_path: Path) -> None:
-    from bodypart_router.engine import LocalEngine
+    from bodypart_router.inference.engine import LocalEngine
 
     paths = [str(p) for key in ("uncompressed", "jpeg2000", "jpeg-ls") for p in tiny_corpus.classify[key]]
     pipeline = classify.RouterPipeline(classify.router_engines(shipped_model_path, 2), batch_size=2)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES
 from bodypart_router.cli import MODEL_ENV, main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -126,7 +126,7 @@ def test_native_decoder_noise_names_its_file_on_a_line_of_its_own(inbox: Path, t
     neither cuts through the progress bar nor goes unattributed."""
     import os
 
-    from bodypart_router import pipeline
+    from bodypart_router.inference import pipeline
 
     real = pipeline.decode_file
 

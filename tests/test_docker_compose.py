@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from bodypart_router.config import SECTION, load_orthanc_json, parse
+from support.orthanc import ROUTER_SCRIPT, SHUTDOWN_LUA
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -241,16 +242,16 @@ def test_every_path_the_config_names_is_in_the_image(effective: dict[str, Any]) 
     script = PurePosixPath(effective["PythonScript"])
     assert str(script.parent / "bodypart_router" / "orthanc_plugin" / "__init__.py") in files, \
         "the router's package must sit beside PythonScript in the image"
-    assert files[effective["PythonScript"]] == REPO / "plugin" / "router.py"
+    assert files[effective["PythonScript"]] == ROUTER_SCRIPT
     for lua in effective["LuaScripts"]:
-        assert files[lua] == REPO / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
+        assert files[lua] == SHUTDOWN_LUA
     model = PurePosixPath(effective[SECTION]["ModelPath"])
     assert str(model.parent / "MODEL_CARD.md") in files  # the integrity check reads it
 
 
 def test_image_path_check_catches_a_missing_lua_script(effective: dict[str, Any]) -> None:
     broken = json.loads(json.dumps(effective))
-    broken["LuaScripts"] = ["../plugin/bodypart_router/orthanc_plugin/shutdown.lua"]
+    broken["LuaScripts"] = ["../plugin/bodypart_router/orthanc_plugin/bootstrap/shutdown.lua"]
     with pytest.raises(AssertionError, match="LuaScripts"):
         test_every_path_the_config_names_is_in_the_image(broken)
 

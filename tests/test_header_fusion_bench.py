@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench import header_fusion as hf
-from bodypart_router.audit import header_classes
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.routing.audit import header_classes
+from bodypart_router.inference.classes import CLASS_NAMES
 
 
 @pytest.mark.parametrize("region, wordings", sorted(hf.WORDINGS.items()))

@@ -75,9 +75,27 @@ def test_keys_nobody_defines_go_to_the_routers_own_file(tmp_path: Path) -> None:
     log: list[str] = []
     own = install.configure(config_dir, tmp_path / "opt", tmp_path / "venv", log)
     config = load_orthanc_json(own)
-    assert config["PythonScript"] == str(tmp_path / "opt" / "plugin" / "router.py")
-    assert config["LuaScripts"] == [str(tmp_path / "opt" / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua")]
+    bootstrap = tmp_path / "opt" / "plugin" / "bodypart_router" / "orthanc_plugin" / "bootstrap"
+    assert config["PythonScript"] == str(bootstrap / "orthanc_bootstrap.py")
+    assert config["LuaScripts"] == [str(bootstrap / "shutdown.lua")]
     assert config["UserMetadata"] == install.USER_METADATA and config["SaveJobs"] is False
     assert {"BodyPartResult", "BodyPart"} <= set(config["UserMetadata"])
     assert config["BodyPartRouter"]["Routes"] == {} and config["BodyPartRouter"]["PythonEnvironment"] == str(tmp_path / "venv")
     assert (config_dir / "orthanc.json").read_text() == '{ "Name" : "site" }'  # untouched
+
+
+def test_an_earlier_installation_is_moved_to_the_bootstrap_folder(tmp_path: Path) -> None:
+    """Before the bootstrap had a folder of its own, the script was plugin/router.py and the hook sat in
+    orthanc_plugin/: once the router is copied again those files are gone, and Orthanc would not start."""
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    prefix = tmp_path / "opt"
+    earlier = {"PythonScript": str(prefix / "plugin" / "router.py"),
+               "LuaScripts": [str(prefix / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"), "/site/own.lua"]}
+    (config_dir / "orthanc.json").write_text(json.dumps(earlier, indent=2))
+    log: list[str] = []
+    install.configure(config_dir, prefix, tmp_path / "venv", log)
+    config = load_orthanc_json(config_dir / "orthanc.json")
+    bootstrap = prefix / "plugin" / "bodypart_router" / "orthanc_plugin" / "bootstrap"
+    assert config["PythonScript"] == str(bootstrap / "orthanc_bootstrap.py")
+    assert config["LuaScripts"] == [str(bootstrap / "shutdown.lua"), "/site/own.lua"]

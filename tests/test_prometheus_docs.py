@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bodypart_router.metrics import RouterMetrics
+from bodypart_router.ops.metrics import RouterMetrics
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "prometheus"
 NAME = re.compile(r"\bbodypart_router_[a-z_]+")

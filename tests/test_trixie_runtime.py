@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support.orthanc import REPO
+from support.orthanc import REPO, ROUTER_SCRIPT
 from support.trixie import host_dirs
 
 
@@ -16,7 +16,7 @@ def test_config_paths_are_shown_once_at_their_own_path(tmp_path: Path) -> None:
     config_path = tmp_path / "config.json"
     config = {
         "StorageDirectory": str(tmp_path / "storage"),            # not created yet: under tmp
-        "PythonScript": str(REPO / "plugin" / "router.py"),
+        "PythonScript": str(ROUTER_SCRIPT),
         "BodyPartRouter": {"ModelPath": str(REPO / "models" / "x.onnx"), "StateDirectory": "relative/ignored"},
     }
     dirs = host_dirs(config_path, config)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def views_key(samples: list[Sample], views: list[View]) -> str:
     """Digest of the augmentation and preprocessing code and of every view's definition."""
-    from bodypart_router import preprocess
+    from bodypart_router.imaging import preprocess
 
     digest = hashlib.sha256()
     for module in (augment, features, preprocess):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES
 
 from .data import SPLITS, Sample
 from .labels import region_of
@@ -53,7 +53,7 @@ def _intro(m: dict) -> list[str]:
         "film upright, and whether its polarity is inverted (bone dark). It says nothing about findings.",
         "",
         "Input `image`: float32 `[N,1,224,224]`, the stacked outputs of",
-        "`bodypart_router.preprocess.to_model_input` (grayscale, bone white, squashed to 224x224, contrast",
+        "`bodypart_router.imaging.preprocess.to_model_input` (grayscale, bone white, squashed to 224x224, contrast",
         "stretched to [0,1]). Outputs, each a softmax in the order given by the model's metadata:",
         "",
         "| output | shape | order (metadata key) |",

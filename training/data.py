@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES
 
 SPLITS = ("train", "val", "test")
 

@@ -12,8 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bodypart_router.classes import CLASS_NAMES
-from bodypart_router.preprocess import to_model_input
+from bodypart_router.inference.classes import CLASS_NAMES
+from bodypart_router.imaging.preprocess import to_model_input
 
 from .data import Sample
 
@@ -94,16 +94,16 @@ def shortcut_check(model: OnnxModel, samples: list[Sample], test_idx: list[int],
 def dicom_to_uint8(path: Path) -> tuple[np.ndarray, str]:
     """Display-ready uint8 pixels of a DICOM file, and the name of the decoder used.
 
-    Prefers the project's decoder (:mod:`bodypart_router.decode`) so the check covers the serving
+    Prefers the project's decoder (:mod:`bodypart_router.imaging.decode`) so the check covers the serving
     path. Without it, falls back to pydicom: Modality LUT, VOI LUT or window, MONOCHROME1
     inverted, min-max to 8 bits.
     """
     try:
-        from bodypart_router import decode
+        from bodypart_router.imaging import decode
     except ImportError:
         decode = None
     if decode is not None and hasattr(decode, "decode_file"):
-        return np.asarray(decode.decode_file(path).pixels), "bodypart_router.decode"
+        return np.asarray(decode.decode_file(path).pixels), "bodypart_router.imaging.decode"
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
-from bodypart_router.classifier import file_sha256
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
+from bodypart_router.inference.classifier import file_sha256
 
 from .heads import Ensemble
 from .model import EfficientNetLite0, normalise_gray

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bodypart_router.preprocess import to_model_input
+from bodypart_router.imaging.preprocess import to_model_input
 
 from .augment import augment, turn_and_invert
 from .data import Sample, load_gray

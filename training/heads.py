@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Ensemble(nn.Module):
 
 def region_to_class_matrix() -> np.ndarray:
     """``[regions, classes]``: 1 where a region belongs to a class; ``chest`` to both chest classes."""
-    from bodypart_router.classes import region_classes
+    from bodypart_router.inference.classes import region_classes
 
     m = np.zeros((len(REGION_NAMES), len(CLASS_NAMES)), dtype=np.float32)
     for r, name in enumerate(REGION_NAMES):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES
 
 from .data import Sample
 from .features import View

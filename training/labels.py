@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, VIEW_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, VIEW_NAMES
 
 from .data import Sample
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from bodypart_router.classes import CLASS_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES
 
 K = len(CLASS_NAMES)
 

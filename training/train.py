@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
 
 from . import card
 from . import heads as heads_module

@@ -2,6 +2,7 @@
 
     bodypart-router classify [--model PATH] [--json] PATH...
     bodypart-router sort SRC DST [--model PATH] [--copy | --link]
+    bodypart-router bootstrap-path [--lua]
 
 ``classify`` prints one JSON object per input with ``--json``
 (``{"path", "class", "score", "scores", "routed_class", "region", "region_score", "view",
@@ -10,7 +11,8 @@
 ``--minimum-score`` gate (``uncertain`` below it), as the Orthanc plugin decides with the same
 default ``MinimumScore``. ``sort`` copies (or hard-links) every file under SRC into
 ``DST/<class>/`` or ``DST/_unclassifiable/<reason>/``, keeping its path
-relative to SRC.
+relative to SRC. ``bootstrap-path`` prints where this installation's Orthanc bootstrap script
+is (for ``PythonScript``; ``--lua``: the shutdown hook for ``LuaScripts``), e.g. after a wheel install.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from typing import TYPE_CHECKING, TextIO
 from tqdm import tqdm
 
 from . import __version__
-from .classes import CLASS_NAMES, UNCERTAIN
+from .inference.classes import CLASS_NAMES, UNCERTAIN
 from .config import RouterConfig
-from .pipeline import DEFAULT_BATCH_SIZE, Result, classify_paths, iter_files
+from .inference.pipeline import DEFAULT_BATCH_SIZE, Result, classify_paths, iter_files
 
 if TYPE_CHECKING:
-    from .classifier import Classifier
+    from .inference.classifier import Classifier
 
 #: Environment variable naming the model when ``--model`` is not given.
 MODEL_ENV = "BODYPART_ROUTER_MODEL"
@@ -45,6 +47,10 @@ REPO_MODEL = Path(__file__).resolve().parents[2] / "models" / "bodypart_router.o
 DEFAULT_JOBS = max(1, min(4, os.cpu_count() or 1))
 #: Folder, under DST, for files that got a reason instead of a class.
 UNCLASSIFIABLE_DIR = "_unclassifiable"
+#: The files Orthanc's configuration names (``PythonScript``, ``LuaScripts``), shipped in the package.
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "orthanc_plugin" / "bootstrap"
+BOOTSTRAP_SCRIPT = BOOTSTRAP_DIR / "orthanc_bootstrap.py"
+SHUTDOWN_LUA = BOOTSTRAP_DIR / "shutdown.lua"
 
 
 def default_model() -> Path:
@@ -82,14 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     sort.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                       help=f"processes decoding files in parallel (default {DEFAULT_JOBS})")
     sort.set_defaults(mode="copy")
+
+    bootstrap = sub.add_parser("bootstrap-path", help="print the path of the script for Orthanc's PythonScript "
+                                                      "(the bootstrap of this installation of the package)")
+    bootstrap.add_argument("--lua", action="store_true", help="print the path of the shutdown hook for LuaScripts instead")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (0 done, 2 bad usage or unusable model)."""
     args = build_parser().parse_args(argv)
+    if args.command == "bootstrap-path":
+        print(SHUTDOWN_LUA if args.lua else BOOTSTRAP_SCRIPT)
+        return 0
     _quiet_libraries()
-    from .classifier import Classifier, ModelLoadError  # onnxruntime loads only once arguments are valid
+    from .inference.classifier import Classifier, ModelLoadError  # onnxruntime loads only once arguments are valid
 
     model = args.model or default_model()
     try:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import CLASS_NAMES, UNCERTAIN
-from .rules import Rule, parse_rules, table_rules
-from .xray_policy import DEFAULT_MODALITIES, DEFAULT_SOP_CLASSES, XrayPolicy
+from .inference.classes import CLASS_NAMES, UNCERTAIN
+from .routing.rules import Rule, parse_rules, table_rules
+from .imaging.xray_policy import DEFAULT_MODALITIES, DEFAULT_SOP_CLASSES, XrayPolicy
 
 SECTION = "BodyPartRouter"
 DEFAULT_MODEL_PATH = "../models/bodypart_router.onnx"

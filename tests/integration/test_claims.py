@@ -1,6 +1,6 @@
 """The cross-node claim against two real Orthanc processes sharing one PostgreSQL index.
 
-:mod:`bodypart_router.claims` relies on Orthanc creating a metadata atomically
+:mod:`bodypart_router.forwarding.claims` relies on Orthanc creating a metadata atomically
 when the ``If-Match`` of the PUT names a value nobody wrote. These tests race two nodes on the
 same instances and check that exactly one wins each, that a claim is re-entrant, and that
 a single node (no shared index) needs no claim at all.
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from bodypart_router.claims import (
+from bodypart_router.forwarding.claims import (
     CLAIM_METADATA,
     Claims,
     NoClaims,
@@ -23,7 +23,7 @@ from bodypart_router.claims import (
     owner_of,
     shared_index,
 )
-from bodypart_router.store import Store
+from bodypart_router.forwarding.store import Store
 from support.malformed import base_dataset, to_bytes
 from support.orthanc import OrthancProcess
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster, unavailable

@@ -7,6 +7,8 @@
 * The shipped orthanc-config/orthanc.json copied to another directory: Orthanc still starts
   (its script and Lua hook are absolute paths that ``make setup`` installs); the router is
   disabled and says why.
+* The package installed from its wheel: ``bodypart-router bootstrap-path`` names the bootstrap
+  inside it, and Orthanc loads the router from that package.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
-from support.orthanc import REPO, OrthancProcess, free_port, get_runtime, wait_router_started
+from support.orthanc import REPO, OrthancProcess, free_port, get_runtime, router_config, wait_router_started
+from support.wheel import bootstrap_path, build_wheel, install_wheel
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +89,7 @@ def test_install_into_debians_orthanc_service_layout(host: None, tmp_path: Path)
 
 
 def test_a_copied_configuration_leaves_orthanc_running_with_the_router_disabled(host: None, tmp_path: Path) -> None:
-    if not (BOOTSTRAP / "router.py").exists() or not (BOOTSTRAP / "shutdown.lua").exists():
+    if not (BOOTSTRAP / "orthanc_bootstrap.py").exists() or not (BOOTSTRAP / "shutdown.lua").exists():
         pytest.skip(f"{BOOTSTRAP} is not installed: run `make setup`")
     elsewhere = tmp_path / "site-config"
     elsewhere.mkdir()
@@ -104,6 +108,35 @@ def test_a_copied_configuration_leaves_orthanc_running_with_the_router_disabled(
         assert any("PythonEnvironment" in e for e in status["Errors"]), status
         assert "router is disabled" in orthanc.log_text()
         assert orthanc.upload(FIXTURE.read_bytes())  # and it keeps storing
+        assert orthanc.stop() < 10
+    finally:
+        orthanc.cleanup()
+
+
+def test_the_bootstrap_of_an_installed_wheel_loads_the_package_around_it(host: None, tmp_path: Path) -> None:
+    """The wheel installed where nothing else finds it: ``bootstrap-path`` names the script inside it, and
+    Orthanc loads the router from that package alone (the environment holds only the dependencies)."""
+    installed = tmp_path / "installed"
+    install_wheel(build_wheel(tmp_path / "build"), installed)
+    env = tmp_path / "env"
+    site = env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    site.mkdir(parents=True)
+    # the dependencies come from the project's environment, whose own .pth files (the editable
+    # checkout among them) a path line does not run
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    script, lua = bootstrap_path(installed), bootstrap_path(installed, "--lua")
+    assert script.is_relative_to(installed) and lua.is_relative_to(installed)
+    config = router_config(get_runtime("host"), model=REPO / "models" / "bodypart_router.onnx", routes={},
+                           router={"PythonEnvironment": str(env)},
+                           extra={"PythonScript": str(script), "LuaScripts": [str(lua)]})
+    orthanc = OrthancProcess(config, name="wheel")
+    try:
+        orthanc.start()
+        status = wait_router_started(orthanc, timeout=60)
+        assert status["Enabled"] is True, status
+        instance = orthanc.upload(FIXTURE.read_bytes())
+        orthanc.wait_for(lambda: orthanc.metadata(instance).get("BodyPartState") == "classified", timeout=90,
+                         what="the X-ray classified")
         assert orthanc.stop() < 10
     finally:
         orthanc.cleanup()

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from bodypart_router.audit import METADATA_NAME
+from bodypart_router.routing.audit import METADATA_NAME
 from support import dicoms
 from support.dicom_net import CountingSCP, c_store
 from support.orthanc import OrthancProcess, Runtime, get_runtime, peer_config, router_config

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from bodypart_router.claims import CLAIM_METADATA
-from bodypart_router.classes import CLASS_NAMES
-from bodypart_router.classifier import file_sha256
+from bodypart_router.forwarding.claims import CLAIM_METADATA
+from bodypart_router.inference.classes import CLASS_NAMES
+from bodypart_router.inference.classifier import file_sha256
 from pydicom.dataset import Dataset
 from pynetdicom import AllStoragePresentationContexts
 from support import tiny_model

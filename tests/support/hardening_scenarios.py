@@ -207,7 +207,7 @@ def _children(pid: int) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"bodypart_router.engine" in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"bodypart_router.inference.engine" in cmdline:
             found.append(int(entry))
     return found
 

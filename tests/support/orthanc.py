@@ -64,8 +64,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 REPO = Path(__file__).resolve().parents[2]
-ROUTER_SCRIPT = REPO / "plugin" / "router.py"
-SHUTDOWN_LUA = REPO / "plugin" / "bodypart_router" / "orthanc_plugin" / "shutdown.lua"
+BOOTSTRAP_DIR = REPO / "plugin/bodypart_router/orthanc_plugin/bootstrap"
+ROUTER_SCRIPT = BOOTSTRAP_DIR / "orthanc_bootstrap.py"
+SHUTDOWN_LUA = BOOTSTRAP_DIR / "shutdown.lua"
 
 
 def _session() -> requests.Session:

@@ -3,7 +3,7 @@
 Input ``image`` float32 [N,1,224,224], output ``probabilities`` float32 [N,5] (softmax, in
 ``CLASS_NAMES`` order), ``labels`` and ``model_name`` in metadata_props, opset 17, dynamic
 batch. The class is chosen by the image's mean gray level: class *k* wins around
-``CENTERS[k]``. :func:`bodypart_router.preprocess.to_model_input` leaves a flat image at
+``CENTERS[k]``. :func:`bodypart_router.imaging.preprocess.to_model_input` leaves a flat image at
 ``value / 255``, so :func:`gray_for` gives the pixel value that makes a flat image come out
 as a given class with a score near 1, and :data:`UNCERTAIN_GRAY` sits halfway between
 two classes (score about 0.5).
@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bodypart_router.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
+from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
 
 CENTERS = np.array([0.1, 0.3, 0.5, 0.7, 0.9], dtype=np.float32)
 SHARPNESS = 400.0

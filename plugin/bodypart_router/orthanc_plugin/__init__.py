@@ -11,6 +11,10 @@ Map of the package:
 - :mod:`.explorer`    Orthanc Explorer panel (explorer.js)
 - :mod:`.events`      event bus for extensions; :mod:`.extensions` lists them
 - :mod:`.host`        Orthanc REST/log wrappers
+- ``bootstrap/``      the script Orthanc's ``PythonScript`` names (``orthanc_bootstrap.py``) and
+  the ``LuaScripts`` shutdown hook; package data, not modules (``bodypart-router bootstrap-path``)
+
+May import: imaging, inference, routing, config, forwarding, ops, errors.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ _app: RouterApp | None = None
 
 
 def install(config_dir: Path) -> RouterApp:
-    """Create the router and register it with Orthanc. Called once by ``plugin/router.py``,
+    """Create the router and register it with Orthanc. Called once by ``bootstrap/orthanc_bootstrap.py``,
     which already found ``config_dir``, the directory of the Orthanc configuration."""
     global _app
     if _app is None:

@@ -27,17 +27,17 @@ from typing import Any
 import orthanc  # type: ignore[import-not-found]
 
 from .. import __version__
-from ..claims import for_node as claims_for_node
+from ..forwarding.claims import for_node as claims_for_node
 from ..config import SECTION, ConfigError, RouterConfig, parse
-from ..fusion import METADATA_NAME as SOURCE_METADATA
-from ..classifier import file_sha256
-from ..engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
+from ..routing.fusion import METADATA_NAME as SOURCE_METADATA
+from ..inference.classifier import file_sha256
+from ..inference.engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)
-from ..health import Health, HealthState, summarize
-from ..ingest_gate import HostCpu, IngestGate, default_busy_cores
-from ..memory import IdleTrim
-from ..store import CLASSIFIED, Delivery, Store
-from ..verify import DestinationLookup, peers_from_config
+from ..ops.health import Health, HealthState, summarize
+from ..ops.ingest_gate import HostCpu, IngestGate, default_busy_cores
+from ..inference.resources import IdleTrim
+from ..forwarding.store import CLASSIFIED, Delivery, Store
+from ..forwarding.verify import DestinationLookup, peers_from_config
 from . import explorer, footprint, rest_api
 from .events import EventBus
 from .extensions import EXTENSIONS
@@ -140,7 +140,7 @@ class RouterApp:
         if not config.enabled:
             log("warning", f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
             return
-        from ..modelcard import verify_model
+        from ..inference.modelcard import verify_model
 
         verified = verify_model(config.model_path, allowed_sha256=config.model_sha256)
         self.engines = self._start_engines(config, verified)
@@ -163,7 +163,7 @@ class RouterApp:
         self.recorder.claims = claims_for_node(orthanc_config, self.store)
         self.recorder.health = self.health
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
-            log("warning", f"LuaScripts does not list {Path(__file__).with_name('shutdown.lua')}: on Orthanc 1.10 "
+            log("warning", f"LuaScripts does not list {Path(__file__).parent / 'bootstrap' / 'shutdown.lua'}: on Orthanc 1.10 "
                            "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")
         if orthanc_config.get("SaveJobs", True) and not config.shadow_mode:
             log("warning", "SaveJobs is true: Orthanc reloads the forward jobs of a crashed run; the router cancels "
@@ -394,7 +394,7 @@ class RouterApp:
         return rows
 
     def health_now(self) -> tuple[HealthState, str]:
-        """``ok``, ``degraded:<why>``, ``stopped`` or ``disabled:<why>`` (see :mod:`bodypart_router.health`)."""
+        """``ok``, ``degraded:<why>``, ``stopped`` or ``disabled:<why>`` (see :mod:`bodypart_router.ops.health`)."""
         if not self.enabled:
             return summarize(disabled=self.error or "BodyPartRouter.Enabled is false", stopped=False, problems=[])
         problems = list(self.health.problems().values())

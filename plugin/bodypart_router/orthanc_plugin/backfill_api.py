@@ -8,7 +8,7 @@ Routes (they follow Orthanc's authentication like every REST route):
 * ``GET    /bodypart-router/backfill``  the progress (``null`` if none ever ran).
 * ``DELETE /bodypart-router/backfill``  cancel the running backfill.
 
-Planning, the checkpoint, throttling and resuming live in :mod:`bodypart_router.backfill`.
+Planning, the checkpoint, throttling and resuming live in :mod:`bodypart_router.forwarding.backfill`.
 This module supplies what is Orthanc-specific: the REST client and ``process``, which runs
 one instance through the same :class:`~.workers.ClassifyWorker` code as live ingest, in the
 backfill thread, and only while the live queue is empty. Instances the router already
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
-from ..request_body import RequestRefused, check_same_origin, read_json_object
-from ..backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
-from ..store import QUEUED, Received
+from ..ops.request_body import RequestRefused, check_same_origin, read_json_object
+from ..forwarding.backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
+from ..forwarding.store import QUEUED, Received
 from .host import log
 from .http_answers import send_json, send_status
 from .ingest import policy_from_index
@@ -47,7 +47,7 @@ STOP_SECONDS = 2.0
 
 
 class _Rest:
-    """:class:`bodypart_router.backfill.RestClient` over Orthanc's internal REST API."""
+    """:class:`bodypart_router.forwarding.backfill.RestClient` over Orthanc's internal REST API."""
 
     def __init__(self, app: "RouterApp") -> None:
         self._rest = app.rest
@@ -101,7 +101,7 @@ class _Processor:
 
 def handle(runner: BackfillRunner, method: str, request: dict[str, Any]) -> tuple[int, Any]:
     """One request to ``/bodypart-router/backfill`` -> (HTTP status, JSON body or message).
-    A POST body must be a JSON object (``{}`` for everything), see :mod:`bodypart_router.request_body`."""
+    A POST body must be a JSON object (``{}`` for everything), see :mod:`bodypart_router.ops.request_body`."""
     if method == "GET":
         return 200, runner.progress()
     try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..audit import REGION_TAGS, Region, regions_in
+from ..routing.audit import REGION_TAGS, Region, regions_in
 from ..config import RouterConfig
-from ..ingest_headers import HeaderCache, InstanceHeader
+from ..routing.ingest_headers import HeaderCache, InstanceHeader
 from .host import OrthancRest
 
 __all__ = ["HeaderCache", "InstanceHeader", "read_header", "rule_keywords"]

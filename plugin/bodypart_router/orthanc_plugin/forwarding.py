@@ -1,4 +1,4 @@
-"""The forwarding thread: drives :class:`~bodypart_router.delivery.Forwarder` and mirrors outcomes into Orthanc."""
+"""The forwarding thread: drives :class:`~bodypart_router.forwarding.delivery.Forwarder` and mirrors outcomes into Orthanc."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import threading
 import time
 
 from ..config import RouterConfig
-from ..delivery import DeliveryEvents, Forwarder, Lookup
-from ..store import Store
+from ..forwarding.delivery import DeliveryEvents, Forwarder, Lookup
+from ..forwarding.store import Store
 from .events import EventBus
-from ..health import Health
-from ..memory import IdleTrim
+from ..ops.health import Health
+from ..inference.resources import IdleTrim
 from .host import OrthancRest, log
 from .results import ResultWriter
 

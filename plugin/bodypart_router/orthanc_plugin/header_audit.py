@@ -1,6 +1,6 @@
 """Header audit in Orthanc: after each classification, compare the header with the pixels.
 
-The verdict (:mod:`bodypart_router.audit`) is counted here per sending station (the
+The verdict (:mod:`bodypart_router.routing.audit`) is counted here per sending station (the
 ``RemoteAET`` metadata Orthanc records) for the metrics and the status page; the worker writes
 it with the rest of the result (``HeaderAudit`` in ``BodyPartResult``, and
 ``BodyPartHeaderAudit`` where it is declared in ``UserMetadata``), in the same write.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..audit import audit
-from ..delivery import RestError
-from ..routing import RoutingDecision
+from ..routing.audit import audit
+from ..forwarding.delivery import RestError
+from ..routing.decision import RoutingDecision
 from .evidence import InstanceHeader, read_header
 from .host import log
 from .monitoring import metrics_for

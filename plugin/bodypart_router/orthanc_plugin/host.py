@@ -1,7 +1,7 @@
 """The only place that talks to the ``orthanc`` module's REST and log functions.
 
 Everything else in the adapter goes through :class:`OrthancRest` and :func:`log`, so the
-core's :class:`~bodypart_router.delivery.Rest` interface is all the forwarding logic sees.
+core's :class:`~bodypart_router.forwarding.delivery.Rest` interface is all the forwarding logic sees.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import orthanc  # type: ignore[import-not-found]  # provided by Orthanc's Python plugin
 
-from ..delivery import RestError
+from ..forwarding.delivery import RestError
 
 _PREFIX = "BodyPartRouter: "
 

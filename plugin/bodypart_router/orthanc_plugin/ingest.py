@@ -9,14 +9,14 @@ Why two paths:
   for longer than a deque append. If the queue is full the item is dropped (one warning
   per overflow episode), which is safe because of the second path.
 * **Durable path.** The :class:`Recorder` thread drains that queue into the SQLite
-  :class:`~bodypart_router.store.Store` in batches, and follows Orthanc's ``/changes`` log
+  :class:`~bodypart_router.forwarding.store.Store` in batches, and follows Orthanc's ``/changes`` log
   from a checkpoint kept in the same store. A ``NewInstance`` change whose instance is not
   in the store (stored just before a crash, or dropped by a full queue) is looked up by
   REST and recorded. The checkpoint only moves past changes that are recorded, so after a
   ``kill -9`` the next start resumes exactly where the durable record ends.
 
 Where several Orthanc nodes share one index (and so one changes log), every node records every
-new X-ray, and a worker claims each one before classifying it (:mod:`bodypart_router.claims`),
+new X-ray, and a worker claims each one before classifying it (:mod:`bodypart_router.forwarding.claims`),
 so each is classified and forwarded by exactly one node. The recorder keeps the leases: it
 renews this node's claims while work remains on them, and takes over the instances of a node
 whose claims lapsed.
@@ -51,12 +51,12 @@ from typing import Any
 
 import orthanc  # type: ignore[import-not-found]
 
-from ..claims import CLAIM_METADATA, Claims, NoClaims, is_done
+from ..forwarding.claims import CLAIM_METADATA, Claims, NoClaims, is_done
 from ..config import RouterConfig
-from ..delivery import RestError
+from ..forwarding.delivery import RestError
 from ..errors import NotClassifiable
-from ..health import Health
-from ..store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
+from ..ops.health import Health
+from ..forwarding.store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
 
 #: ``BodyPartState`` values after which the owner has nothing left to do on an instance.
 FINAL_STATE_PREFIXES = ("forwarded", "failed:", "held:", "skipped:")

@@ -1,4 +1,4 @@
-"""Metrics: feed the router's events into :class:`~bodypart_router.metrics.RouterMetrics`.
+"""Metrics: feed the router's events into :class:`~bodypart_router.ops.metrics.RouterMetrics`.
 
 * Prometheus: every ``PUBLISH_SECONDS`` every value is pushed with ``orthanc.SetMetricsValue``,
   changed or not (Orthanc stamps a metric with the time it was last set; Prometheus drops a
@@ -7,7 +7,7 @@
   ``MetricsEnabled`` must stay true, its default). Publishing starts with Orthanc even when
   the router is disabled, so that ``bodypart_router_enabled 0`` can raise an alert.
 * Status: the ``Metrics`` section of ``GET /bodypart-router/status`` (shape documented in
-  :mod:`bodypart_router.metrics`), read by the status page.
+  :mod:`bodypart_router.ops.metrics`), read by the status page.
 
 Other extensions reach the same registry with :func:`metrics_for`.
 """
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
-from ..health import HealthState
-from ..image_facts import ImageFacts
-from ..metrics import MetricsPublisher, RouterMetrics, metric_name
-from ..routing import RoutingDecision
-from ..store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
+from ..ops.health import HealthState
+from ..routing.image_facts import ImageFacts
+from ..ops.metrics import MetricsPublisher, RouterMetrics, metric_name
+from ..routing.decision import RoutingDecision
+from ..forwarding.store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
 from .host import log
 
 if TYPE_CHECKING:

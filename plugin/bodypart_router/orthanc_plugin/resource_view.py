@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
-from ..delivery import RestError
-from ..store import DEAD, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY
+from ..forwarding.delivery import RestError
+from ..forwarding.store import DEAD, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY
 from .host import log
 from .http_answers import send_json, send_status
 

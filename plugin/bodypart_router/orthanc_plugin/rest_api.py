@@ -10,7 +10,7 @@
 * ``POST /bodypart-router/lifecycle/prepare-stop``  called by ``shutdown.lua`` when Orthanc stops;
   it stops the router's threads until the next start of Orthanc.
 
-Every POST body goes through :func:`bodypart_router.request_body.read_json_object` (size and
+Every POST body goes through :func:`bodypart_router.ops.request_body.read_json_object` (size and
 nesting checked before parsing, ``application/json`` and same-origin required, see
 ``docs/security.md``). ``prepare-stop`` is the exception: Orthanc's Lua sends no headers at all,
 so it requires no headers and the token that this process put in its own environment
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
-from ..delivery import delivery_json
-from ..request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
+from ..forwarding.delivery import delivery_json
+from ..ops.request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
                             read_json_object, string_list)
 from .host import log
 from .http_answers import Unavailable, send_json, send_status

@@ -29,11 +29,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..classes import label_for
+from ..inference.classes import label_for
 from ..config import Destination
-from ..delivery import RestError
-from ..routing import RoutingDecision
-from ..store import DEAD_LETTER_STATE, InstanceRecord
+from ..forwarding.delivery import RestError
+from ..routing.decision import RoutingDecision
+from ..forwarding.store import DEAD_LETTER_STATE, InstanceRecord
 from .host import OrthancRest, log
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"

@@ -24,12 +24,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..audit import REGION_TAGS, age_in_years
+from ..routing.audit import REGION_TAGS, age_in_years
 from ..config import Destination, _destination_list, known_destinations
-from ..delivery import RestError, delivery_json
-from ..request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
-from ..routing import RoutingDecision, decide_evidence
-from ..store import AWAITING_SERIES, ELSEWHERE
+from ..forwarding.delivery import RestError, delivery_json
+from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
+from ..routing.decision import RoutingDecision, decide_evidence
+from ..forwarding.store import AWAITING_SERIES, ELSEWHERE
 from .evidence import InstanceHeader, read_header, rule_keywords
 from .host import log
 from .rest_api import route

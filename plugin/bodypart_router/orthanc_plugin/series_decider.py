@@ -1,7 +1,7 @@
 """``DecisionLevel: series`` in Orthanc: route a series' films together once Orthanc reports it stable.
 
 A classified film waits in the state ``awaiting-series``. Its series is decided (see
-:mod:`bodypart_router.series`) when Orthanc's ``STABLE_SERIES`` change arrives, or at once if
+:mod:`bodypart_router.routing.series`) when Orthanc's ``STABLE_SERIES`` change arrives, or at once if
 the series was already stable when the film was classified (a backlog), or at start-up for
 series left waiting by the previous run (Orthanc forgets unstable series when it restarts, so
 they are stable then). The decision runs on a classification worker's thread, never in
@@ -16,12 +16,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import RestError
-from ..fusion import fuse
-from ..image_facts import ImageFacts
-from ..routing import SECONDARY, decide
-from ..series import Member, vote
-from ..store import AWAITING_SERIES, Store
+from ..forwarding.delivery import RestError
+from ..routing.fusion import fuse
+from ..routing.image_facts import ImageFacts
+from ..routing.decision import SECONDARY, decide
+from ..routing.series import Member, vote
+from ..forwarding.store import AWAITING_SERIES, Store
 from .evidence import InstanceHeader, read_header
 from .host import OrthancRest, log
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
-from ..request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
-from ..store import QUEUED
+from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
+from ..forwarding.store import QUEUED
 from .host import log
 from .http_answers import send_json, send_status
 from .monitoring import PAGE_SIZE, dead_letter_page, metrics_for, recent_page

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..delivery import RestError
-from ..engine import Source
+from ..forwarding.delivery import RestError
+from ..inference.engine import Source
 from .host import OrthancRest, log
 
 

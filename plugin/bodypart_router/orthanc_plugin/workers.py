@@ -2,7 +2,7 @@
 
 Each worker claims up to ``BatchSize`` queued instances from the store at once, so when
 several are waiting they share one inference call. The decoding and inference happen in the
-worker's :mod:`engine <bodypart_router.engine>` (a child process by default); the worker tells
+worker's :mod:`engine <bodypart_router.inference.engine>` (a child process by default); the worker tells
 it where each file is and turns its outcomes into Orthanc metadata, store records and events. Results are written to Orthanc first and
 committed to the store second: a crash in between only means the instance is classified
 again at the next start (metadata writes are idempotent), never that a delivery is lost.
@@ -16,16 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..claims import Claims, NoClaims
+from ..forwarding.claims import Claims, NoClaims
 from ..config import RouterConfig
-from ..delivery import RestError
-from ..engine import Engine, EngineStartError, Outcome, Source
-from ..health import Health
-from ..image_facts import ImageFacts
-from ..ingest_gate import IngestGate
-from ..memory import IdleTrim
-from ..routing import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
-from ..store import AWAITING_SERIES, CLASSIFIED, Store
+from ..forwarding.delivery import RestError
+from ..inference.engine import Engine, EngineStartError, Outcome, Source
+from ..ops.health import Health
+from ..routing.image_facts import ImageFacts
+from ..ops.ingest_gate import IngestGate
+from ..inference.resources import IdleTrim
+from ..routing.decision import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
+from ..forwarding.store import AWAITING_SERIES, CLASSIFIED, Store
 from . import footprint
 from .events import EventBus
 from .evidence import HeaderCache, InstanceHeader, read_header, rule_keywords

@@ -104,7 +104,7 @@
   }
 
   // GET status answers the router's status; this page's figures are in its "Metrics" and
-  // "Backfill" sections (shapes documented in bodypart_router/metrics.py and backfill.py).
+  // "Backfill" sections (shapes documented in bodypart_router/ops/metrics.py and backfill.py).
   function render(top) {
     var s = top.Metrics;
     if (!s) { showError("The router status has no Metrics section: is the monitoring extension loaded?"); return; }

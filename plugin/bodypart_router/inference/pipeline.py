@@ -1,0 +1,172 @@
+"""Files in, classes out: walk paths, decode each file, classify in batches.
+
+Used by the CLI (and usable from any script); the Orthanc adapter has its own
+queue but the same decode -> preprocess -> classify steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import Classifier, Prediction
+from ..imaging.decode import decode_file
+from ..errors import NotClassifiable, Reason
+from ..imaging.preprocess import to_model_input
+from ..imaging.xray_policy import XrayPolicy
+
+#: Images classified per onnxruntime run.
+DEFAULT_BATCH_SIZE = 16
+#: Below this many files a process pool costs more to start than it saves.
+MIN_FILES_FOR_POOL = 16
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome for one input file: a prediction, or the reason there is none."""
+
+    path: Path
+    prediction: Prediction | None = None
+    error: NotClassifiable | None = None
+    #: What native decoders wrote to stderr while this file was decoded (with ``capture_messages``).
+    messages: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.prediction is not None
+
+
+def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Every file under ``paths``: files as given, folders walked recursively in sorted order.
+
+    Hidden files and folders (``.name``) inside walked folders are skipped.
+    A path that does not exist is yielded as is, so that it gets a reason.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Collect what C libraries write straight to file descriptor 2 meanwhile (libjpeg's
+    "Unsupported JPEG data precision 12", GDCM's warnings): on a terminal those lines would cut
+    through a progress bar and name no file. Only for a process of its own (the CLI and its
+    pool): inside Orthanc, file descriptor 2 is Orthanc's log."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line.strip() for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
+
+
+def prepare(path: Path, policy: XrayPolicy | None,
+            capture_messages: bool = False) -> tuple[np.ndarray | None, Result | None, tuple[str, ...]]:
+    """Decode and preprocess one file; a failure comes back as a finished :class:`Result`.
+    The last item holds the decoders' messages about this file (see :func:`native_stderr_captured`)."""
+    with native_stderr_captured() if capture_messages else contextlib.nullcontext([]) as messages:
+        try:
+            if not path.exists():
+                raise NotClassifiable(Reason.NOT_DICOM, "no such file")
+            decoded = decode_file(path, policy=policy)
+            model_input, failed = to_model_input(decoded.pixels), None
+        except NotClassifiable as exc:
+            model_input, failed = None, Result(path=path, error=exc)
+    return model_input, failed, tuple(messages)
+
+
+def classify_paths(
+    paths: Iterable[str | os.PathLike],
+    classifier: Classifier,
+    *,
+    policy: XrayPolicy | None = XrayPolicy(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    capture_messages: bool = False,
+) -> Iterator[Result]:
+    """Yield one :class:`Result` per file found under ``paths``, in input order.
+
+    Inference waits until ``batch_size`` images are ready (or the input ends),
+    because one batched run is much cheaper than as many single-image runs.
+    With ``workers > 1`` files are decoded in that many processes: decoding,
+    not the network, is the cost, and much of it holds the GIL. ``capture_messages`` puts what
+    native decoders print into each file's :attr:`Result.messages` instead of the terminal.
+    """
+    pending: list[tuple[Path, np.ndarray | None, Result | None, tuple[str, ...]]] = []
+
+    def flush() -> Iterator[Result]:
+        ready = [i for i, (_, x, _, _) in enumerate(pending) if x is not None]
+        outcomes: dict[int, Prediction | NotClassifiable] = {}
+        if ready:
+            try:
+                outcomes = dict(zip(ready, classifier.predict_batch([pending[i][1] for i in ready])))
+            except NotClassifiable as exc:  # the whole batch failed in the model
+                outcomes = {i: exc for i in ready}
+        for i, (path, _, failed, messages) in enumerate(pending):
+            outcome = outcomes.get(i)
+            if failed is not None:
+                yield dataclasses.replace(failed, messages=messages)
+            elif isinstance(outcome, Prediction):
+                yield Result(path=path, prediction=outcome, messages=messages)
+            else:
+                yield Result(path=path, error=outcome, messages=messages)
+        pending.clear()
+
+    for path, model_input, failed, messages in _prepared(iter_files(paths), policy, workers, capture_messages):
+        pending.append((path, model_input, failed, messages))
+        if sum(1 for _, x, _, _ in pending if x is not None) >= batch_size:
+            yield from flush()
+    yield from flush()
+
+
+def _prepared(
+    files: Iterable[Path], policy: XrayPolicy | None, workers: int, capture_messages: bool = False
+) -> Iterator[tuple[Path, np.ndarray | None, Result | None, tuple[str, ...]]]:
+    """``prepare`` every file, in order; in a process pool when ``workers > 1`` and there are enough files.
+
+    At most ``4 x workers`` files are in flight, which bounds the memory held
+    by decoded images waiting for the model.
+    """
+    files = list(files)
+    if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:
+        for path in files:
+            yield (path, *prepare(path, policy, capture_messages))
+        return
+    # "spawn": forking a process that already runs onnxruntime's thread pool is unsafe.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        window: deque[tuple[Path, Future]] = deque()
+        for path in files:
+            window.append((path, pool.submit(prepare, path, policy, capture_messages)))
+            if len(window) >= 4 * workers:
+                done, future = window.popleft()
+                yield (done, *future.result())
+        while window:
+            done, future = window.popleft()
+            yield (done, *future.result())
