@@ -22,6 +22,9 @@ class Instance:
         self.asked.append(args)
         return json.dumps({"Modality": "CR", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1", "TextValue": None})
 
+    def GetInstanceSize(self) -> int:  # noqa: N802
+        return 600_000
+
     def GetInstanceSimplifiedJson(self) -> str:  # noqa: N802
         raise AssertionError("the whole simplified JSON must not be built at ingest")
 
@@ -33,3 +36,42 @@ def test_ingest_reads_the_tags_with_long_values_left_out() -> None:
     assert tags["TextValue"] is None  # a long text element: left out by Orthanc, never built into JSON
     (args,) = instance.asked
     assert args[-1] == ingest.MAX_TAG_CHARS <= 1024
+
+
+class LargeInstance:
+    """A stored file above the JSON size limit: its bytes are parsed, Orthanc's JSON is never asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def GetInstanceSize(self) -> int:  # noqa: N802 (Orthanc's name)
+        return len(self.data)
+
+    def GetInstanceData(self) -> bytes:  # noqa: N802
+        return self.data
+
+    def GetInstanceAdvancedJson(self, *args: Any) -> str:  # noqa: N802
+        raise AssertionError("Orthanc's JSON decodes long text values before dropping them: seconds for 300 MB")
+
+
+def test_a_large_instance_is_read_from_its_bytes_with_long_values_left_unread(monkeypatch) -> None:
+    from pydicom.dataelem import DataElement
+
+    from support.dicoms import to_bytes, xray
+
+    ds = xray(90, size=64)
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.BodyPartExamined = "CHEST"
+    ds.add(DataElement(0x0040A160, "UT", "a" * 5000))  # TextValue, longer than MAX_TAG_CHARS
+    data = to_bytes(ds)
+    monkeypatch.setattr(ingest, "JSON_MAX_INSTANCE_BYTES", len(data) - 1)
+    tags = ingest.ingest_tags(LargeInstance(data))
+    assert (tags["Modality"], tags["SOPClassUID"], tags["BodyPartExamined"]) == ("CR", ds.SOPClassUID, "CHEST")
+    assert tags["ImageType"] == "ORIGINAL\\PRIMARY"  # multiple values as Orthanc's JSON writes them
+    assert tags["SOPInstanceUID"] == ds.SOPInstanceUID and tags["PatientID"] == ds.PatientID
+    assert "TextValue" not in tags and "PixelData" not in tags
+
+
+def test_a_small_instance_still_uses_orthancs_bounded_json() -> None:
+    instance = Instance()
+    assert ingest.ingest_tags(instance)["Modality"] == "CR"

@@ -16,6 +16,7 @@ imports ``orthanc``.
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -39,6 +40,45 @@ def orthanc_id(*identifiers: str) -> str:
 
 #: Longest tag value kept from an ingested dataset (the rules and the audit read short strings).
 MAX_VALUE_LENGTH = 256
+
+#: Value representations whose values are never tags the router reads (binary, sequences).
+_SKIPPED_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UN"})
+
+
+def _text(value: Any) -> str:
+    """A value as Orthanc's "human" JSON writes it: multiple values joined by a backslash."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def header_tags(data: bytes, max_chars: int) -> dict[str, Any]:
+    """The top-level public tags of the DICOM file ``data`` as ``{keyword: text}``, with values
+    longer than ``max_chars`` bytes left out without being read or decoded.
+
+    Orthanc's JSON of a dataset decodes every text value before it drops the long ones, which
+    takes seconds for a text element of hundreds of megabytes, on the ingest path. pydicom skips
+    such values by their length. Values are text as in Orthanc's JSON; sequences and binary
+    values are left out (the router reads neither)."""
+    import pydicom  # the plugin's environment has it; importing here keeps this module light
+
+    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size=max_chars, force=True)
+    tags: dict[str, Any] = {}
+    for tag in list(dataset.keys()):
+        raw = dataset.get_item(tag, keep_deferred=True)
+        if tag.is_private or tag.group in (0x0000, 0x0002) or raw is None:
+            continue
+        vr = getattr(raw, "VR", None)
+        if vr in _SKIPPED_VRS or getattr(raw, "length", 0) > max_chars or getattr(raw, "value", b"") is None:
+            continue
+        try:
+            element = dataset[tag]
+        except Exception:  # a value pydicom cannot decode: Orthanc's JSON would not help either
+            continue
+        if not element.keyword or element.VR in _SKIPPED_VRS:
+            continue
+        tags[element.keyword] = None if element.value is None or element.value == "" else _text(element.value)
+    return tags
 
 
 class HeaderCache:
