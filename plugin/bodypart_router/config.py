@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .inference.classes import CLASS_NAMES, UNCERTAIN
-from .routing.rules import Rule, parse_rules, table_rules
+from .routing.rule_parsing import parse_rules
+from .routing.rules import Rule, table_rules
 from .imaging.xray_policy import DEFAULT_MODALITIES, DEFAULT_SOP_CLASSES, XrayPolicy
 
 SECTION = "BodyPartRouter"
