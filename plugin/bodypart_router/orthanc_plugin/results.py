@@ -47,7 +47,7 @@ SEPARATE_NAMES = {
     "Region": "BodyPartRegion", "View": "BodyPartView", "Rotation": "BodyPartRotation",
     "Inverted": "BodyPartInverted",
 }
-#: The classic layout: these are declared (config.py checks it) when ``BodyPartResult`` is not.
+#: The classic layout: these are declared (config checks it) when ``BodyPartResult`` is not.
 CLASSIC_NAMES = frozenset({"BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded"})
 #: Packed results remembered for the next change of the same instance (else read back once).
 PACKED_CACHE_SIZE = 10_000

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..routing.audit import REGION_TAGS, age_in_years
-from ..config import Destination, _destination_list, known_destinations
+from ..config import Destination, destination_list, known_destinations
 from ..forwarding.delivery import RestError, delivery_json
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..routing.decision import RoutingDecision, decide_evidence
@@ -217,7 +217,7 @@ def reroute(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     only: tuple[Destination, ...] | None = None
     if "Destinations" in body:
         problems: list[str] = []
-        only = _destination_list(names, "Destinations", known_destinations(app.orthanc_config), problems)
+        only = destination_list(names, "Destinations", known_destinations(app.orthanc_config), problems)
         if problems:
             raise RequestRefused(400, "; ".join(problems))
     wanted: list[str] = list(instances)

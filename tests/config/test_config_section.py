@@ -13,7 +13,7 @@ from bodypart_router.config import (
     strip_json_comments,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "orthanc-config" / "orthanc.json"
 METADATA = {"BodyPart": 1024, "BodyPartScore": 1025, "BodyPartModel": 1026, "BodyPartState": 1027,
             "BodyPartForwarded": 1028}
