@@ -33,12 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugin"))
 
-from bodypart_router.config import load_orthanc_json  # noqa: E402
+from bodypart_router.config import METADATA, load_orthanc_json  # noqa: E402
 
 ROUTER_FILE = "bodypart-router.json"
 BACKUP_SUFFIX = ".bak-bodypart-router"
-#: The metadata the router writes: those the shipped configuration declares, with its numbers.
-USER_METADATA: dict[str, int] = load_orthanc_json(REPO / "orthanc-config" / "orthanc.json")["UserMetadata"]
+#: The metadata the router writes that the shipped configuration declares, with its numbers (the
+#: schema's, which orthanc-config/orthanc.json is written from).
+USER_METADATA: dict[str, int] = {m.name: m.shipped for m in METADATA if m.shipped}
 #: Orthanc keeps only this many finished jobs; the router tracks every forward job to its end.
 MIN_JOBS_HISTORY = 1000
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from bodypart_router.routing.audit import METADATA_NAME
+from bodypart_router.config import SEPARATE_METADATA
 from support import dicoms
 from support.dicom_net import CountingSCP, c_store
 from support.orthanc import OrthancProcess, Runtime, get_runtime, peer_config, router_config
@@ -128,14 +128,14 @@ def live_traffic(live: tuple[OrthancProcess, OrthancProcess]) -> dict[str, str]:
     # "classified" is final for the unrouted ones; the three adult chests go on to ai-chest.
     chests = [ids["agree"], ids["agree-text"], ids["disagree"]]
     router.wait_for(lambda: _settled(router, chests, ("forwarded",)), timeout=60, what="adult chests forwarded")
-    router.wait_for(lambda: all(METADATA_NAME in router.metadata(i) for k, i in ids.items() if k != "ct"),
+    router.wait_for(lambda: all(SEPARATE_METADATA["HeaderAudit"] in router.metadata(i) for k, i in ids.items() if k != "ct"),
                     what="header audit metadata")
     return ids
 
 
 def test_header_audit_is_stored_in_metadata(live: tuple[OrthancProcess, OrthancProcess], live_traffic: dict[str, str]) -> None:
     router, _ = live
-    audit = {k: router.metadata(i).get(METADATA_NAME) for k, i in live_traffic.items()}
+    audit = {k: router.metadata(i).get(SEPARATE_METADATA["HeaderAudit"]) for k, i in live_traffic.items()}
     assert audit == {
         "agree": "agree:adult_chest",
         "agree-text": "agree:adult_chest/pediatric_chest",  # no age: either chest class agrees

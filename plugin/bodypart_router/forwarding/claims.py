@@ -57,17 +57,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import CLAIM_METADATA, shared_index
 from .delivery import RestError
 from .store import Store
 
-#: Instance metadata holding the owner's node ID; declare it in ``UserMetadata``.
-CLAIM_METADATA = "BodyPartClaim"
 #: Store setting with this node's ID (stable across restarts of the node).
 NODE_ID_KEY = "cluster_node_id"
 #: ``If-Match`` that no existing claim can match: turns the PUT into "create if absent".
 _NEVER_WRITTEN = '"0-' + hashlib.md5(b"bodypart-router: unclaimed").hexdigest() + '"'
-#: Index plugins whose ``Lock: false`` lets several Orthanc processes share one index.
-_SHARED_INDEX_SECTIONS = ("PostgreSQL", "MySQL", "Odbc")
 #: Last word of the claim of an instance whose work is finished (see :meth:`Claims.finish`).
 DONE = "done"
 
@@ -87,15 +84,6 @@ class Observed:
 
     value: str
     etag: str
-
-
-def shared_index(orthanc_config: Mapping[str, Any]) -> str | None:
-    """The index plugin section that several nodes may share (``EnableIndex`` true, ``Lock`` false), if any."""
-    for section in _SHARED_INDEX_SECTIONS:
-        value = orthanc_config.get(section)
-        if isinstance(value, Mapping) and value.get("EnableIndex") and value.get("Lock", True) is False:
-            return section
-    return None
 
 
 @dataclass

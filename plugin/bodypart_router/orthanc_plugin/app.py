@@ -28,8 +28,7 @@ import orthanc  # type: ignore[import-not-found]
 
 from .. import __version__
 from ..forwarding.claims import for_node as claims_for_node
-from ..config import SECTION, ConfigError, RouterConfig, parse
-from ..routing.fusion import METADATA_NAME as SOURCE_METADATA
+from ..config import SECTION, SOURCE_METADATA, ConfigError, RouterConfig, parse
 from ..inference.classifier import file_sha256
 from ..inference.engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..inference.classes import label_for
-from ..config import Destination
+from ..config import CLASSIC_METADATA, RESULT_METADATA, SEPARATE_METADATA, Destination
 from ..forwarding.delivery import RestError
 from ..routing.decision import RoutingDecision
 from ..forwarding.store import DEAD_LETTER_STATE, InstanceRecord
@@ -38,17 +38,11 @@ from .host import OrthancRest, log
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"
 SKIPPED_PREFIX = "skipped:"
-#: The packed result (a JSON object), written where it is declared in ``UserMetadata``.
-RESULT_METADATA = "BodyPartResult"
-#: Field of the packed result -> the metadata holding that value alone (written where declared).
-SEPARATE_NAMES = {
-    "Class": "BodyPart", "Score": "BodyPartScore", "Model": "BodyPartModel", "State": "BodyPartState",
-    "Forwarded": "BodyPartForwarded", "Source": "BodyPartSource", "HeaderAudit": "BodyPartHeaderAudit",
-    "Region": "BodyPartRegion", "View": "BodyPartView", "Rotation": "BodyPartRotation",
-    "Inverted": "BodyPartInverted",
-}
+#: Field of the packed result (``RESULT_METADATA``) -> the metadata holding that value alone
+#: (written where declared). Every name is defined once, in config/schema.py.
+SEPARATE_NAMES = SEPARATE_METADATA
 #: The classic layout: these are declared (config checks it) when ``BodyPartResult`` is not.
-CLASSIC_NAMES = frozenset({"BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded"})
+CLASSIC_NAMES = frozenset(CLASSIC_METADATA)
 #: Packed results remembered for the next change of the same instance (else read back once).
 PACKED_CACHE_SIZE = 10_000
 

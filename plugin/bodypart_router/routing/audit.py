@@ -29,7 +29,7 @@ class was learned from children aged 1 to 5, and adolescent chests look like adu
   chest predicted as adult would be noise, not a header error.
 
 The verdict is ``agree``, ``disagree`` or ``no-header`` (no tag names a known region). It
-is stored in the instance metadata :data:`METADATA_NAME` as ``agree:<classes>``,
+is stored in the instance metadata ``BodyPartHeaderAudit`` (config/schema.py) as ``agree:<classes>``,
 ``disagree:<classes>`` or ``no-header``, where ``<classes>`` are the classes the header
 allows, joined by ``/`` (e.g. ``disagree:spine``, ``agree:adult_chest/pediatric_chest``).
 """
@@ -45,9 +45,6 @@ from enum import Enum
 from typing import Any, Final, Mapping
 
 from ..inference.classes import CLASS_NAMES
-
-#: Instance metadata that stores the verdict (declare it in the Orthanc ``UserMetadata``).
-METADATA_NAME: Final = "BodyPartHeaderAudit"
 
 AGREE: Final = "agree"
 DISAGREE: Final = "disagree"
@@ -227,7 +224,7 @@ class AuditResult:
 
     @property
     def metadata_value(self) -> str:
-        """Value stored in :data:`METADATA_NAME`, e.g. ``disagree:spine`` or ``no-header``."""
+        """Value stored in ``BodyPartHeaderAudit``, e.g. ``disagree:spine`` or ``no-header``."""
         if self.verdict == NO_HEADER:
             return NO_HEADER
         return f"{self.verdict}:{'/'.join(self.header_classes)}"

@@ -45,8 +45,6 @@ HEADER_REGIONS: Final = len(Region)
 PIXELS, PIXELS_HEADER, HEADER, CONFLICT = "pixels", "pixels+header", "header", "conflict"
 SOURCES: Final[tuple[str, ...]] = (PIXELS, PIXELS_HEADER, HEADER, CONFLICT)
 
-#: Instance metadata that says what decided (declare it in ``UserMetadata``).
-METADATA_NAME: Final = "BodyPartSource"
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import SEPARATE_METADATA
 from .audit import MAX_STATIONS, NO_AET, OTHER_AETS
 
-#: Metadata names, in the order they are written (declared in ``UserMetadata``).
-REGION_METADATA = "BodyPartRegion"
-VIEW_METADATA = "BodyPartView"
-ROTATION_METADATA = "BodyPartRotation"
-INVERTED_METADATA = "BodyPartInverted"
+#: Metadata names, in the order they are written (declared in ``UserMetadata``; see config/schema.py).
+REGION_METADATA = SEPARATE_METADATA["Region"]
+VIEW_METADATA = SEPARATE_METADATA["View"]
+ROTATION_METADATA = SEPARATE_METADATA["Rotation"]
+INVERTED_METADATA = SEPARATE_METADATA["Inverted"]
 METADATA_NAMES: tuple[str, ...] = (REGION_METADATA, VIEW_METADATA, ROTATION_METADATA, INVERTED_METADATA)
 
 
