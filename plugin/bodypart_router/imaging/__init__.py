@@ -8,7 +8,8 @@ Shared by serving (the engine, the CLI) and training (``training/`` imports
 - :mod:`.codec_headers`  the size a compressed frame (or a deflated dataset) declares, checked
   against Rows and Columns before a decoder allocates it
 - :mod:`.codecs`       one module per codec family, and the choice between them
-- :mod:`.voi`          unused bits, Modality LUT, VOI LUT or window, inversion
+- :mod:`.voi`          unused bits, Modality LUT, VOI LUT or window (pydicom's), inversion
+- :mod:`.attributes`   DICOM attribute names and tags in messages, from pydicom's data dictionary
 - :mod:`.resample`     integer area reduction
 - :mod:`.files`        reading files with a clear reason; telling DICOM, PNG and JPEG apart
 - :mod:`.preprocess`   the one preprocessing function of training and serving

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pydicom.uid as uids
 
 from ..errors import NotClassifiable, Reason
+from .attributes import attribute
 from .codecs import JPEG2000_SYNTAXES, JPEG_GDCM_SYNTAXES, JPEG_LS_SYNTAXES
 from .codecs.encapsulated import frame_bytes
 
@@ -79,12 +80,12 @@ def check_frame_size(stream: bytes, kind: str, rows: int, columns: int) -> None:
     """Refuse a frame whose own header declares another size than Rows x Columns (or none at all)."""
     size = jpeg2000_size(stream) if kind == "JPEG 2000" else jpeg_size(stream)
     if size is None:
-        raise NotClassifiable(Reason.UNDECODABLE_PIXELS, f"the {kind} frame in Pixel Data (7FE0,0010) has no readable image size in its header")
+        raise NotClassifiable(Reason.UNDECODABLE_PIXELS, f"the {kind} frame in {attribute('PixelData')} has no readable image size in its header")
     if size != (columns, rows):
         raise NotClassifiable(
             Reason.INCONSISTENT_PIXELS,
-            f"the {kind} frame in Pixel Data (7FE0,0010) declares {size[0]} x {size[1]} pixels but Columns "
-            f"(0028,0011) x Rows (0028,0010) are {columns} x {rows}; not decoded",
+            f"the {kind} frame in {attribute('PixelData')} declares {size[0]} x {size[1]} pixels but "
+            f"{attribute('Columns')} x {attribute('Rows')} are {columns} x {rows}; not decoded",
         )
 
 

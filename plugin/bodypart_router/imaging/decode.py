@@ -40,6 +40,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 
 from ..errors import NotClassifiable, Reason
+from .attributes import attribute
 from .codec_headers import check_codec_header, check_inflated_size, deflated_dataset_offset
 from .codecs import decode_colour, decode_gray_reduced
 from .codecs.jpeg import CV2_REDUCED_GRAYSCALE
@@ -106,9 +107,9 @@ def decode_dicom(
     except NotClassifiable:
         raise
     except MemoryError as exc:
-        raise NotClassifiable(Reason.IMAGE_TOO_LARGE, f"out of memory while decoding Pixel Data (7FE0,0010): {exc}") from exc
+        raise NotClassifiable(Reason.IMAGE_TOO_LARGE, f"out of memory while decoding {attribute('PixelData')}: {exc}") from exc
     except Exception as exc:  # a decoder's own error on bad data: report it, never a traceback
-        raise NotClassifiable(Reason.UNDECODABLE_PIXELS, f"Pixel Data (7FE0,0010) could not be decoded: {_short(exc)}") from exc
+        raise NotClassifiable(Reason.UNDECODABLE_PIXELS, f"{attribute('PixelData')} could not be decoded: {_short(exc)}") from exc
     return DecodedImage(
         pixels=image,
         source_rows=geometry.rows,
@@ -235,7 +236,7 @@ def _raise_for_unreadable(fileobj: object, exc: Exception, policy: XrayPolicy | 
         policy.check(text_of(header, "Modality"), text_of(header, "SOPClassUID"))
     raise NotClassifiable(
         Reason.INCONSISTENT_PIXELS,
-        f"the header reads but Pixel Data (7FE0,0010) is truncated or malformed: {_short(exc)}",
+        f"the header reads but {attribute('PixelData')} is truncated or malformed: {_short(exc)}",
     ) from exc
 
 

@@ -16,6 +16,7 @@ import pydicom.uid as uids
 from pydicom.dataset import Dataset
 
 from ..errors import NotClassifiable, Reason
+from .attributes import attribute
 from .codecs import KNOWN_SYNTAXES
 
 #: Largest frame (Rows x Columns) the decoder accepts.
@@ -49,51 +50,51 @@ class Geometry:
         if "PixelData" not in ds:
             other = " (it has Float/Double Float Pixel Data, not an X-ray)" if (
                 "FloatPixelData" in ds or "DoubleFloatPixelData" in ds) else ""
-            raise NotClassifiable(Reason.NO_PIXEL_DATA, f"no Pixel Data (7FE0,0010){other}")
-        rows = _positive_int(ds, "Rows", "(0028,0010)")
-        columns = _positive_int(ds, "Columns", "(0028,0011)")
-        bits_allocated = _positive_int(ds, "BitsAllocated", "(0028,0100)")
+            raise NotClassifiable(Reason.NO_PIXEL_DATA, f"no {attribute('PixelData')}{other}")
+        rows = _positive_int(ds, "Rows")
+        columns = _positive_int(ds, "Columns")
+        bits_allocated = _positive_int(ds, "BitsAllocated")
         if bits_allocated not in (1, 8, 16, 32):
-            raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"Bits Allocated (0028,0100) is {bits_allocated}, expected 1, 8, 16 or 32")
+            raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{attribute('BitsAllocated')} is {bits_allocated}, expected 1, 8, 16 or 32")
         bits_stored = _optional_int(ds, "BitsStored", bits_allocated)
         if not 1 <= bits_stored <= bits_allocated:
             raise NotClassifiable(
                 Reason.INVALID_ATTRIBUTE,
-                f"Bits Stored (0028,0101) is {bits_stored}, expected 1 to Bits Allocated (0028,0100) = {bits_allocated}",
+                f"{attribute('BitsStored')} is {bits_stored}, expected 1 to {attribute('BitsAllocated')} = {bits_allocated}",
             )
         samples = _optional_int(ds, "SamplesPerPixel", 1)
         if samples not in (1, 3):
-            raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"Samples per Pixel (0028,0002) is {samples}, expected 1 or 3")
+            raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{attribute('SamplesPerPixel')} is {samples}, expected 1 or 3")
         frames = _optional_int(ds, "NumberOfFrames", 1)
         if frames < 1:
-            raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"Number of Frames (0028,0008) is {frames}, expected 1 or more")
+            raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{attribute('NumberOfFrames')} is {frames}, expected 1 or more")
         pixel_representation = _optional_int(ds, "PixelRepresentation", 0)
         if pixel_representation not in (0, 1):
             raise NotClassifiable(
-                Reason.INVALID_ATTRIBUTE, f"Pixel Representation (0028,0103) is {pixel_representation}, expected 0 or 1")
+                Reason.INVALID_ATTRIBUTE, f"{attribute('PixelRepresentation')} is {pixel_representation}, expected 0 or 1")
         if rows * columns > MAX_FRAME_PIXELS:
             raise NotClassifiable(
                 Reason.IMAGE_TOO_LARGE,
-                f"Rows (0028,0010) x Columns (0028,0011) = {rows} x {columns} is over the {MAX_FRAME_PIXELS} pixel limit",
+                f"{attribute('Rows')} x {attribute('Columns')} = {rows} x {columns} is over the {MAX_FRAME_PIXELS} pixel limit",
             )
         if frames * rows * columns * samples > MAX_TOTAL_SAMPLES:
             raise NotClassifiable(
                 Reason.IMAGE_TOO_LARGE,
-                f"Number of Frames (0028,0008) x Rows x Columns x Samples = {frames * rows * columns * samples} "
+                f"{attribute('NumberOfFrames')} x Rows x Columns x Samples = {frames * rows * columns * samples} "
                 f"is over the {MAX_TOTAL_SAMPLES} sample limit",
             )
         photometric = (text_of(ds, "PhotometricInterpretation") or ("MONOCHROME2" if samples == 1 else "RGB")).upper()
         if photometric not in PHOTOMETRICS:
             raise NotClassifiable(
                 Reason.INVALID_ATTRIBUTE,
-                f"Photometric Interpretation (0028,0004) is {photometric!r}, not one DICOM defines for images",
+                f"{attribute('PhotometricInterpretation')} is {photometric!r}, not one DICOM defines for images",
             )
         tsyntax = uids.UID(str(ds.file_meta.TransferSyntaxUID).strip().rstrip("\x00"))
         if tsyntax not in KNOWN_SYNTAXES:
             name = tsyntax.name if tsyntax.is_transfer_syntax else "unknown"
             raise NotClassifiable(
                 Reason.UNSUPPORTED_TRANSFER_SYNTAX,
-                f"Transfer Syntax UID (0002,0010) {tsyntax} ({name}) is not supported; "
+                f"{attribute('TransferSyntaxUID')} {tsyntax} ({name}) is not supported; "
                 "supported: uncompressed, deflate, RLE, JPEG, JPEG-LS, JPEG 2000",
             )
         geometry = cls(
@@ -110,8 +111,8 @@ class Geometry:
             if len(data) < 8 or bytes(data[:4]) != b"\xfe\xff\x00\xe0":
                 raise NotClassifiable(
                     Reason.INCONSISTENT_PIXELS,
-                    f"Transfer Syntax UID (0002,0010) {self.transfer_syntax} is compressed but Pixel Data "
-                    "(7FE0,0010) is not encapsulated (no Item tag at its start)",
+                    f"{attribute('TransferSyntaxUID')} {self.transfer_syntax} is compressed but "
+                    f"{attribute('PixelData')} is not encapsulated (no Item tag at its start)",
                 )
             return
         samples = 2 if self.photometric == "YBR_FULL_422" else self.samples  # chroma is subsampled 2:1
@@ -120,13 +121,13 @@ class Geometry:
         # Only the padding byte that makes an odd length even is allowed: anything else means the
         # attributes describe other data (wrong Rows/Columns/Bits Allocated) or the file is truncated.
         if actual not in (expected, expected + expected % 2):
-            frames = f"Number of Frames (0028,0008) {self.frames} x " if self.frames > 1 else ""
-            spp = f" x Samples per Pixel (0028,0002) {self.samples}" if self.samples > 1 else ""
+            frames = f"{attribute('NumberOfFrames')} {self.frames} x " if self.frames > 1 else ""
+            spp = f" x {attribute('SamplesPerPixel')} {self.samples}" if self.samples > 1 else ""
             raise NotClassifiable(
                 Reason.INCONSISTENT_PIXELS,
-                f"{frames}Rows (0028,0010) {self.rows} x Columns (0028,0011) {self.columns}{spp} x "
-                f"Bits Allocated (0028,0100) {self.bits_allocated} needs {expected} bytes, "
-                f"Pixel Data (7FE0,0010) has {actual}",
+                f"{frames}{attribute('Rows')} {self.rows} x {attribute('Columns')} {self.columns}{spp} x "
+                f"{attribute('BitsAllocated')} {self.bits_allocated} needs {expected} bytes, "
+                f"{attribute('PixelData')} has {actual}",
             )
 
 
@@ -135,17 +136,16 @@ def text_of(ds: Dataset, keyword: str) -> str | None:
     return None if value is None else str(value).strip()
 
 
-def _positive_int(ds: Dataset, keyword: str, tag: str) -> int:
-    name = _spaced(keyword)
+def _positive_int(ds: Dataset, keyword: str) -> int:
     try:
         value = ds.get(keyword)
         number = int(value) if value is not None and value != "" else None
     except (TypeError, ValueError):
         number = None
     if number is None:
-        raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{name} {tag} is missing or not a number")
+        raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{attribute(keyword)} is missing or not a number")
     if number <= 0:
-        raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{name} {tag} is {number}, expected a positive number")
+        raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{attribute(keyword)} is {number}, expected a positive number")
     return number
 
 
@@ -156,10 +156,4 @@ def _optional_int(ds: Dataset, keyword: str, default: int) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{_spaced(keyword)} is {value!r}, not a number") from None
-
-
-def _spaced(keyword: str) -> str:
-    """``BitsAllocated`` -> ``Bits Allocated`` (DICOM attribute names as people read them)."""
-    out = "".join(" " + c if c.isupper() else c for c in keyword).strip()
-    return out.replace(" Per ", " per ").replace(" Of ", " of ")
+        raise NotClassifiable(Reason.INVALID_ATTRIBUTE, f"{attribute(keyword)} is {value!r}, not a number") from None

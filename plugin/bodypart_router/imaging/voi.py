@@ -1,6 +1,7 @@
 """From stored values to a display-ready image: unused bits, Modality LUT, VOI LUT or window, inversion.
 
-The float work runs on the already reduced array (see :mod:`.decode`).
+The float work runs on the already reduced array (see :mod:`.decode`). pydicom applies the
+Modality LUT, the VOI LUT and the window; this module chooses between them and scales to [0, 1].
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_voi
+from pydicom.pixels import apply_voi, apply_windowing
 
 if TYPE_CHECKING:
     from .geometry import Geometry
@@ -83,7 +84,9 @@ def apply_voi_or_window(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, st
                 return np.clip(out / high, 0.0, 1.0), "VOI LUT"
     center = first_number(ds.get("WindowCenter"))
     width = first_number(ds.get("WindowWidth"))
-    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function not in WINDOW_FUNCTIONS:  # PS3.3 C.11.2.1.2: LINEAR unless one of the others
+        function = "LINEAR"
     x = values.astype(np.float32, copy=False)
     sample = x[::2, ::2] if x.size > 100_000 else x  # percentiles of a 1/4 sample are as robust, 4x cheaper
     low, high = np.percentile(sample, (0.5, 99.5))
@@ -94,16 +97,33 @@ def apply_voi_or_window(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, st
         # A window entirely outside the pixel values (a wrong or stale header) would give a blank image.
         window_ok = False
     if window_ok:
-        if function == "SIGMOID":
-            out = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
-        elif function == "LINEAR_EXACT":
-            out = (x - center) / width + 0.5
-        else:  # LINEAR, DICOM PS3.3 C.11.2.1.2.1
-            out = (x - (center - 0.5)) / (width - 1.0) + 0.5
-        return np.clip(out, 0.0, 1.0), f"window {center:g}/{width:g}"
+        return window(x, center, width, function), f"window {center:g}/{width:g}"
     if high <= low:
         return np.zeros_like(x), "flat"
     return np.clip((x - low) / (high - low), 0.0, 1.0), "min-max"
+
+
+#: The VOI LUT functions of PS3.3 C.11.2.1.2.
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+#: Bits of the output range handed to pydicom's windowing: 0 .. 2**16 - 1.
+_WINDOW_BITS = 16
+
+
+def window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """pydicom's VOI window (``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``) scaled to [0, 1].
+
+    pydicom maps a window onto the output range it reads from the dataset (Bits Stored, Pixel
+    Representation, rescale); it is handed the one window chosen here on a fixed unsigned 16-bit
+    range instead, so that the scale does not depend on a broken file's attributes."""
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored = _WINDOW_BITS
+    voi.PixelRepresentation = 0
+    voi.WindowCenter = center
+    voi.WindowWidth = width
+    voi.VOILUTFunction = function
+    out = apply_windowing(values, voi) / float((1 << _WINDOW_BITS) - 1)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def to_uint8(unit: np.ndarray) -> np.ndarray:

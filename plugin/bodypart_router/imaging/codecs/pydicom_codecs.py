@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
 from ...errors import NotClassifiable, Reason
+from ..attributes import attribute
 
 if TYPE_CHECKING:
     from ..geometry import Geometry
@@ -21,6 +22,6 @@ def pydicom_frame_or_unsupported(ds: Dataset, g: Geometry) -> np.ndarray:
         if "No pixel data decoders" in str(exc) or "not supported" in str(exc).lower() or isinstance(exc, NotImplementedError):
             raise NotClassifiable(
                 Reason.UNSUPPORTED_TRANSFER_SYNTAX,
-                f"Transfer Syntax UID (0002,0010) {g.transfer_syntax} ({g.transfer_syntax.name}) has no decoder here",
+                f"{attribute('TransferSyntaxUID')} {g.transfer_syntax} ({g.transfer_syntax.name}) has no decoder here",
             ) from exc
         raise

@@ -1,0 +1,15 @@
+"""DICOM attributes as messages name them: ``Bits Allocated (0028,0100)``, from pydicom's data dictionary."""
+
+from __future__ import annotations
+
+import functools
+
+from pydicom.datadict import dictionary_description, tag_for_keyword
+from pydicom.tag import Tag
+
+
+@functools.cache
+def attribute(keyword: str) -> str:
+    """``BitsAllocated`` -> ``Bits Allocated (0028,0100)``."""
+    tag = Tag(tag_for_keyword(keyword))
+    return f"{dictionary_description(tag)} ({tag.group:04X},{tag.element:04X})"
