@@ -6,7 +6,9 @@ import helpers as ``from support.<module> import ...``.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,35 @@ def shipped_model_path() -> Path:
     if not SHIPPED_MODEL.is_file():
         pytest.skip(f"{SHIPPED_MODEL} not present")
     return SHIPPED_MODEL
+
+
+@pytest.fixture(autouse=True)
+def _package_logging_restored() -> Iterator[None]:
+    """The CLI and the plugin set up the package's logger; each test starts from how it was."""
+    logger = logging.getLogger("bodypart_router")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[tuple[str, str]]) -> None:
+        super().__init__(logging.DEBUG)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append((record.levelname.lower(), record.getMessage()))
+
+
+@pytest.fixture()
+def router_logs() -> Iterator[list[tuple[str, str]]]:
+    """``(level, message)`` of every record the package logs during the test (``level``: "info"...)."""
+    lines: list[tuple[str, str]] = []
+    handler = _Collect(lines)
+    logger = logging.getLogger("bodypart_router")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

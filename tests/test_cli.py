@@ -144,3 +144,22 @@ def test_native_decoder_noise_names_its_file_on_a_line_of_its_own(inbox: Path, t
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
     assert lines[0]["decoder_messages"] == ["Unsupported JPEG data precision 12"]
     assert "decoder_messages" not in lines[2]
+
+
+def test_verbose_writes_the_routers_log_on_stderr(inbox: Path, tiny_model_path: Path, fixtures_dir: Path) -> None:
+    """``--verbose``: what the router logs (here a decoder's error, with its traceback) is on stderr,
+    not among the decoder's messages of the file; without it, stderr has none of it. (A process
+    of its own: the decoders' messages are caught on file descriptor 2.)"""
+    broken = bytearray((fixtures_dir / "chest_jpegls.dcm").read_bytes())
+    broken[-1000:-950] = bytes(50)  # the header is fine, the JPEG-LS stream is not
+    (inbox / "broken.dcm").write_bytes(bytes(broken))
+    command = [sys.executable, "-m", "bodypart_router", "classify", "--model", str(tiny_model_path), "--json",
+               str(inbox / "broken.dcm")]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(quiet.stdout)["error"] == "undecodable-pixels"
+    assert "bodypart-router: ERROR" not in quiet.stderr and "Traceback" not in quiet.stderr
+    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True, timeout=120, check=True)
+    line = json.loads(verbose.stdout)
+    assert line["error"] == "undecodable-pixels" and "decoder_messages" not in line, line
+    assert "bodypart-router: ERROR: Pixel Data (7FE0,0010) could not be decoded" in verbose.stderr
+    assert "Traceback (most recent call last)" in verbose.stderr

@@ -6,6 +6,7 @@ its ``May import:`` line, which other parts of the package it may import
 only :mod:`.orthanc_plugin` imports ``orthanc``):
 
 - :mod:`.errors`          why an input cannot be classified (imports nothing of the package)
+- :mod:`.logs`            where log records go: Orthanc's log, the terminal, a parent process (imports nothing)
 - :mod:`.imaging`         DICOM/PNG/JPEG to a small display-ready image; the model's preprocessing
 - :mod:`.inference`       the ONNX model, its classes and card, the batch engine (child process)
 - :mod:`.routing`         the decision: header evidence, fusion, series vote, routing rules

@@ -1,7 +1,7 @@
 """``bodypart-router``: classify or sort X-ray files from the command line, without Orthanc.
 
-    bodypart-router classify [--model PATH] [--json] PATH...
-    bodypart-router sort SRC DST [--model PATH] [--copy | --link]
+    bodypart-router classify [--model PATH] [--json] [--verbose] PATH...
+    bodypart-router sort SRC DST [--model PATH] [--copy | --link] [--verbose]
     bodypart-router bootstrap-path [--lua]
 
 ``classify`` prints one JSON object per input with ``--json``
@@ -13,6 +13,8 @@ default ``MinimumScore``. ``sort`` copies (or hard-links) every file under SRC i
 ``DST/<class>/`` or ``DST/_unclassifiable/<reason>/``, keeping its path
 relative to SRC. ``bootstrap-path`` prints where this installation's Orthanc bootstrap script
 is (for ``PythonScript``; ``--lua``: the shutdown hook for ``LuaScripts``), e.g. after a wheel install.
+``--verbose`` (``classify``, ``sort``) writes the router's log on stderr: a file that fails on an
+unexpected error gets its traceback there; its outcome is in the output either way.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, logs
 from .inference.classes import CLASS_NAMES, UNCERTAIN
 from .config import RouterConfig
 from .inference.pipeline import DEFAULT_BATCH_SIZE, Result, classify_paths, iter_files
@@ -63,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bodypart-router", description="Classify X-rays by body part from their pixels.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help="log what the router does on stderr, with tracebacks of unexpected errors")
 
     model_help = f"ONNX model (default: ${MODEL_ENV} or {REPO_MODEL})"
-    classify = sub.add_parser("classify", help="classify DICOM, PNG or JPEG files and folders (recursively)")
+    classify = sub.add_parser("classify", parents=[common],
+                              help="classify DICOM, PNG or JPEG files and folders (recursively)")
     classify.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     classify.add_argument("--model", type=Path, default=None, help=model_help)
     classify.add_argument("--json", action="store_true", help="one JSON object per input, one per line")
@@ -77,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                           help=f"processes decoding files in parallel (default {DEFAULT_JOBS})")
 
-    sort = sub.add_parser("sort", help="copy files into DST/<class>/ folders")
+    sort = sub.add_parser("sort", parents=[common], help="copy files into DST/<class>/ folders")
     sort.add_argument("src", type=Path, metavar="SRC", help="folder (or file) to sort")
     sort.add_argument("dst", type=Path, metavar="DST", help="destination folder, created if missing")
     sort.add_argument("--model", type=Path, default=None, help=model_help)
@@ -98,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (0 done, 2 bad usage or unusable model)."""
     args = build_parser().parse_args(argv)
+    logs.log_to_stderr(getattr(args, "verbose", False), stream=_AboveProgressBar())
     if args.command == "bootstrap-path":
         print(SHUTDOWN_LUA if args.lua else BOOTSTRAP_SCRIPT)
         return 0
@@ -215,6 +222,16 @@ def _place(source: Path, target: Path, mode: str) -> None:
         except OSError:  # another file system, or links not allowed: fall back to a copy
             pass
     shutil.copy2(source, target)
+
+
+class _AboveProgressBar:
+    """stderr for log lines, written above the progress bar instead of through it."""
+
+    def write(self, text: str) -> None:
+        tqdm.write(text.rstrip("\n"), file=sys.stderr)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _quiet_libraries() -> None:

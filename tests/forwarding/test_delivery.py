@@ -91,7 +91,7 @@ class Clock:
 
 
 @pytest.fixture()
-def world(tmp_path: Path):
+def world(tmp_path: Path, router_logs: list[tuple[str, str]]):
     section = {"Routes": {"spine": ["ai-spine"], "adult_chest": ["ai-chest"]},
                "Retry": {"MaxAttempts": 3, "BackoffSeconds": 1, "MaxBackoffSeconds": 3},
                "CircuitBreaker": {"FailureThreshold": 2}}
@@ -102,10 +102,9 @@ def world(tmp_path: Path):
                "BodyPartRouter": section}
     config = parse(section, orthanc, base_dir=tmp_path, check_paths=False)
     store, jobs, clock = Store(tmp_path / "s.sqlite"), JobsDouble(), Clock()
-    logs: list[tuple[str, str]] = []
+    logs = router_logs
     states: list[tuple[str, str, list[str]]] = []
-    events = DeliveryEvents(instance_state=lambda i, s, d: states.append((i, s, d)),
-                            log=lambda level, msg: logs.append((level, msg)))
+    events = DeliveryEvents(instance_state=lambda i, s, d: states.append((i, s, d)))
     forwarder = Forwarder(store, jobs, config, events, clock=clock)
     return store, jobs, clock, forwarder, logs, states
 

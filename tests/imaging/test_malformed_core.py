@@ -9,6 +9,8 @@ patient, memory stays bounded although some files declare 65535 x 65535 pixels
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import time
 import tracemalloc
 from collections import Counter
@@ -139,6 +141,25 @@ def test_reasons_name_no_patient(corpus: list[MalformedCase]) -> None:
         if hits:
             leaks.append(f"{case.name}: {hits}")
     assert not leaks, "\n".join(leaks)
+
+
+def test_logs_and_tracebacks_name_no_patient(corpus: list[MalformedCase]) -> None:
+    """What the decoder logs about the corpus, tracebacks and chained exceptions included, as
+    Orthanc's log would show it: it names tags, never PatientName/ID/BirthDate."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("bodypart_router")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        for case in corpus:
+            outcome_of(partial(decode_dicom, case.data))
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert text.count("Traceback (most recent call last)") >= 20  # the scan below reads real tracebacks
+    assert find_phi(text, frozenset(case.birth_date for case in corpus)) == []
 
 
 def test_phi_scanner_finds_markers(corpus: list[MalformedCase]) -> None:

@@ -3,6 +3,7 @@ child that dies on a file fails that file only."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -43,6 +44,20 @@ def test_child_and_local_engines_agree(child: ChildEngine, shipped_model_path: P
     assert all(o.classified for o in remote.outcomes)
     assert all(o.decode_seconds > 0 for o in remote.outcomes)
     assert child.info == LocalEngine(shipped_model_path).info
+
+
+def test_what_the_child_logs_is_logged_here_with_its_traceback(child: ChildEngine, fixtures_dir: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The child has no log of its own: its records reach this process's loggers (and so
+    Orthanc's log), tracebacks included."""
+    broken = bytearray((fixtures_dir / "chest_jpegls.dcm").read_bytes())
+    broken[-1000:-950] = bytes(50)  # the header is fine, the JPEG-LS stream is not
+    with caplog.at_level(logging.INFO, logger="bodypart_router"):
+        (outcome,) = child.classify([bytes(broken)]).outcomes
+    assert outcome.state == "failed:undecodable-pixels"
+    (record,) = [r for r in caplog.records if outcome.state in r.getMessage()]
+    assert record.process != os.getpid()  # logged in the child
+    assert record.exc_text and record.exc_text.startswith("Traceback (most recent call last):")
 
 
 def test_paths_and_bytes_give_the_same_result(child: ChildEngine, fixtures_dir: Path) -> None:
@@ -219,3 +234,28 @@ def test_child_inference_threads_share_the_cores_among_workers() -> None:
     assert child_inference_threads(3, cores=2) == 1  # never zero
     assert child_inference_threads(1, cores=64) == MAX_CHILD_INFERENCE_THREADS
     assert child_inference_threads(1) >= 1  # from this process's CPU affinity
+
+
+def test_an_unexpected_decoding_error_is_a_failed_state_with_a_traceback(
+        fixtures_dir: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the router's own decoding code (not a decoder's complaint about the file) fails
+    that file, the rest of the batch is classified, and the traceback is logged."""
+    from bodypart_router.imaging import decode as decode
+    from bodypart_router.inference.classifier import Classifier
+
+    real = decode.decode_dicom
+
+    def buggy(source, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(source, bytes) and source.startswith(b"BUG"):
+            raise AttributeError("'NoneType' object has no attribute 'shape'")
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_dicom", buggy)
+    good = (fixtures_dir / FILES[0]).read_bytes()
+    with caplog.at_level(logging.ERROR, logger="bodypart_router"):
+        bad, ok = classify_sources([b"BUG" + good, good], Classifier(tiny_model_path), None).outcomes
+    assert bad.state == "failed:undecodable-pixels" and "NoneType" in bad.detail
+    assert ok.classified
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info[0] is AttributeError and "unexpected error while decoding" in record.getMessage()

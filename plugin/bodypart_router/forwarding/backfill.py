@@ -32,6 +32,7 @@ tested without Orthanc.
 
 from __future__ import annotations
 
+import logging
 import datetime as _dt
 import json
 import sqlite3
@@ -41,6 +42,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
+
+LOGGER = logging.getLogger(__name__)
 
 #: File name of the checkpoint inside the router's state directory.
 CHECKPOINT_NAME = "backfill.sqlite3"
@@ -349,7 +352,6 @@ class BackfillRunner:
         process: classifies one instance (see :data:`Process`); an exception is recorded as
             ``failed:backfill-error`` for that instance and the run goes on.
         live_queue_depth: the live ingest queue's length; the runner waits while it is > 0.
-        log: receives one line per notable event (never patient data: instance IDs only).
     """
 
     def __init__(
@@ -359,12 +361,11 @@ class BackfillRunner:
         process: Process,
         *,
         live_queue_depth: Callable[[], int] = lambda: 0,
-        log: Callable[[str], None] = lambda line: None,
         clock: Callable[[], float] = time.monotonic,
         thread_name: str = "bodypart-router-backfill",
     ) -> None:
         self._client, self._checkpoint, self._process = client, checkpoint, process
-        self._live_depth, self._log, self._clock = live_queue_depth, log, clock
+        self._live_depth, self._clock = live_queue_depth, clock
         self._thread_name = thread_name
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -383,7 +384,7 @@ class BackfillRunner:
                  "StartedAt": _iso_now(), "FinishedAt": None, "Planned": False, "Error": None}
             )
             self._launch()
-        self._log(f"backfill started: {scope.describe()}, route={scope.route}")
+        LOGGER.info(f"backfill started: {scope.describe()}, route={scope.route}")
         return self.progress() or {}
 
     def resume(self) -> bool:
@@ -394,7 +395,7 @@ class BackfillRunner:
                 return False
             self._launch()
         done, total = self._checkpoint.counts()
-        self._log(f"backfill resumed at {done}/{total}: {job.get('Description')}")
+        LOGGER.info(f"backfill resumed at {done}/{total}: {job.get('Description')}")
         return True
 
     def cancel(self) -> bool:
@@ -405,7 +406,7 @@ class BackfillRunner:
                 return False
             self._stop.set()  # the thread ends after the instance in hand; no need to wait for it
             self._checkpoint.update_job(State=CANCELLED, FinishedAt=_iso_now())
-        self._log("backfill cancelled")
+        LOGGER.info("backfill cancelled")
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -478,7 +479,7 @@ class BackfillRunner:
         except BackfillError as exc:
             self._fail(str(exc))
         except Exception as exc:  # never let the thread die silently: the status page says why
-            self._fail(f"{type(exc).__name__}: {exc}")
+            self._fail(f"{type(exc).__name__}: {exc}", traceback=True)
 
     def _update_unless_stopped(self, **changes: Any) -> bool:
         """Record a state change, unless a cancel or stop came first (it has the last word)."""
@@ -488,9 +489,13 @@ class BackfillRunner:
             self._checkpoint.update_job(**changes)
             return True
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, traceback: bool = False) -> None:
+        """Record the failure; ``traceback``: an unexpected exception is being handled, log it whole."""
         if self._update_unless_stopped(State=FAILED, Error=message, FinishedAt=_iso_now()):
-            self._log(f"backfill failed: {message}")
+            if traceback:
+                LOGGER.exception(f"backfill failed: {message}")
+            else:
+                LOGGER.info(f"backfill failed: {message}")
 
     def _work(self, scope: Scope) -> None:
         bucket = TokenBucket(scope.rate_per_second, clock=self._clock)
@@ -503,7 +508,7 @@ class BackfillRunner:
             if not batch:
                 done, total = self._checkpoint.counts()
                 if self._update_unless_stopped(State=DONE, FinishedAt=_iso_now()):
-                    self._log(f"backfill done: {done}/{total} instances")
+                    LOGGER.info(f"backfill done: {done}/{total} instances")
                 return
             for instance in batch:
                 if not self._wait_turn(bucket):
@@ -512,7 +517,7 @@ class BackfillRunner:
                     outcome = self._process(instance, scope.route)
                 except Exception as exc:
                     outcome = "failed:backfill-error"
-                    self._log(f"backfill: instance {instance}: {type(exc).__name__}: {exc}")
+                    LOGGER.exception(f"backfill: instance {instance}: {type(exc).__name__}: {exc}")
                 self._checkpoint.mark_done(instance, str(outcome))
                 done += 1
                 self._meter.add(done)

@@ -25,6 +25,7 @@ This module never imports ``orthanc``; the adapter passes an object with the sma
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from typing import Any, Protocol
 
 from ..config import Destination, RetryPolicy, RouterConfig
 from .store import Delivery, Store
+
+LOGGER = logging.getLogger(__name__)
 
 #: Submitted-but-unfinished jobs allowed per destination, so a backlog does not flood Orthanc's job engine.
 MAX_IN_FLIGHT_PER_DESTINATION = 8
@@ -194,7 +197,6 @@ class DeliveryEvents:
     failed: Callable[[Delivery, str], None] = lambda d, error: None
     dead: Callable[[Delivery, str], None] = lambda d, error: None
     circuit: Callable[[str, str, str], None] = lambda dest, state, detail: None
-    log: Callable[[str, str], None] = lambda level, message: None
 
 
 @dataclass
@@ -228,10 +230,10 @@ class Forwarder:
     def _circuit_changed(self, destination: str, state: str, detail: str) -> None:
         # Both at warning level: Orthanc's default log level shows warnings, not info.
         if state == "open":
-            self.events.log("warning", f"destination {destination} is down, pausing forwards to it ({detail})")
+            LOGGER.warning(f"destination {destination} is down, pausing forwards to it ({detail})")
         else:
             self.recoveries[destination] = (self._down_since.get(destination), self.clock())
-            self.events.log("warning", f"destination {destination} is reachable again, resuming forwards")
+            LOGGER.warning(f"destination {destination} is reachable again, resuming forwards")
         self._down_since[destination] = self.clock() if state == "open" else None
         self.events.circuit(destination, state, detail)
 
@@ -276,9 +278,9 @@ class Forwarder:
         total = sum(self._dead_window.values())
         per = ", ".join(f"{dest} {n}" for dest, n in sorted(self._dead_window.items()))
         last = "; ".join(f"{dest}: {err}" for dest, err in sorted(self._dead_errors.items()))
-        self.events.log("error", f"{total} forward(s) dead-lettered after {self.config.retry.max_attempts} attempts "
-                                 f"in the last {DEAD_LETTER_LOG_SECONDS / 60:g} min ({per}); last error {last}; "
-                                 "resubmit them from /bodypart-router/status.html")
+        LOGGER.error(f"{total} forward(s) dead-lettered after {self.config.retry.max_attempts} attempts "
+                     f"in the last {DEAD_LETTER_LOG_SECONDS / 60:g} min ({per}); last error {last}; "
+                     "resubmit them from /bodypart-router/status.html")
         self._dead_window.clear()
         self._dead_errors.clear()
 
@@ -309,9 +311,9 @@ class Forwarder:
             self._unknown(d, "in flight when Orthanc stopped", delay)
             in_doubt += 1
         if in_doubt:
-            self.events.log("info", f"{in_doubt} forward(s) were in flight when Orthanc stopped; "
-                                    + ("asking their destinations before sending again" if self.lookup
-                                       else "sending them again (VerifyBeforeResend is false)"))
+            LOGGER.info(f"{in_doubt} forward(s) were in flight when Orthanc stopped; "
+                        + ("asking their destinations before sending again" if self.lookup
+                           else "sending them again (VerifyBeforeResend is false)"))
         return in_doubt
 
     def drain(self, deadline: float, sleep: Callable[[float], None] = time.sleep) -> int:
@@ -391,6 +393,8 @@ class Forwarder:
             answer = self.rest.post_json(uri, body)
             job_id = str(answer["ID"])
         except (RestError, KeyError, TypeError, ValueError) as exc:
+            if not isinstance(exc, RestError):  # Orthanc answered, but not with a job
+                LOGGER.exception(f"{uri}: unexpected answer to a forward")
             for d in batch:
                 self.store.unsubmit(d.id, f"submission refused: {exc}")  # nothing was sent
             if isinstance(exc, RestError) and exc.status == 404:
@@ -497,8 +501,8 @@ class Forwarder:
             except CannotAsk as exc:
                 if d.destination not in self._cannot_ask_logged:
                     self._cannot_ask_logged.add(d.destination)
-                    self.events.log("warning", f"cannot ask {d.destination} whether a forward interrupted by a "
-                                               f"stop arrived, so it is sent again and may arrive twice ({exc})")
+                    LOGGER.warning(f"cannot ask {d.destination} whether a forward interrupted by a "
+                                   f"stop arrived, so it is sent again and may arrive twice ({exc})")
                 self._resend(d, f"{d.last_error}; destination cannot be asked, sent again")
                 changed += 1
                 continue
@@ -511,9 +515,9 @@ class Forwarder:
                 self.breaker.failure(d.destination, now, str(exc))
                 if failures >= self.config.retry.max_attempts:  # never answers: send rather than hold forever
                     self._verify_failures.pop(d.id, None)
-                    self.events.log("warning", f"instance {d.instance_id}: {d.destination} did not answer "
-                                               f"{failures} questions about a forward interrupted by a stop; "
-                                               "sending it again, it may arrive twice")
+                    LOGGER.warning(f"instance {d.instance_id}: {d.destination} did not answer "
+                                   f"{failures} questions about a forward interrupted by a stop; "
+                                   "sending it again, it may arrive twice")
                     self._resend(d, f"{d.last_error}; destination did not answer, sent again")
                     changed += 1
                     continue
@@ -524,15 +528,15 @@ class Forwarder:
             self.breaker.success(d.destination)
             if holds:
                 state = self.store.mark_delivered(d.id)
-                self.events.log("info", f"instance {d.instance_id}: {d.destination} already holds it "
-                                        f"({d.last_error}); not sent again")
+                LOGGER.info(f"instance {d.instance_id}: {d.destination} already holds it "
+                            f"({d.last_error}); not sent again")
                 self.events.delivered(d, 0.0)
                 if state:
                     self.events.instance_state(d.instance_id, state,
                                                self.store.delivered_destinations(d.instance_id))
             else:
-                self.events.log("info", f"instance {d.instance_id}: {d.destination} does not hold it "
-                                        f"({d.last_error}); sending again")
+                LOGGER.info(f"instance {d.instance_id}: {d.destination} does not hold it "
+                            f"({d.last_error}); sending again")
                 self._resend(d, f"{d.last_error}; not at the destination, sent again")
             changed += 1
         return changed
@@ -553,8 +557,8 @@ class Forwarder:
         self.events.failed(d, error)
         if attempts >= self.config.retry.max_attempts:
             state = self.store.mark_dead(d.id, error)
-            self.events.log("info", f"instance {d.instance_id}: forward to {d.destination} dead-lettered "
-                                    f"after {attempts} attempts ({error})")
+            LOGGER.info(f"instance {d.instance_id}: forward to {d.destination} dead-lettered "
+                        f"after {attempts} attempts ({error})")
             if not self._dead_window:
                 self._dead_window_start = now
             self._dead_window[d.destination] += 1
@@ -565,8 +569,8 @@ class Forwarder:
         delay = backoff_delay(self.config.retry, attempts)
         self.store.mark_retry(d.id, error, now + delay, count_attempt=not counted)
         if not self.breaker.is_open(d.destination):
-            self.events.log("info", f"instance {d.instance_id}: forward to {d.destination} failed "
-                                    f"(attempt {attempts}), retrying in {delay:.1f} s: {error}")
+            LOGGER.info(f"instance {d.instance_id}: forward to {d.destination} failed "
+                        f"(attempt {attempts}), retrying in {delay:.1f} s: {error}")
 
 
 def delivery_json(d: Delivery) -> dict[str, Any]:

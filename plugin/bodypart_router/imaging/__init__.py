@@ -16,5 +16,5 @@ Shared by serving (the engine, the CLI) and training (``training/`` imports
 - :mod:`.xray_policy`  which SOP classes and modalities count as X-rays (the CLI and the
   adapter's ingest filter skip the same things for the same reason)
 
-May import: errors.
+May import: errors, logs.
 """

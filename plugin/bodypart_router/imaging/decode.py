@@ -28,6 +28,7 @@ Every failure becomes :class:`~bodypart_router.errors.NotClassifiable` with a
 from __future__ import annotations
 
 import io
+import logging
 import os
 from dataclasses import dataclass
 from typing import Union
@@ -50,6 +51,8 @@ from .preprocess import INPUT_SIZE
 from .resample import area_reduce, reduction_factor
 from .voi import apply_voi_or_window, displays_inverted, has_modality_transform, to_uint8
 from .xray_policy import XrayPolicy
+
+LOGGER = logging.getLogger(__name__)
 
 #: Shortest side the decoded image is reduced to (at least): the model input side. Reductions
 #: are powers of two (integer block means, JPEG 2000 resolution levels, JPEG DCT scaling), so
@@ -108,8 +111,10 @@ def decode_dicom(
         raise
     except MemoryError as exc:
         raise NotClassifiable(Reason.IMAGE_TOO_LARGE, f"out of memory while decoding {attribute('PixelData')}: {exc}") from exc
-    except Exception as exc:  # a decoder's own error on bad data: report it, never a traceback
-        raise NotClassifiable(Reason.UNDECODABLE_PIXELS, f"{attribute('PixelData')} could not be decoded: {_short(exc)}") from exc
+    except Exception as exc:  # a decoder's error on bad data, or a bug here: a reason, and the traceback in the log
+        detail = f"{attribute('PixelData')} could not be decoded: {_short(exc)}"
+        LOGGER.exception(f"{detail}; it gets failed:{Reason.UNDECODABLE_PIXELS.value}")
+        raise NotClassifiable(Reason.UNDECODABLE_PIXELS, detail) from exc
     return DecodedImage(
         pixels=image,
         source_rows=geometry.rows,
@@ -231,13 +236,14 @@ def _raise_for_unreadable(fileobj: object, exc: Exception, policy: XrayPolicy | 
     except Exception:
         header = None
     if header is None or len(header) == 0 or "Rows" not in header:
-        raise NotClassifiable(Reason.NOT_DICOM, f"not a readable DICOM file: {_short(exc)}") from exc
-    if policy is not None:  # a truncated CT is still a CT: skip it for that reason first
-        policy.check(text_of(header, "Modality"), text_of(header, "SOPClassUID"))
-    raise NotClassifiable(
-        Reason.INCONSISTENT_PIXELS,
-        f"the header reads but {attribute('PixelData')} is truncated or malformed: {_short(exc)}",
-    ) from exc
+        error = NotClassifiable(Reason.NOT_DICOM, f"not a readable DICOM file: {_short(exc)}")
+    else:
+        if policy is not None:  # a truncated CT is still a CT: skip it for that reason first
+            policy.check(text_of(header, "Modality"), text_of(header, "SOPClassUID"))
+        error = NotClassifiable(Reason.INCONSISTENT_PIXELS,
+                                f"the header reads but {attribute('PixelData')} is truncated or malformed: {_short(exc)}")
+    LOGGER.info(f"pydicom could not read the file; it gets {error.state}", exc_info=exc)
+    raise error from exc
 
 
 def _pixel_data(ds: Dataset, backing: bytes | None) -> bytes | memoryview:

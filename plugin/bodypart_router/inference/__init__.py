@@ -9,5 +9,5 @@
 
 It knows nothing of Orthanc, routes or deliveries: its output is a prediction or a reason.
 
-May import: imaging, errors.
+May import: imaging, errors, logs.
 """

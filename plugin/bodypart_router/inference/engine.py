@@ -15,6 +15,7 @@ instance it was decoding is failed with that reason and the child is started aga
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import select
@@ -28,9 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, Sequence
 
+from .. import logs
 from ..errors import NotClassifiable, Reason
 from ..imaging.xray_policy import XrayPolicy
 from .resources import available_cores
+
+LOGGER = logging.getLogger(__name__)
 
 #: A DICOM file to classify: a path the engine may read, or the file's bytes.
 Source = str | bytes
@@ -152,6 +156,7 @@ def classify_sources(sources: Sequence[Source], classifier: Any, policy: XrayPol
         except MemoryError:
             outcomes[i] = _failed(Reason.IMAGE_TOO_LARGE, "out of memory while decoding")
         except Exception as exc:  # a decoder bug on odd input must not stop the batch
+            LOGGER.exception(f"source {i + 1} of {len(sources)}: unexpected error while decoding")
             outcomes[i] = _failed(Reason.UNDECODABLE_PIXELS, repr(exc)[:300])
     inference_seconds = 0.0
     if ready:
@@ -161,6 +166,7 @@ def classify_sources(sources: Sequence[Source], classifier: Any, policy: XrayPol
         try:
             predictions = classifier.predict_batch([x for _, x, _ in ready])
         except Exception as exc:
+            LOGGER.exception(f"the model failed on a batch of {len(ready)}; it gets failed:{Reason.MODEL_ERROR.value}")
             predictions = None
             for i, _, _ in ready:
                 outcomes[i] = _failed(Reason.MODEL_ERROR, repr(exc)[:300])
@@ -230,19 +236,19 @@ class ChildEngine:
     """The engine in a child process, spoken to over its stdin/stdout with pickled messages.
 
     Parent -> child: ``("classify", [source, ...])``. Child -> parent: ``("item", i)`` before
-    decoding source ``i``, then ``("done", BatchResult)``. One batch at a time (a lock makes it
-    safe to share between threads). The child exits when its stdin closes, so it never outlives
-    Orthanc, even after ``kill -9``.
+    decoding source ``i``, then ``("done", BatchResult)``; any time, ``("log", record)``: logged
+    here too (so it reaches Orthanc's log). One batch at a time (a lock makes it safe to share
+    between threads). The child exits when its stdin closes, so it never outlives Orthanc, even
+    after ``kill -9``.
     """
 
     def __init__(self, model_path: str | os.PathLike, *, python: str, policy: XrayPolicy | None = None,
                  intra_op_threads: int | None = 1, providers: str | Sequence[str] = "auto",
-                 niceness: int | str = CHILD_PRIORITY, log: Any = None,
+                 niceness: int | str = CHILD_PRIORITY,
                  expected_sha256: str | None = None) -> None:
         self._init = {"model_path": str(model_path), "policy": policy, "intra_op_threads": intra_op_threads,
                       "providers": providers, "niceness": niceness, "sha256": expected_sha256}
         self.python = python
-        self._log = log or (lambda level, message: None)
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._closing = False
@@ -276,9 +282,12 @@ class ChildEngine:
         return answer[1]
 
     def _receive(self, timeout: float | None = None) -> Any:
+        """The child's next message; the log records it sends meanwhile are logged here."""
         assert self._process is not None and self._process.stdout is not None
         if timeout is None:
-            return pickle.load(self._process.stdout)
+            while (message := pickle.load(self._process.stdout))[0] == "log":
+                logs.replay(message[1])
+            return message
         result: list[Any] = []
         error: list[BaseException] = []
 
@@ -376,7 +385,7 @@ class ChildEngine:
                     # Gone before it took the batch (killed while idle, the OOM killer...):
                     # nothing of this batch is to blame, so start a fresh child and send it again.
                     idle_death_retried = True
-                    self._log("warning", "the classifier process had stopped; restarting it")
+                    LOGGER.warning("the classifier process had stopped; restarting it")
                     continue
                 decoding = current is not None and current < len(group)
                 if len(group) > 1:
@@ -384,12 +393,12 @@ class ChildEngine:
                         assert current is not None
                         deaths[group[current]] += 1
                     groups[0:1] = [[i] for i in group]
-                    self._log("error", f"the classifier process died during a batch of {len(group)}; "
-                                       "classifying them again one at a time")
+                    LOGGER.error(f"the classifier process died during a batch of {len(group)}; "
+                                 "classifying them again one at a time")
                     continue
                 deaths[group[0]] += 1
                 if deaths[group[0]] < CHILD_DEATHS_PER_FILE:
-                    self._log("error", "the classifier process died with a single file; trying it once more")
+                    LOGGER.error("the classifier process died with a single file; trying it once more")
                     continue
                 groups.pop(0)
                 if decoding or current is None:
@@ -397,8 +406,8 @@ class ChildEngine:
                 else:
                     outcomes[group[0]] = _failed(Reason.MODEL_ERROR, "the classifier process stopped twice "
                                                                      "during the inference of this file")
-                self._log("error", f"a file took the classifier process down {deaths[group[0]]} times; "
-                                   "it is failed, the process is restarted")
+                LOGGER.error(f"a file took the classifier process down {deaths[group[0]]} times; "
+                             "it is failed, the process is restarted")
             return BatchResult([outcomes[i] for i in range(len(sources))], inference_seconds)
 
     def _round_trip(self, sources: list[Source]) -> tuple[BatchResult | None, int | None]:
@@ -439,6 +448,13 @@ def _child_main() -> int:
         kind, init = pickle.load(channel_in)
     except (EOFError, pickle.UnpicklingError):
         return 0
+    sending = threading.Lock()
+
+    def send(message: Any) -> None:  # a record may be logged from another thread
+        with sending:
+            _send(channel_out, message)
+
+    logs.forward_to(lambda record: send(("log", record)))
     try:
         _lower_priority(init.get("niceness"))
         from .resources import release_free_memory, reuse_freed_memory
@@ -452,9 +468,9 @@ def _child_main() -> int:
                                f"{engine.info.sha256[:12]}..., expected {expected[:12]}...): restore the model "
                                "file, or restart Orthanc to verify and load the new one")
     except Exception as exc:
-        _send(channel_out, ("error", str(exc) or repr(exc)))
+        send(("error", str(exc) or repr(exc)))
         return 1
-    _send(channel_out, ("ready", engine.info))
+    send(("ready", engine.info))
     trimmed = True
     while True:
         if not trimmed and not select.select([channel_in], [], [], IDLE_TRIM_SECONDS)[0]:
@@ -467,9 +483,9 @@ def _child_main() -> int:
             return 0  # the parent closed the channel (stopped, or died)
         try:
             result = classify_sources(sources, engine.classifier, engine.policy,
-                                      on_item=lambda i: _send(channel_out, ("item", i)))
+                                      on_item=lambda i: send(("item", i)))
             del sources
-            _send(channel_out, ("done", result))
+            send(("done", result))
         except (BrokenPipeError, OSError):
             return 0
         trimmed = False

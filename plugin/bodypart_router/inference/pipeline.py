@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import os
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import logs
 from .classifier import Classifier, Prediction
 from ..imaging.decode import decode_file
 from ..errors import NotClassifiable, Reason
@@ -70,16 +72,20 @@ def native_stderr_captured() -> Iterator[list[str]]:
     """Collect what C libraries write straight to file descriptor 2 meanwhile (libjpeg's
     "Unsupported JPEG data precision 12", GDCM's warnings): on a terminal those lines would cut
     through a progress bar and name no file. Only for a process of its own (the CLI and its
-    pool): inside Orthanc, file descriptor 2 is Orthanc's log."""
+    pool): inside Orthanc, file descriptor 2 is Orthanc's log.
+    Python's own writes to ``sys.stderr`` (the CLI's ``--verbose`` log) still reach the terminal."""
     lines: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = open(os.dup(saved), "w", encoding="utf-8", errors="backslashreplace", buffering=1)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
             yield lines
         finally:
-            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = python_stderr
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
@@ -160,13 +166,37 @@ def _prepared(
         return
     # "spawn": forking a process that already runs onnxruntime's thread pool is unsafe.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    level = logging.getLogger(logs.ROOT).getEffectiveLevel()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_start,
+                             initargs=(level,)) as pool:
         window: deque[tuple[Path, Future]] = deque()
-        for path in files:
-            window.append((path, pool.submit(prepare, path, policy, capture_messages)))
-            if len(window) >= 4 * workers:
-                done, future = window.popleft()
-                yield (done, *future.result())
-        while window:
+
+        def finished() -> tuple[Path, np.ndarray | None, Result | None, tuple[str, ...]]:
             done, future = window.popleft()
-            yield (done, *future.result())
+            prepared, records = future.result()
+            for record in records:  # what the decoder logged, logged here with its file
+                logs.replay(record)
+            return (done, *prepared)
+
+        for path in files:
+            window.append((path, pool.submit(_prepare_in_pool, path, policy, capture_messages)))
+            if len(window) >= 4 * workers:
+                yield finished()
+        while window:
+            yield finished()
+
+
+#: In a decoding process of the pool: the records logged while the current file was prepared.
+_POOL_RECORDS: list[logging.LogRecord] = []
+
+
+def _pool_worker_start(level: int) -> None:
+    logs.forward_to(_POOL_RECORDS.append, level)
+
+
+def _prepare_in_pool(path: Path, policy: XrayPolicy | None, capture_messages: bool) -> tuple[
+        tuple[np.ndarray | None, Result | None, tuple[str, ...]], list[logging.LogRecord]]:
+    """:func:`prepare` in a pool process; the records it logged travel back with the result."""
+    _POOL_RECORDS.clear()
+    prepared = prepare(path, policy, capture_messages)
+    return prepared, list(_POOL_RECORDS)

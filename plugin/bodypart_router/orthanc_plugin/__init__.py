@@ -10,17 +10,21 @@ Map of the package:
 - :mod:`.rest_api`    the plugin's REST routes
 - :mod:`.explorer`    Orthanc Explorer panel (explorer.js)
 - :mod:`.events`      event bus for extensions; :mod:`.extensions` lists them
-- :mod:`.host`        Orthanc REST/log wrappers
+- :mod:`.host`        Orthanc REST wrapper
+- :mod:`.orthanc_log` the package's log records, forwarded to Orthanc's log
 - ``bootstrap/``      the script Orthanc's ``PythonScript`` names (``orthanc_bootstrap.py``) and
   the ``LuaScripts`` shutdown hook; package data, not modules (``bodypart-router bootstrap-path``)
 
-May import: imaging, inference, routing, config, forwarding, ops, errors.
+May import: imaging, inference, routing, config, forwarding, ops, errors, logs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import orthanc  # type: ignore[import-not-found]  # provided by Orthanc's Python plugin
+
+from . import orthanc_log
 from .app import RouterApp
 
 _app: RouterApp | None = None
@@ -31,6 +35,7 @@ def install(config_dir: Path) -> RouterApp:
     which already found ``config_dir``, the directory of the Orthanc configuration."""
     global _app
     if _app is None:
+        orthanc_log.install(orthanc)
         _app = RouterApp(config_dir)
         _app.load()
     return _app

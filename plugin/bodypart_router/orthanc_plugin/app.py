@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 import threading
 import time
@@ -41,13 +42,15 @@ from . import explorer, footprint, rest_api
 from .events import EventBus
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
-from .host import OrthancRest, log
+from .host import OrthancRest
 from .http_answers import Unavailable
 from .ingest import Recorder
 from .results import ResultWriter
 from .series_decider import SeriesDecider
 from .storage_files import StorageFiles
 from .workers import ClassifyWorker
+
+LOGGER = logging.getLogger(__name__)
 
 #: Seconds allowed for all threads to finish at ORTHANC_STOPPED (Orthanc must stop in < 10 s,
 #: and needs about 3 s of its own after this callback).
@@ -131,13 +134,13 @@ class RouterApp:
             try:
                 importlib.import_module(f".{name}", __package__).register(self)
             except Exception as exc:
-                log("error", f"extension {name} failed to load: {exc!r}")
+                LOGGER.exception(f"extension {name} failed to load: {exc!r}")
 
     def _configure(self) -> None:
         self.orthanc_config = orthanc_config = json.loads(orthanc.GetConfiguration())
         self.config = config = parse(orthanc_config.get(SECTION), orthanc_config, base_dir=self.config_dir)
         if not config.enabled:
-            log("warning", f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
+            LOGGER.warning(f"disabled by {SECTION}.Enabled = false; instances are neither classified nor forwarded")
             return
         from ..inference.modelcard import verify_model
 
@@ -147,7 +150,7 @@ class RouterApp:
         self.files = StorageFiles(self.rest, orthanc_config, self.config_dir)
         self.writer.declare(orthanc_config.get("UserMetadata") or {})
         if not self.writer.packed and not self.writer.source_metadata:
-            log("warning", f'declare "{SOURCE_METADATA}" in UserMetadata (e.g. "{SOURCE_METADATA}": 1040), or the '
+            LOGGER.warning(f'declare "{SOURCE_METADATA}" in UserMetadata (e.g. "{SOURCE_METADATA}": 1040), or the '
                            'packed "BodyPartResult", to store what decided each class (pixels, pixels+header, '
                            "header, conflict)")
         busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
@@ -155,22 +158,22 @@ class RouterApp:
         self.writer.mark_skipped = config.mark_skipped
         self.store = Store(config.state_directory / STATE_DB)
         if self.store.set_aside is not None:
-            log("error", f"the state database {self.store.path} was damaged ({self.store.corruption}); it was "
+            LOGGER.error(f"the state database {self.store.path} was damaged ({self.store.corruption}); it was "
                          f"set aside as {self.store.set_aside.name} and a new one is rebuilt from Orthanc's "
                          "changes log")
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
         self.recorder.claims = claims_for_node(orthanc_config, self.store)
         self.recorder.health = self.health
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
-            log("warning", f"LuaScripts does not list {Path(__file__).parent / 'bootstrap' / 'shutdown.lua'}: on Orthanc 1.10 "
+            LOGGER.warning(f"LuaScripts does not list {Path(__file__).parent / 'bootstrap' / 'shutdown.lua'}: on Orthanc 1.10 "
                            "a shutdown during a forward may hang; add it (see orthanc-config/orthanc.json)")
         if orthanc_config.get("SaveJobs", True) and not config.shadow_mode:
-            log("warning", "SaveJobs is true: Orthanc reloads the forward jobs of a crashed run; the router cancels "
+            LOGGER.warning("SaveJobs is true: Orthanc reloads the forward jobs of a crashed run; the router cancels "
                            "those it finds, but set \"SaveJobs\": false (it tracks its own forwards)")
         routes = "; ".join(f"{r.name} -> {', '.join(map(str, r.destinations)) or 'nowhere'}" for r in config.rules)
         # One line at warning level, so that Orthanc's default log shows what is running.
         where = "child process" if self.in_child_process else "in Orthanc's process"
-        log("warning", f"bodypart-router {__version__}: model {self.model.version} "
+        LOGGER.warning(f"bodypart-router {__version__}: model {self.model.version} "
                     f"({self.model.provider}, {where}), routes: {routes or 'none'}"
                     f"{'; SHADOW MODE: nothing is forwarded' if config.shadow_mode else ''}")
 
@@ -193,14 +196,14 @@ class RouterApp:
                 try:
                     for _ in range(config.workers):
                         engines.append(ChildEngine(config.model_path, python=python, policy=config.policy,
-                                                   intra_op_threads=threads, log=log,
+                                                   intra_op_threads=threads,
                                                    expected_sha256=verified_sha256))
                     return engines
                 except EngineStartError as exc:
                     for engine in engines:
                         engine.close()
                     why = str(exc)
-            log("warning", f"classifying inside Orthanc's process: {why}")
+            LOGGER.warning(f"classifying inside Orthanc's process: {why}")
         footprint.tune_in_process_malloc()
         engine = LocalEngine(config.model_path, policy=config.policy, intra_op_threads=footprint.INFERENCE_THREADS)
         if engine.info.sha256 != verified_sha256:
@@ -210,9 +213,9 @@ class RouterApp:
     def _disable(self, why: str, problems: list[str]) -> None:
         self.error = "; ".join(problems)
         self.errors = list(problems)
-        log("error", f"disabled because {why}; instances are stored but neither classified nor forwarded:")
+        LOGGER.error(f"disabled because {why}; instances are stored but neither classified nor forwarded:")
         for problem in problems:
-            log("error", "  " + problem)
+            LOGGER.error("  " + problem)
 
     # -- 2/3. lifecycle -------------------------------------------------------------------
     def _on_change(self, change_type: int, level: int, resource: str) -> None:
@@ -232,7 +235,7 @@ class RouterApp:
                 # Orthanc's /changes log keeps no deletions; only this callback reports them.
                 self.recorder.on_deleted(resource)
         except Exception as exc:
-            log("error", f"lifecycle: {exc!r}")
+            LOGGER.exception(f"lifecycle: {exc!r}")
 
     def started(self) -> None:
         if not self.enabled:
@@ -244,11 +247,12 @@ class RouterApp:
         try:  # instances another node took over while this one was down are left to it
             self.recorder.renew_leases()
         except Exception as exc:
-            log("warning", f"could not renew this node's claims at start-up ({exc!r}); renewed by the recorder")
+            LOGGER.warning(f"could not renew this node's claims at start-up ({exc!r}); renewed by the recorder",
+                           exc_info=True)
         requeued = self.store.reset_in_flight()
         pending = self.store.queued_count()
         if requeued or pending:
-            log("info", f"resuming {pending} queued instance(s) left by the previous run")
+            LOGGER.info(f"resuming {pending} queued instance(s) left by the previous run")
         self.recorder.start()
         assert self.files is not None
         self.workers = [
@@ -281,7 +285,7 @@ class RouterApp:
         self.started_at = time.time()
         for hook in self.on_started:
             self._safely(hook)
-        log("info", f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, "
+        LOGGER.info(f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, "
                     f"labels {'on' if self.writer.labels else 'off (Orthanc < 1.12)'})")
 
     def _detect_lost_state(self) -> None:
@@ -293,7 +297,8 @@ class RouterApp:
             if not ran_here:
                 orthanc.SetGlobalProperty(RAN_HERE_PROPERTY, "1")
         except Exception as exc:
-            log("warning", f"cannot read or write Orthanc's global property {RAN_HERE_PROPERTY}: {exc!r}")
+            LOGGER.warning(f"cannot read or write Orthanc's global property {RAN_HERE_PROPERTY}: {exc!r}",
+                           exc_info=True)
             ran_here = False
         if self.store.is_new and (ran_here or self.store.set_aside is not None):
             self.recorder.rebuild = True
@@ -304,7 +309,7 @@ class RouterApp:
         Orthanc service still works): stop the threads and let the forwarder see its running
         jobs to their end, so nothing in flight is forgotten or sent twice."""
         if self.enabled and self.started_at is not None and not self.stop_event.is_set():
-            log("info", "Orthanc is stopping (shutdown.lua): stopping the router's threads")
+            LOGGER.info("Orthanc is stopping (shutdown.lua): stopping the router's threads")
             self._stop_threads(drain=True)
 
     def _resync_results(self) -> None:
@@ -317,7 +322,7 @@ class RouterApp:
                 self.writer.rewrite(record, self.store.delivered_destinations(instance_id))
         if pending:
             self.store.set_setting(RESYNC_KEY, "[]")
-            log("info", f"rewrote the results of {len(pending)} instance(s) left unwritten at the last shutdown")
+            LOGGER.info(f"rewrote the results of {len(pending)} instance(s) left unwritten at the last shutdown")
 
     def stopped(self) -> None:
         """ORTHANC_STOPPED. If ``prepare_stop`` did not run, stop the threads without any REST call:
@@ -364,15 +369,15 @@ class RouterApp:
             self.store.set_setting(RESYNC_KEY, json.dumps(sorted(missed)))
         alive = self._threads_alive()
         if alive:
-            log("warning", f"stopping without waiting for {', '.join(alive)}; unfinished work resumes at next start")
-        log("info", f"stopped in {time.monotonic() - t0:.2f} s")
+            LOGGER.warning(f"stopping without waiting for {', '.join(alive)}; unfinished work resumes at next start")
+        LOGGER.info(f"stopped in {time.monotonic() - t0:.2f} s")
 
     @staticmethod
     def _safely(hook: Callable[[], None]) -> None:
         try:
             hook()
         except Exception as exc:
-            log("error", f"hook {getattr(hook, '__qualname__', hook)} failed: {exc!r}")
+            LOGGER.exception(f"hook {getattr(hook, '__qualname__', hook)} failed: {exc!r}")
 
     # -- helpers for routes and extensions ----------------------------------------------------
     def require_store(self) -> Store:
@@ -456,7 +461,7 @@ class RouterApp:
         try:
             out.update(self._status_of_work())
         except Exception as exc:  # a damaged or unreachable state database must not turn the status into a 500
-            log("error", f"status: {exc!r}")
+            LOGGER.exception(f"status: {exc!r}")
             out["Health"] = summarize(disabled=None, stopped=False,
                                       problems=[*self.health.problems().values(), str(exc)])[1]
         for name, section in self.status_sections.items():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +32,12 @@ import orthanc  # type: ignore[import-not-found]
 from ..ops.request_body import RequestRefused, check_same_origin, read_json_object
 from ..forwarding.backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
 from ..forwarding.store import QUEUED, Received
-from .host import log
 from .http_answers import send_json, send_status
 from .ingest import policy_from_index
 from .monitoring import BACKFILL_THREAD_PREFIX, metrics_for
 from .workers import ClassifyWorker
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -125,7 +127,6 @@ def register(app: "RouterApp") -> None:
             Checkpoint(app.config.state_directory / CHECKPOINT_NAME),
             _Processor(app),
             live_queue_depth=app.store.queued_count,
-            log=lambda line: log("info", line),
             thread_name=BACKFILL_THREAD_PREFIX,
         )
 
@@ -140,7 +141,7 @@ def register(app: "RouterApp") -> None:
         try:
             status, body = handle(runner, method, request)
         except Exception as exc:  # never let a route crash the host
-            log("error", f"{method} {uri}: {exc!r}")
+            LOGGER.exception(f"{method} {uri}: {exc!r}")
             status, body = 500, "internal error, see the Orthanc log"
         if status == 200:
             send_json(output, body)

@@ -18,11 +18,13 @@ A listener that raises is logged and ignored: an extension never breaks routing.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from .host import log
+LOGGER = logging.getLogger(__name__)
+
 
 Listener = Callable[..., None]
 
@@ -39,4 +41,5 @@ class EventBus:
             try:
                 listener(**kwargs)
             except Exception as exc:  # an extension's bug must not stop routing
-                log("warning", f"listener {getattr(listener, '__qualname__', listener)} for {event} failed: {exc!r}")
+                LOGGER.warning(f"listener {getattr(listener, '__qualname__', listener)} for {event} failed: {exc!r}",
+                               exc_info=True)

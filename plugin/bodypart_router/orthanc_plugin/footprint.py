@@ -28,11 +28,13 @@ during a burst, when the trimmed pages would have to be faulted in again by the 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 from ..inference import resources as memory
-from .host import log
+
+LOGGER = logging.getLogger(__name__)
 
 #: onnxruntime intra-op threads per inference in Orthanc's process (children: ``engine.child_inference_threads``).
 INFERENCE_THREADS = 1
@@ -45,7 +47,7 @@ ARENA_MAX = 2
 def tune_in_process_malloc() -> None:
     """Cap glibc's malloc arenas, for when images are decoded inside Orthanc's process."""
     if memory.glibc() is not None and not memory.cap_arenas(ARENA_MAX):
-        log("info", "glibc refused M_ARENA_MAX; memory use may grow with large images")
+        LOGGER.info("glibc refused M_ARENA_MAX; memory use may grow with large images")
 
 
 def release_free_memory() -> None:
@@ -59,4 +61,4 @@ def lower_thread_priority(increment: int = WORKER_NICENESS) -> None:
         current = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
     except (AttributeError, OSError) as exc:  # other systems: the process priority applies
-        log("info", f"{threading.current_thread().name} keeps Orthanc's CPU priority ({exc!r})")
+        LOGGER.info(f"{threading.current_thread().name} keeps Orthanc's CPU priority ({exc!r})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -11,8 +12,10 @@ from ..forwarding.store import Store
 from .events import EventBus
 from ..ops.health import Health
 from ..inference.resources import IdleTrim
-from .host import OrthancRest, log
+from .host import OrthancRest
 from .results import ResultWriter
+
+LOGGER = logging.getLogger(__name__)
 
 
 class ForwardingThread:
@@ -32,7 +35,6 @@ class ForwardingThread:
                 failed=lambda d, e: events.emit("forward_failed", delivery=d, error=e),
                 dead=lambda d, e: events.emit("dead_lettered", delivery=d, error=e),
                 circuit=lambda dest, st, detail: events.emit("circuit", destination=dest, state=st, detail=detail),
-                log=log,
             ),
             lookup=lookup,
         )
@@ -49,7 +51,7 @@ class ForwardingThread:
         try:
             self.forwarder.recover()  # forwards a crash left in flight: verified, not blindly resent
         except Exception as exc:
-            log("error", f"forwarder: recovery of in-flight forwards failed: {exc!r}")
+            LOGGER.exception(f"forwarder: recovery of in-flight forwards failed: {exc!r}")
         while not self.stop.is_set():
             try:
                 changed = self.forwarder.step()
@@ -61,7 +63,7 @@ class ForwardingThread:
                 if self.idle_trim is not None:
                     self.idle_trim.idle()
             except Exception as exc:
-                log("error", f"forwarder: {exc!r}")
+                LOGGER.exception(f"forwarder: {exc!r}")
                 self.health.problem("forwarder", f"forwarding stopped by an error: {exc}")
                 self.stop.wait(1.0)
             self.wake.wait(self.poll_seconds)
@@ -71,8 +73,8 @@ class ForwardingThread:
         try:
             unresolved = self.forwarder.drain(self.drain_until)
         except Exception as exc:
-            log("warning", f"forwarder: drain at shutdown failed: {exc!r}")
+            LOGGER.warning(f"forwarder: drain at shutdown failed: {exc!r}", exc_info=True)
             return
         if unresolved:
-            log("warning", f"{unresolved} forward(s) still running at shutdown; "
+            LOGGER.warning(f"{unresolved} forward(s) still running at shutdown; "
                            "they are checked again at the next start")

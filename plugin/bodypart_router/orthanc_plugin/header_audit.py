@@ -10,14 +10,16 @@ The tags are those the worker read for the rules and the header fusion (see evid
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..routing.audit import audit
 from ..forwarding.delivery import RestError
 from ..routing.decision import RoutingDecision
 from .evidence import InstanceHeader, read_header
-from .host import log
 from .monitoring import metrics_for
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -53,7 +55,7 @@ class _Auditor:
                 tags, remote_aet = header_tags(self.app, instance_id)
             except RestError as exc:
                 if exc.status != 404:  # 404: deleted meanwhile, nothing to audit
-                    log("warning", f"instance {instance_id}: header audit skipped: {exc}")
+                    LOGGER.warning(f"instance {instance_id}: header audit skipped: {exc}")
                 return
         result = header_verdict(decision, tags)
         self.metrics.header_audit(remote_aet, result.verdict)

@@ -1,6 +1,7 @@
-"""The only place that talks to the ``orthanc`` module's REST and log functions.
+"""The only place that talks to the ``orthanc`` module's REST functions (its log functions are
+reached through :mod:`.logs`).
 
-Everything else in the adapter goes through :class:`OrthancRest` and :func:`log`, so the
+Everything else in the adapter goes through :class:`OrthancRest`, so the
 core's :class:`~bodypart_router.forwarding.delivery.Rest` interface is all the forwarding logic sees.
 """
 
@@ -12,19 +13,6 @@ from typing import Any
 import orthanc  # type: ignore[import-not-found]  # provided by Orthanc's Python plugin
 
 from ..forwarding.delivery import RestError
-
-_PREFIX = "BodyPartRouter: "
-
-
-def log(level: str, message: str) -> None:
-    """Log through Orthanc. Messages name instances by Orthanc ID only, never patient tags."""
-    if level == "error":
-        orthanc.LogError(_PREFIX + message)
-    elif level == "warning":
-        orthanc.LogWarning(_PREFIX + message)
-    else:
-        orthanc.LogInfo(_PREFIX + message)
-
 
 #: Orthanc error codes (OrthancException.args[0]) that mean "no such resource".
 _NOT_FOUND_CODES = {7, 17}  # InexistentItem, UnknownResource

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import queue
 import threading
 import time
@@ -59,11 +60,13 @@ from ..ops.health import Health
 from ..forwarding.store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
 from ..routing.ingest_headers import header_tags
 
+LOGGER = logging.getLogger(__name__)
+
 #: ``BodyPartState`` values after which the owner has nothing left to do on an instance.
 FINAL_STATE_PREFIXES = ("forwarded", "failed:", "held:", "skipped:")
 from .events import EventBus
 from .evidence import HeaderCache
-from .host import OrthancRest, log
+from .host import OrthancRest
 from .results import ResultWriter, stored_state
 
 CHECKPOINT_KEY = "changes_checkpoint"
@@ -161,8 +164,8 @@ class Recorder:
             if item.state == QUEUED and self.headers is not None:  # the worker then reads no index
                 self.headers.put(instance_id, tags, dicom.GetInstanceRemoteAet())
         except Exception as exc:  # never let a callback error reach Orthanc's store
-            log("warning", f"instance {instance_id}: could not read Modality/SOPClassUID ({exc!r}); "
-                           "queued for classification")
+            LOGGER.warning(f"instance {instance_id}: could not read Modality/SOPClassUID ({exc!r}); "
+                           "queued for classification", exc_info=True)
             item = Received(instance_id, QUEUED)
         try:
             self.queue.put_nowait(item)
@@ -171,7 +174,7 @@ class Recorder:
             self._needs_catch_up = True  # read the changes log at the configured pace again
             if not self._overflowing:
                 self._overflowing = True
-                log("warning", f"ingest queue full ({self.config.queue_size}); new instances are picked up "
+                LOGGER.warning(f"ingest queue full ({self.config.queue_size}); new instances are picked up "
                                "from Orthanc's changes log instead (raise BodyPartRouter.QueueSize?)")
         self._wake.set()
 
@@ -214,7 +217,7 @@ class Recorder:
                     self._needs_catch_up = self.catch_up()
                 self.health.clear("recorder")
             except Exception as exc:  # keep the thread alive through transient errors
-                log("error", f"recorder: {exc!r}")
+                LOGGER.exception(f"recorder: {exc!r}")
                 self.health.problem("recorder", f"new instances are not being recorded: {exc}")
                 self._needs_catch_up = True
                 self._stop.wait(1.0)
@@ -223,7 +226,8 @@ class Recorder:
         try:
             self._drain()  # what is already queued at shutdown is still made durable
         except Exception as exc:
-            log("warning", f"recorder: final drain failed ({exc!r}); the changes log will catch up at next start")
+            LOGGER.warning(f"recorder: final drain failed ({exc!r}); the changes log will catch up at next start",
+                           exc_info=True)
 
     def _drain(self) -> None:
         batch: list[Received] = []
@@ -249,7 +253,7 @@ class Recorder:
                 break
             taken += self._look_again(instance_id, claim)
         if taken:
-            log("warning", f"took over {taken} instance(s) whose owner stopped renewing its claim "
+            LOGGER.warning(f"took over {taken} instance(s) whose owner stopped renewing its claim "
                            f"for {lease:g} s (a node that died?)")
             self.wake_workers.set()
 
@@ -265,7 +269,7 @@ class Recorder:
             seen = claims.read(instance_id)
             if seen is not None:
                 self.store.lose(instance_id, seen.value)
-                log("warning", f"instance {instance_id}: another node took it over while this one "
+                LOGGER.warning(f"instance {instance_id}: another node took it over while this one "
                                "did not renew its claim; left to that node")
 
     def _look_again(self, instance_id: str, claim: str) -> int:
@@ -287,7 +291,7 @@ class Recorder:
         if seen is None and self.claims.claim(instance_id) or \
                 seen is not None and seen.value == claim and self.claims.take_over(instance_id, seen):
             self.store.take_over(instance_id)
-            log("info", f"instance {instance_id}: taken over from {claim.split(' ')[0]}, whose claim lapsed")
+            LOGGER.info(f"instance {instance_id}: taken over from {claim.split(' ')[0]}, whose claim lapsed")
             return 1
         latest = self.claims.read(instance_id)
         self.store.observe(instance_id, latest.value if latest else value)
@@ -306,7 +310,7 @@ class Recorder:
                 continue
             if self.claims.read(item.instance_id) is None:
                 self.store.forget(item.instance_id)
-                log("info", f"instance {item.instance_id} was deleted and stored again; handled as new")
+                LOGGER.info(f"instance {item.instance_id} was deleted and stored again; handled as new")
 
     def _forget_deleted(self) -> None:
         """Forget deleted instances. One stored again since its deletion (its ``DELETED`` change
@@ -319,12 +323,12 @@ class Recorder:
             try:
                 fresh = policy_from_index(self.rest, self.config, instance_id)
             except RestError as exc:
-                log("warning", f"instance {instance_id}: deleted, could not check whether it was stored again "
+                LOGGER.warning(f"instance {instance_id}: deleted, could not check whether it was stored again "
                                f"({exc}); the changes log will catch it up")
                 continue
             if fresh is not None:
                 self._record([fresh])
-            log("info", f"instance {instance_id} was deleted; "
+            LOGGER.info(f"instance {instance_id} was deleted; "
                         f"{'stored again since, handled as new' if fresh else 'forgotten'}")
 
     def _record(self, items: list[Received]) -> None:
@@ -341,7 +345,7 @@ class Recorder:
                 self.writer.state(item.instance_id, item.state)
             self.events.emit("received", instance_id=item.instance_id, state=item.state)
             if item.state != QUEUED:
-                log("info", f"instance {item.instance_id}: {item.state} ({item.detail})")
+                LOGGER.info(f"instance {item.instance_id}: {item.state} ({item.detail})")
         if any(item.state == QUEUED for item in added):
             self.wake_workers.set()
 
@@ -353,7 +357,7 @@ class Recorder:
         if checkpoint is None:
             last = int(self.rest.get_json("/changes?last")["Last"])
             if self.rebuild:
-                log("warning", f"the state database is new but the router has run on this Orthanc before: "
+                LOGGER.warning(f"the state database is new but the router has run on this Orthanc before: "
                                f"rebuilding its work list from the beginning of Orthanc's changes log "
                                f"({last} changes), so that nothing still owed is lost")
                 self.health.problem("rebuild", f"rebuilding the work list from Orthanc's changes log "
@@ -362,7 +366,7 @@ class Recorder:
                 self.store.set_setting(CHECKPOINT_KEY, checkpoint)
             else:
                 self.store.set_setting(CHECKPOINT_KEY, str(last))
-                log("info", f"following Orthanc's changes log from change {last}")
+                LOGGER.info(f"following Orthanc's changes log from change {last}")
                 return False
         since = int(checkpoint)
         recovered = False
@@ -379,7 +383,7 @@ class Recorder:
                 looked_up = (policy_from_index(self.rest, self.config, i) for i in missing)
                 found = [r for r in looked_up if r is not None]
                 self._record(found)
-                log("info", f"recovered {len(found)} instance(s) from Orthanc's changes log")
+                LOGGER.info(f"recovered {len(found)} instance(s) from Orthanc's changes log")
                 recovered = True
             for instance_id in deleted:
                 self.store.forget(instance_id)
@@ -394,6 +398,6 @@ class Recorder:
                 if self.rebuild:
                     self.rebuild = False
                     self.health.clear("rebuild")
-                    log("warning", f"work list rebuilt from Orthanc's changes log (up to change {since})")
+                    LOGGER.warning(f"work list rebuilt from Orthanc's changes log (up to change {since})")
                 return recovered
         return recovered

@@ -14,6 +14,7 @@ Other extensions reach the same registry with :func:`metrics_for`.
 
 from __future__ import annotations
 
+import logging
 import datetime as _dt
 import json
 import threading
@@ -28,7 +29,8 @@ from ..routing.image_facts import ImageFacts
 from ..ops.metrics import MetricsPublisher, RouterMetrics, metric_name
 from ..routing.decision import RoutingDecision
 from ..forwarding.store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
-from .host import log
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -217,7 +219,7 @@ def register(app: "RouterApp") -> None:
     app.status_sections["Metrics"] = lambda: status_section(app, metrics)
 
     publisher = MetricsPublisher(metrics, _set_metric, interval=PUBLISH_SECONDS,
-                                 on_error=lambda exc: log("warning", f"metrics: {exc!r}"),
+                                 on_error=lambda exc: LOGGER.warning(f"metrics: {exc!r}", exc_info=True),
                                  sources=lambda: publish_sources(app))
 
     def start_publishing() -> None:  # SetMetricsValue works once Orthanc has started

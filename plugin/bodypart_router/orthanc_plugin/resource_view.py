@@ -16,6 +16,7 @@ The buttons to add to OE2's configuration are in docs/install.md.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,9 @@ import orthanc  # type: ignore[import-not-found]
 from ..config import Destination
 from ..forwarding.delivery import RestError
 from ..forwarding.store import DEAD, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY
-from .host import log
 from .http_answers import send_json, send_status
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -98,7 +100,7 @@ def register(app: "RouterApp") -> None:
         except RestError as exc:
             send_status(output, 404 if exc.status == 404 else 502, f"{level}/{resource_id}: {exc}")
         except Exception as exc:  # never let a route crash the host
-            log("error", f"GET {uri}: {exc!r}")
+            LOGGER.exception(f"GET {uri}: {exc!r}")
             send_status(output, 500, "internal error, see the Orthanc log")
 
     orthanc.RegisterRestCallback(f"/bodypart-router/({'|'.join(LEVELS)})/([0-9a-f-]+)/summary", on_summary)

@@ -21,6 +21,7 @@ can know it.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
 from collections.abc import Callable
@@ -31,8 +32,9 @@ import orthanc  # type: ignore[import-not-found]
 from ..forwarding.delivery import delivery_json
 from ..ops.request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
                             read_json_object, string_list)
-from .host import log
 from .http_answers import Unavailable, send_json, send_status
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -64,7 +66,7 @@ def route(app: RouterApp, pattern: str, methods: tuple[str, ...], handler: Handl
         except Forbidden as exc:
             send_status(output, 403, str(exc))
         except Exception as exc:  # never let a route crash the host
-            log("error", f"{method} {uri}: {exc!r}")
+            LOGGER.exception(f"{method} {uri}: {exc!r}")
             send_status(output, 500, "internal error, see the Orthanc log")
 
     orthanc.RegisterRestCallback(pattern, callback)
@@ -110,7 +112,7 @@ def resubmit(app: RouterApp, method: str, request: dict[str, Any]) -> Any:
     rows = app.resubmit_forwards(delivery_ids=deliveries, instance_ids=instances,
                                  include_delivered=boolean(body, "IncludeDelivered"))
     if rows:
-        log("warning", f"resubmitted {len(rows)} forward(s) on request")
+        LOGGER.warning(f"resubmitted {len(rows)} forward(s) on request")
     return {"Resubmitted": [delivery_json(d) for d in rows]}
 
 

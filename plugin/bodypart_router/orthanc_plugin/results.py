@@ -24,6 +24,7 @@ Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript ex
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -34,7 +35,9 @@ from ..config import CLASSIC_METADATA, RESULT_METADATA, SEPARATE_METADATA, Desti
 from ..forwarding.delivery import RestError
 from ..routing.decision import RoutingDecision
 from ..forwarding.store import DEAD_LETTER_STATE, InstanceRecord
-from .host import OrthancRest, log
+from .host import OrthancRest
+
+LOGGER = logging.getLogger(__name__)
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"
 SKIPPED_PREFIX = "skipped:"
@@ -231,6 +234,6 @@ class ResultWriter:
             write()  # type: ignore[operator]
         except RestError as exc:
             if exc.status == 404:
-                log("info", f"instance {instance_id} was deleted before its results could be written")
+                LOGGER.info(f"instance {instance_id} was deleted before its results could be written")
             else:
-                log("warning", f"instance {instance_id}: could not write results: {exc}")
+                LOGGER.warning(f"instance {instance_id}: could not write results: {exc}")

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import datetime as dt
 import json
 import threading
@@ -31,8 +32,9 @@ from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_
 from ..routing.decision import RoutingDecision, decide_evidence
 from ..forwarding.store import AWAITING_SERIES, ELSEWHERE
 from .evidence import InstanceHeader, read_header, rule_keywords
-from .host import log
 from .rest_api import route
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -177,12 +179,12 @@ class Rerouter:
                         self.app.wake_forwarder.set()
             except Exception as exc:
                 p["Errors"] += 1
-                log("warning", f"re-route of instance {instance_id} failed: {exc!r}")
+                LOGGER.warning(f"re-route of instance {instance_id} failed: {exc!r}", exc_info=True)
             p["Done"] += 1
         if p["State"] == "running":
             p["State"] = "done"
         p["FinishedAt"] = _iso(time.time())
-        log("info", f"re-route {p['State']}: {p['Forwards']} forward(s) added for {p['Done']} instance(s), "
+        LOGGER.info(f"re-route {p['State']}: {p['Forwards']} forward(s) added for {p['Done']} instance(s), "
                     f"{p['AlreadySent']} destination(s) already had them")
 
 

@@ -12,6 +12,7 @@ it) and routes every waiting film of the series in one pass, so they are forward
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,9 @@ from ..routing.decision import SECONDARY, decide
 from ..routing.series import Member, vote
 from ..forwarding.store import AWAITING_SERIES, Store
 from .evidence import InstanceHeader, read_header
-from .host import OrthancRest, log
+from .host import OrthancRest
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .workers import ClassifyWorker
@@ -65,7 +68,7 @@ class SeriesDecider:
             return bool(self.rest.get_json(f"/series/{series_id}").get("IsStable", False))
         except RestError as exc:
             if exc.status != 404:
-                log("warning", f"series {series_id}: cannot tell whether it is stable: {exc}")
+                LOGGER.warning(f"series {series_id}: cannot tell whether it is stable: {exc}")
             return False
 
     def run(self, worker: "ClassifyWorker") -> int:
@@ -80,7 +83,7 @@ class SeriesDecider:
                 routed += self.decide(series_id, worker)
                 self._retry_at.pop(series_id, None)
             except Exception as exc:
-                log("error", f"series {series_id}: decision failed, it is tried again in {RETRY_SECONDS:g} s: {exc!r}")
+                LOGGER.exception(f"series {series_id}: decision failed, it is tried again in {RETRY_SECONDS:g} s: {exc!r}")
                 with self._lock:
                     self._due.add(series_id)
                     self._retry_at[series_id] = now + RETRY_SECONDS
@@ -126,7 +129,7 @@ class SeriesDecider:
             worker.route(assignment.instance_id, decision, record.model or "", None, header,
                          ImageFacts.from_evidence(evidence))
             routed += 1
-        log("info", f"series {series_id}: {result.class_name} ({result.score:.3f}) from {len(voters)} film(s); "
+        LOGGER.info(f"series {series_id}: {result.class_name} ({result.score:.3f}) from {len(voters)} film(s); "
                     f"{routed} routed")
         worker.wake_forwarder.set()
         return routed

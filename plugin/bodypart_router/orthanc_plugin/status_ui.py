@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,10 @@ import orthanc  # type: ignore[import-not-found]
 
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..forwarding.store import QUEUED
-from .host import log
 from .http_answers import send_json, send_status
 from .monitoring import PAGE_SIZE, dead_letter_page, metrics_for, recent_page
+
+LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import RouterApp
@@ -59,7 +61,7 @@ def resubmit(app: "RouterApp", instance_ids: list[str]) -> dict[str, int]:
         metrics_for(app).clear_failure(instance_id)
     if classifications:
         app.wake_workers.set()
-    log("warning", f"resubmitted {len(forwards)} forward(s) and {classifications} classification(s) on request")
+    LOGGER.warning(f"resubmitted {len(forwards)} forward(s) and {classifications} classification(s) on request")
     return {"Forwards": len(forwards), "Classifications": classifications}
 
 
@@ -82,7 +84,7 @@ def register(app: "RouterApp") -> None:
         except RequestRefused as exc:
             send_status(output, exc.status, str(exc))
         except Exception as exc:  # never let a route crash the host
-            log("error", f"POST {uri}: {exc!r}")
+            LOGGER.exception(f"POST {uri}: {exc!r}")
             send_status(output, 500, "internal error, see the Orthanc log")
 
     orthanc.RegisterRestCallback("/bodypart-router/resubmit", on_resubmit)
@@ -105,7 +107,7 @@ def register(app: "RouterApp") -> None:
             try:
                 send_json(output, page(offset, limit))
             except Exception as exc:  # never let a route crash the host
-                log("error", f"GET {uri}: {exc!r}")
+                LOGGER.exception(f"GET {uri}: {exc!r}")
                 send_status(output, 500, "internal error, see the Orthanc log")
 
         return callback

@@ -10,12 +10,15 @@ recorded for an uncompressed attachment; with ``StorageCompression`` or a storag
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..forwarding.delivery import RestError
 from ..inference.engine import Source
-from .host import OrthancRest, log
+from .host import OrthancRest
+
+LOGGER = logging.getLogger(__name__)
 
 
 class StorageFiles:
@@ -53,7 +56,7 @@ class StorageFiles:
     def _note(self, direct: bool, why: str) -> None:
         if direct != self._direct:
             self._direct = direct
-            log("info", "the classifier reads files from the storage directory" if direct
+            LOGGER.info("the classifier reads files from the storage directory" if direct
                 else f"the classifier fetches files over REST: {why}")
 
 

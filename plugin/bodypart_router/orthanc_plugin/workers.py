@@ -11,6 +11,7 @@ again at the next start (metadata writes are idempotent), never that a delivery 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +31,12 @@ from . import footprint
 from .events import EventBus
 from .evidence import HeaderCache, InstanceHeader, read_header, rule_keywords
 from .header_audit import audit_value
-from .host import OrthancRest, log
+from .host import OrthancRest
 from .results import ResultWriter
 from .series_decider import SeriesDecider
 from .storage_files import StorageFiles
+
+LOGGER = logging.getLogger(__name__)
 
 #: A transient error (REST, I/O) is retried this many times before the instance is marked failed.
 MAX_CLASSIFY_ATTEMPTS = 3
@@ -107,7 +110,7 @@ class ClassifyWorker:
                 if self.idle_trim is not None:
                     self.idle_trim.idle()
             except Exception as exc:
-                log("error", f"classification worker: {exc!r}")
+                LOGGER.exception(f"classification worker: {exc!r}")
                 self.health.problem(self._health_key, f"classification stopped by an error: {exc}")
                 self._release_held()
                 self.stop.wait(1.0)
@@ -121,8 +124,8 @@ class ClassifyWorker:
             self.store.release(self._held, "interrupted by an error; classified again")
             self._held = []
         except Exception as exc:  # the store still fails: tried again at the next turn
-            log("warning", f"classification worker: cannot put {len(self._held)} instance(s) back "
-                           f"in the queue yet: {exc}")
+            LOGGER.warning(f"classification worker: cannot put {len(self._held)} instance(s) back "
+                           f"in the queue yet: {exc}", exc_info=True)
 
     def process(self, instance_ids: list[str]) -> None:
         """Classify a batch of claimed instances; every one ends with a state (or back in the queue)."""
@@ -139,7 +142,7 @@ class ClassifyWorker:
             except RestError as exc:
                 if exc.status == 404:
                     self.store.forget(instance_id)
-                    log("info", f"instance {instance_id} was deleted before classification")
+                    LOGGER.info(f"instance {instance_id} was deleted before classification")
                 else:
                     self._transient(instance_id, str(exc))
         if not located:
@@ -149,7 +152,7 @@ class ClassifyWorker:
         except EngineStartError as exc:
             # Nothing of this batch is to blame (the model file is gone or no longer the one
             # verified at start-up): the instances wait in the queue, their attempts not counted.
-            log("error", f"classifier unavailable, {len(located)} instance(s) wait in the queue: {exc}")
+            LOGGER.error(f"classifier unavailable, {len(located)} instance(s) wait in the queue: {exc}")
             self.health.problem("classifier", f"the classifier cannot start: {exc}")
             self.store.release([i for i, _ in located], f"classifier unavailable: {exc}")
             self.stop.wait(ENGINE_RETRY_SECONDS)
@@ -179,7 +182,7 @@ class ClassifyWorker:
         except RestError as exc:
             if exc.status == 404:
                 self.store.forget(instance_id)
-                log("info", f"instance {instance_id} was deleted before it could be routed")
+                LOGGER.info(f"instance {instance_id} was deleted before it could be routed")
             else:
                 self._transient(instance_id, f"could not read the header: {exc}")
             return
@@ -191,7 +194,7 @@ class ClassifyWorker:
             self.store.await_series(instance_id, series_id=header.series_id, class_name=decision.class_name,
                                     score=decision.score, model=model, evidence=json.dumps(evidence))
             self.writer.state(instance_id, AWAITING_SERIES)
-            log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}), "
+            LOGGER.info(f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}), "
                         f"waiting for series {header.series_id} to be stable")
             self.series.classified(header.series_id)
         else:
@@ -221,7 +224,7 @@ class ClassifyWorker:
                 self.writer.state(instance_id, state)
         if state == CLASSIFIED and (self.config.shadow_mode or not destinations):
             self._finished(instance_id)  # routed nowhere: its BodyPartState alone cannot say it is final
-        log("info", f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
+        LOGGER.info(f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                     f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                     f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
 
@@ -230,7 +233,7 @@ class ClassifyWorker:
         self.writer.state(instance_id, state)
         if not self.writer.writes(state):
             self._finished(instance_id)
-        log("info", f"instance {instance_id}: {state} ({detail})")
+        LOGGER.info(f"instance {instance_id}: {state} ({detail})")
         self.events.emit("not_classified", instance_id=instance_id, state=state)
 
     def _claim(self, instance_id: str) -> bool:
@@ -239,7 +242,7 @@ class ClassifyWorker:
             owner = self.claims.claim_or_owner(instance_id)
         except RestError as exc:
             self.store.requeue(instance_id, f"claim undecided: {exc}")
-            log("warning", f"instance {instance_id}: claim undecided ({exc}); will retry")
+            LOGGER.warning(f"instance {instance_id}: claim undecided ({exc}); will retry")
             return False
         if owner is None:
             return True
@@ -247,18 +250,18 @@ class ClassifyWorker:
             self.store.lose(instance_id, owner)  # watched, taken over if its owner stops renewing
         else:
             self.store.forget(instance_id)
-            log("info", f"instance {instance_id} was deleted before classification")
+            LOGGER.info(f"instance {instance_id} was deleted before classification")
         return False
 
     def _finished(self, instance_id: str) -> None:
         try:
             self.claims.finish(instance_id)
         except RestError as exc:  # another node will look at it again, and classify it once more
-            log("warning", f"instance {instance_id}: could not mark its claim finished ({exc})")
+            LOGGER.warning(f"instance {instance_id}: could not mark its claim finished ({exc})")
 
     def _transient(self, instance_id: str, detail: str) -> None:
         attempts = self.store.requeue(instance_id, detail)
         if attempts >= MAX_CLASSIFY_ATTEMPTS:
             self._not_classified(instance_id, "failed:unreadable", detail)
         else:
-            log("warning", f"instance {instance_id}: {detail}; will retry")
+            LOGGER.warning(f"instance {instance_id}: {detail}; will retry")
