@@ -8,7 +8,9 @@ small fraction of a full decode, and the model only needs 224 pixels anyway.
 pylibjpeg-openjpeg (MIT, bundling OpenJPEG, BSD-2-Clause) does not expose the
 resolution factor in its Python API, so this module calls the OpenJPEG C API of
 the library that wheel ships (falling back to a system ``libopenjp2``) through
-:mod:`ctypes`. Only the stable public API of OpenJPEG 2.x is used.
+:mod:`ctypes`. Only the stable public API of OpenJPEG 2.x is used. Pillow's ``reduce``
+does the same but refuses images whose reduced size it rounds differently from OpenJPEG
+(``docs/decisions.md``; ``python -m bench.jpeg2000`` compares the two).
 """
 
 from __future__ import annotations
