@@ -1,4 +1,8 @@
-"""Typed reasons why an input cannot be classified.
+"""The package's exception base, and typed reasons why an input cannot be classified.
+
+Every exception the router defines derives from :class:`BodyPartRouterError` (most also from
+the built-in class they always were, ``ValueError``, ``RuntimeError``...), so a caller can catch
+the router's own errors apart from everything else.
 
 Every failure the core can meet on real-world input is turned into a
 :class:`NotClassifiable` carrying a short machine-readable ``reason`` (stored in
@@ -38,7 +42,11 @@ class Reason(str, Enum):
 _SKIPS = {Reason.NO_PIXEL_DATA, Reason.NON_IMAGE_SOP, Reason.NON_PROJECTION_MODALITY, Reason.NOT_DICOM}
 
 
-class NotClassifiable(Exception):
+class BodyPartRouterError(Exception):
+    """Base of every exception bodypart-router defines."""
+
+
+class NotClassifiable(BodyPartRouterError):
     """An input that gets a reason instead of a class."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ..errors import BodyPartRouterError
 from ..imaging.xray_policy import XrayPolicy
 from ..inference.classes import CLASS_NAMES, UNCERTAIN
 from ..routing.rule_parsing import parse_rules
@@ -41,7 +42,7 @@ ASSEMBLED_FIELDS: Final = frozenset({
 })
 
 
-class ConfigError(ValueError):
+class ConfigError(BodyPartRouterError, ValueError):
     """The section is invalid. ``problems`` holds one line per problem (key: what to fix)."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -42,6 +42,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
+from ..errors import BodyPartRouterError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ class RestClient(Protocol):
 Process = Callable[[str, bool], str]
 
 
-class BackfillError(ValueError):
+class BackfillError(BodyPartRouterError, ValueError):
     """A request that cannot start a backfill; the message names the field and what to fix."""
 
 
-class BackfillBusy(RuntimeError):
+class BackfillBusy(BodyPartRouterError, RuntimeError):
     """A backfill is already running (HTTP 409)."""
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config import Destination, RetryPolicy, RouterConfig
+from ..errors import BodyPartRouterError
 from .store import Delivery, Store
 
 LOGGER = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ DEAD_LETTER_LOG_SECONDS = 60.0
 RELOADED_JOB_GRACE_SECONDS = 10.0
 
 
-class RestError(Exception):
+class RestError(BodyPartRouterError):
     """A REST call into Orthanc failed; ``status`` is the HTTP status when known (404: not found)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -62,11 +63,11 @@ class Rest(Protocol):
     def post_json(self, uri: str, body: Any) -> Any: ...
 
 
-class Unreachable(Exception):
+class Unreachable(BodyPartRouterError):
     """The destination did not answer a :class:`Lookup` at all: ask again later."""
 
 
-class CannotAsk(Exception):
+class CannotAsk(BodyPartRouterError):
     """The destination is up but cannot say whether it holds an instance: send again (at least once)."""
 
 

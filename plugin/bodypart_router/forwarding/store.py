@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import BodyPartRouterError
 from ..routing.decision import HELD_PREFIX
 
 SCHEMA_VERSION = 2
@@ -106,7 +107,7 @@ ELSEWHERE = "elsewhere"
 TAKEN_OVER = "taken over from a node whose claim lapsed"
 
 
-class StoreError(RuntimeError):
+class StoreError(BodyPartRouterError, RuntimeError):
     """A state database operation failed; the message names the file (full disk, corruption...)."""
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
-from ..errors import NotClassifiable, Reason
+from ..errors import BodyPartRouterError, NotClassifiable, Reason
 from ..imaging.preprocess import INPUT_SIZE
 
 INPUT_NAME = "image"
@@ -40,7 +40,7 @@ SECONDARY_OUTPUTS: dict[str, tuple[str | None, tuple]] = {
 }
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BodyPartRouterError, RuntimeError):
     """The model file is missing, unreadable or does not follow the model contract."""
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, Sequence
 
 from .. import logs
-from ..errors import NotClassifiable, Reason
+from ..errors import BodyPartRouterError, NotClassifiable, Reason
 from ..imaging.xray_policy import XrayPolicy
 from .resources import available_cores
 
@@ -205,7 +205,7 @@ class LocalEngine:
 
 
 # --------------------------------------------------------------------------- child process
-class EngineStartError(RuntimeError):
+class EngineStartError(BodyPartRouterError, RuntimeError):
     """The child process could not start or load the model (the message says why)."""
 
 

@@ -13,13 +13,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import BodyPartRouterError
 from .classifier import file_sha256
 
 #: ``SHA-256: <hex>``, tolerating Markdown emphasis and code spans (``**SHA-256:** `<hex>` ``).
 _SHA_LINE = re.compile(r"SHA-?256[*_\s]*[:=][*_\s]*`?([0-9a-fA-F]{64})\b")
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(BodyPartRouterError, RuntimeError):
     """The model file does not match its model card or the hashes allowed by the configuration."""
 
 

@@ -23,6 +23,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
+from ..errors import BodyPartRouterError
 
 #: Largest body accepted (1 MiB: about 20,000 Orthanc IDs).
 MAX_BODY_BYTES = 1 << 20
@@ -35,7 +36,7 @@ _BRACKETS = re.compile(rb"[\[\]{}]")
 ORTHANC_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 
 
-class RequestRefused(ValueError):
+class RequestRefused(BodyPartRouterError, ValueError):
     """The request is refused with ``status`` (400, 403, 413, 415) and a message naming what to fix."""
 
     def __init__(self, status: int, message: str) -> None:

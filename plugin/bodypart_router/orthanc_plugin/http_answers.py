@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from ..errors import BodyPartRouterError
 
 
-class Unavailable(RuntimeError):
+class Unavailable(BodyPartRouterError, RuntimeError):
     """The router cannot answer this request now (disabled): 503, not an internal error."""
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
+from ..errors import BodyPartRouterError
 from ..forwarding.delivery import delivery_json
 from ..ops.request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
                             read_json_object, string_list)
@@ -72,11 +73,11 @@ def route(app: RouterApp, pattern: str, methods: tuple[str, ...], handler: Handl
     orthanc.RegisterRestCallback(pattern, callback)
 
 
-class BadRequest(ValueError):
+class BadRequest(BodyPartRouterError, ValueError):
     pass
 
 
-class Forbidden(PermissionError):
+class Forbidden(BodyPartRouterError, PermissionError):
     pass
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from ...errors import BodyPartRouterError
 from ..resample import area_reduce, reduction_factor
 from .encapsulated import frame_bytes
 
@@ -73,7 +74,7 @@ class Jpeg2000Image(NamedTuple):
     signed: bool
 
 
-class Jpeg2000Error(RuntimeError):
+class Jpeg2000Error(BodyPartRouterError, RuntimeError):
     """OpenJPEG could not decode the code-stream (the message is OpenJPEG's own)."""
 
 
