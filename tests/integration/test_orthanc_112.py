@@ -177,7 +177,7 @@ def test_nothing_is_left_running_or_mounted(plain_orthanc: OrthancProcess, how: 
     pid = plain_orthanc.pid
     others = set(_processes_in_root()) - {pid}  # the module's router and its peer
     assert pid in _processes_in_root()
-    assert str(builder.ROOT.resolve() / "proc") in Path(f"/proc/{pid}/mounts").read_text()
+    assert str(builder.ROOT / "proc") in Path(f"/proc/{pid}/mounts").read_text()
     assert not builder.mounts_under(builder.ROOT)  # never visible on the host
     getattr(plain_orthanc, how)()
     assert set(_processes_in_root()) <= others
