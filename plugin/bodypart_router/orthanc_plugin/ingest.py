@@ -79,9 +79,10 @@ SAFETY_NET_FACTOR = 10
 #: UT, long sequences of text) are left out; every tag the router reads is shorter.
 MAX_TAG_CHARS = 1024
 #: Above this size the header is parsed from the file's bytes (:func:`header_tags`), which skips
-#: long values unread, instead of Orthanc's JSON, which decodes them first (about 25 MB/s: a
-#: dataset of this size can hold at most about 0.3 s of such text).
-JSON_MAX_INSTANCE_BYTES = 8 << 20
+#: long values unread, instead of Orthanc's JSON, which decodes them first (about 25 MB/s, so a
+#: dataset of this size holds at most about 1.3 s of such text). Below it, copying the file's
+#: bytes would cost more than the JSON of an ordinary X-ray's header (docs/security.md).
+JSON_MAX_INSTANCE_BYTES = 32 << 20
 #: States in ``BodyPartState`` that need nothing more from the router.
 DONE_STATES = ("forwarded", "skipped:", "failed:")
 #: Detail of an instance recorded, while a lost state database is rebuilt, as done before.
