@@ -134,9 +134,9 @@ def test_films(data: Path, limit: int | None = None) -> list[Film]:
 
 def predictions(films: list[Film], model: Path) -> list[dict[str, float]]:
     """The model's probabilities per film, cached per model SHA-256 and film list."""
-    from bodypart_router.inference.classifier import Classifier, file_sha256
     from bodypart_router.imaging.decode import decode_image_file
-    from bodypart_router.imaging.preprocess import to_model_input
+    from bodypart_router.inference.batch import classify_batches, prepare
+    from bodypart_router.inference.classifier import Classifier, file_sha256
 
     key = hashlib.sha256((file_sha256(model) + "".join(str(f.path) for f in films)).encode()).hexdigest()[:16]
     cache = CACHE / f"scores-{key}.json"
@@ -144,13 +144,13 @@ def predictions(films: list[Film], model: Path) -> list[dict[str, float]]:
         return json.loads(cache.read_text())
     classifier = Classifier(model)
     out: list[dict[str, float]] = []
-    batch: list[np.ndarray] = []
     t0 = time.time()
-    for n, film in enumerate(films, 1):
-        batch.append(to_model_input(decode_image_file(str(film.path)).pixels))
-        if len(batch) == 32 or n == len(films):
-            out.extend(dict(p.scores) for p in classifier.predict_batch(batch))
-            batch = []
+    prepared = ((film, prepare(lambda film=film: decode_image_file(str(film.path)), str(film.path))) for film in films)
+    for n, (film, item) in enumerate(classify_batches(prepared, classifier, 32), 1):  # the router's batch path
+        if item.prediction is None:
+            raise RuntimeError(f"{film.path}: not classified ({item.error or item.retry})")
+        out.append(dict(item.prediction.scores))
+        if n % 32 == 0 or n == len(films):
             print(f"\rclassified {n}/{len(films)} ({time.time() - t0:.0f} s)", end="", file=sys.stderr)
     print(file=sys.stderr)
     cache.parent.mkdir(parents=True, exist_ok=True)

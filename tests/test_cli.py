@@ -163,3 +163,27 @@ def test_verbose_writes_the_routers_log_on_stderr(inbox: Path, tiny_model_path: 
     assert line["error"] == "undecodable-pixels" and "decoder_messages" not in line, line
     assert "bodypart-router: ERROR: Pixel Data (7FE0,0010) could not be decoded" in verbose.stderr
     assert "Traceback (most recent call last)" in verbose.stderr
+
+
+def test_a_decoder_bug_is_a_failed_file_not_a_crash(inbox: Path, tiny_model_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """An unexpected exception while decoding one file (a bug, not a refused file) gives that
+    file the state the plugin would store, and the other files are classified."""
+    from bodypart_router.inference import pipeline as pipeline
+
+    real = pipeline.decode_file
+
+    def buggy(path: Path, **kw):  # type: ignore[no-untyped-def]
+        if path.name == "chest.dcm":
+            raise TypeError("unsupported operand type(s) for *: 'NoneType' and 'int'")
+        return real(path, **kw)
+
+    monkeypatch.setattr(pipeline, "decode_file", buggy)
+    assert main(["classify", "--model", str(tiny_model_path), "--json", str(inbox)]) == 0
+    lines = {Path(line["path"]).name: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert lines["chest.dcm"]["error"] == "undecodable-pixels" and "NoneType" in lines["chest.dcm"]["detail"]
+    assert lines["tibia.png"]["class"] in CLASS_NAMES
+    dst = inbox.parent / "sorted"
+    assert main(["sort", str(inbox), str(dst), "--model", str(tiny_model_path)]) == 0
+    assert (dst / "_unclassifiable" / "undecodable-pixels" / "chest.dcm").is_file()

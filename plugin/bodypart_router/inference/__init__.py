@@ -3,8 +3,9 @@
 - :mod:`.classes`     the five groups and the model's secondary output vocabularies
 - :mod:`.classifier`  load the ONNX model once, check its labels, classify batches
 - :mod:`.modelcard`   a model must match the SHA-256 of its card
-- :mod:`.engine`      decode + classify a batch, in this process or in a child process
-- :mod:`.pipeline`    the CLI's batch loop over files and folders
+- :mod:`.batch`       the one batch path: decode, classify, every failure a state (CLI and engines)
+- :mod:`.engine`      a batch of Orthanc's files through it, in this process or in a child process
+- :mod:`.pipeline`    files and folders through it for the CLI (decoding pool, decoders' messages)
 - :mod:`.resources`   the cores this process may use, glibc malloc controls
 
 It knows nothing of Orthanc, routes or deliveries: its output is a prediction or a reason.

@@ -25,13 +25,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, Sequence
 
 from .. import logs
-from ..errors import BodyPartRouterError, NotClassifiable, Reason
+from ..errors import BodyPartRouterError, Reason
 from ..imaging.xray_policy import XrayPolicy
+from .batch import Classified, Prepared, classify_batches, prepare
 from .resources import available_cores
 
 LOGGER = logging.getLogger(__name__)
@@ -126,60 +128,48 @@ def _failed(reason: Reason, detail: str) -> Outcome:
     return Outcome(state=f"failed:{reason.value}", detail=detail)
 
 
+def _outcome(item: Classified) -> Outcome:
+    if item.prediction is not None:
+        p = item.prediction
+        return Outcome(class_name=p.class_name, score=float(p.score), scores=dict(p.scores), region=p.region,
+                       region_score=p.region_score, view=p.view, view_score=p.view_score, rotation=p.rotation,
+                       rotation_score=p.rotation_score, inverted=p.inverted, inverted_score=p.inverted_score,
+                       decode_seconds=item.decode_seconds)
+    if item.retry is not None:
+        return Outcome(state="retry", detail=item.retry)
+    assert item.error is not None
+    return Outcome(state=item.error.state, detail=item.error.detail)
+
+
+def _read(source: Source) -> bytes:
+    if isinstance(source, str):
+        with open(source, "rb") as fh:
+            return fh.read()
+    return source
+
+
 def classify_sources(sources: Sequence[Source], classifier: Any, policy: XrayPolicy | None,
-                     on_item: Any = None) -> BatchResult:
-    """Decode, preprocess and classify ``sources`` (one inference for all that decode).
+                     on_item: Callable[[int], None] | None = None) -> BatchResult:
+    """Decode, preprocess and classify ``sources`` in one inference, through the batch path
+    (:mod:`.batch`) the command line uses too.
 
     Never raises for bad input: every source gets an :class:`Outcome`. A file that vanished
     (deleted from Orthanc meanwhile) gets state ``retry``. ``on_item(i)`` is called before
-    source ``i`` is decoded (the child reports progress with it).
+    source ``i`` is decoded, and ``on_item(len(sources))`` before the model runs (the child
+    reports progress with it: a crash is then the model's, not a file's).
     """
     from ..imaging.decode import decode_dicom
-    from ..imaging.preprocess import to_model_input
 
-    outcomes: list[Outcome | None] = [None] * len(sources)
-    ready: list[tuple[int, Any, float]] = []
-    for i, source in enumerate(sources):
-        if on_item is not None:
-            on_item(i)
-        t0 = time.perf_counter()
-        try:
-            if isinstance(source, str):
-                with open(source, "rb") as fh:
-                    source = fh.read()
-            image = decode_dicom(source, policy=policy)
-            ready.append((i, to_model_input(image.pixels), time.perf_counter() - t0))
-        except NotClassifiable as exc:
-            outcomes[i] = Outcome(state=exc.state, detail=exc.detail)
-        except OSError as exc:  # the file went away, or storage hiccup: the caller retries
-            outcomes[i] = Outcome(state="retry", detail=f"could not read the file: {exc}")
-        except MemoryError:
-            outcomes[i] = _failed(Reason.IMAGE_TOO_LARGE, "out of memory while decoding")
-        except Exception as exc:  # a decoder bug on odd input must not stop the batch
-            LOGGER.exception(f"source {i + 1} of {len(sources)}: unexpected error while decoding")
-            outcomes[i] = _failed(Reason.UNDECODABLE_PIXELS, repr(exc)[:300])
-    inference_seconds = 0.0
-    if ready:
-        if on_item is not None:
-            on_item(len(sources))  # past the last decode: a crash now is the model's
-        t_model = time.perf_counter()
-        try:
-            predictions = classifier.predict_batch([x for _, x, _ in ready])
-        except Exception as exc:
-            LOGGER.exception(f"the model failed on a batch of {len(ready)}; it gets failed:{Reason.MODEL_ERROR.value}")
-            predictions = None
-            for i, _, _ in ready:
-                outcomes[i] = _failed(Reason.MODEL_ERROR, repr(exc)[:300])
-        inference_seconds = (time.perf_counter() - t_model) / len(ready)
-        if predictions is not None:
-            for (i, _, seconds), p in zip(ready, predictions, strict=True):
-                outcomes[i] = Outcome(class_name=p.class_name, score=float(p.score), scores=dict(p.scores),
-                                      region=p.region, region_score=p.region_score, view=p.view,
-                                      view_score=p.view_score, rotation=p.rotation,
-                                      rotation_score=p.rotation_score, inverted=p.inverted,
-                                      inverted_score=p.inverted_score, decode_seconds=seconds)
-    return BatchResult([o if o is not None else _failed(Reason.UNDECODABLE_PIXELS, "no result") for o in outcomes],
-                       inference_seconds)
+    def prepared() -> Iterator[tuple[int, Prepared]]:
+        for i, source in enumerate(sources):
+            if on_item is not None:
+                on_item(i)
+            yield i, prepare(lambda: decode_dicom(_read(source), policy=policy), f"source {i + 1} of {len(sources)}")
+
+    before_inference = (lambda: on_item(len(sources))) if on_item is not None else None
+    items = [item for _, item in classify_batches(prepared(), classifier, max(1, len(sources)), before_inference)]
+    seconds = max((item.inference_seconds for item in items), default=0.0)
+    return BatchResult([_outcome(item) for item in items], seconds)
 
 
 def _model_info(classifier: Any) -> ModelInfo:

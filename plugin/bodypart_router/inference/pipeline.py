@@ -1,7 +1,9 @@
 """Files in, classes out: walk paths, decode each file, classify in batches.
 
-Used by the CLI (and usable from any script); the Orthanc adapter has its own
-queue but the same decode -> preprocess -> classify steps.
+Used by the CLI (and usable from any script). Decoding and classifying go through the batch
+path the plugin's engines use (:mod:`bodypart_router.inference.batch`), so a file gets the same outcome,
+failures included, from the command line and from Orthanc; what this module adds is walking
+folders, decoding in a process pool, and catching what native decoders print.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .. import logs
+from .batch import Classified, Prepared, classify_batches
+from .batch import prepare as prepare_source
 from .classifier import Classifier, Prediction
 from ..imaging.decode import decode_file
 from ..errors import NotClassifiable, Reason
-from ..imaging.preprocess import to_model_input
 from ..imaging.xray_policy import XrayPolicy
 
 #: Images classified per onnxruntime run.
@@ -92,19 +93,24 @@ def native_stderr_captured() -> Iterator[list[str]]:
             lines.extend(line.strip() for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
 
 
-def prepare(path: Path, policy: XrayPolicy | None,
-            capture_messages: bool = False) -> tuple[np.ndarray | None, Result | None, tuple[str, ...]]:
-    """Decode and preprocess one file; a failure comes back as a finished :class:`Result`.
-    The last item holds the decoders' messages about this file (see :func:`native_stderr_captured`)."""
+def prepare(path: Path, policy: XrayPolicy | None, capture_messages: bool = False) -> Prepared:
+    """Decode and preprocess one file (see :func:`bodypart_router.inference.batch.prepare`), with the
+    decoders' messages about it when ``capture_messages`` (see :func:`native_stderr_captured`)."""
+    def decode():  # type: ignore[no-untyped-def]
+        if not path.exists():
+            raise NotClassifiable(Reason.NOT_DICOM, "no such file")
+        return decode_file(path, policy=policy)
+
     with native_stderr_captured() if capture_messages else contextlib.nullcontext([]) as messages:
-        try:
-            if not path.exists():
-                raise NotClassifiable(Reason.NOT_DICOM, "no such file")
-            decoded = decode_file(path, policy=policy)
-            model_input, failed = to_model_input(decoded.pixels), None
-        except NotClassifiable as exc:
-            model_input, failed = None, Result(path=path, error=exc)
-    return model_input, failed, tuple(messages)
+        prepared = prepare_source(decode, str(path))
+    return dataclasses.replace(prepared, messages=tuple(messages)) if messages else prepared
+
+
+def _result(path: Path, item: Classified) -> Result:
+    error = item.error
+    if item.retry is not None:  # read failed (unlike Orthanc's storage, nothing will put it back)
+        error = NotClassifiable(Reason.NOT_DICOM, item.retry)
+    return Result(path=path, prediction=item.prediction, error=error, messages=item.messages)
 
 
 def classify_paths(
@@ -123,37 +129,16 @@ def classify_paths(
     With ``workers > 1`` files are decoded in that many processes: decoding,
     not the network, is the cost, and much of it holds the GIL. ``capture_messages`` puts what
     native decoders print into each file's :attr:`Result.messages` instead of the terminal.
+    A file that cannot be classified, whatever the cause, gets a result with its reason.
     """
-    pending: list[tuple[Path, np.ndarray | None, Result | None, tuple[str, ...]]] = []
-
-    def flush() -> Iterator[Result]:
-        ready = [i for i, (_, x, _, _) in enumerate(pending) if x is not None]
-        outcomes: dict[int, Prediction | NotClassifiable] = {}
-        if ready:
-            try:
-                outcomes = dict(zip(ready, classifier.predict_batch([pending[i][1] for i in ready])))
-            except NotClassifiable as exc:  # the whole batch failed in the model
-                outcomes = {i: exc for i in ready}
-        for i, (path, _, failed, messages) in enumerate(pending):
-            outcome = outcomes.get(i)
-            if failed is not None:
-                yield dataclasses.replace(failed, messages=messages)
-            elif isinstance(outcome, Prediction):
-                yield Result(path=path, prediction=outcome, messages=messages)
-            else:
-                yield Result(path=path, error=outcome, messages=messages)
-        pending.clear()
-
-    for path, model_input, failed, messages in _prepared(iter_files(paths), policy, workers, capture_messages):
-        pending.append((path, model_input, failed, messages))
-        if sum(1 for _, x, _, _ in pending if x is not None) >= batch_size:
-            yield from flush()
-    yield from flush()
+    prepared = _prepared(iter_files(paths), policy, workers, capture_messages)
+    for path, item in classify_batches(prepared, classifier, batch_size):
+        yield _result(path, item)
 
 
 def _prepared(
     files: Iterable[Path], policy: XrayPolicy | None, workers: int, capture_messages: bool = False
-) -> Iterator[tuple[Path, np.ndarray | None, Result | None, tuple[str, ...]]]:
+) -> Iterator[tuple[Path, Prepared]]:
     """``prepare`` every file, in order; in a process pool when ``workers > 1`` and there are enough files.
 
     At most ``4 x workers`` files are in flight, which bounds the memory held
@@ -162,7 +147,7 @@ def _prepared(
     files = list(files)
     if workers <= 1 or len(files) < MIN_FILES_FOR_POOL:
         for path in files:
-            yield (path, *prepare(path, policy, capture_messages))
+            yield path, prepare(path, policy, capture_messages)
         return
     # "spawn": forking a process that already runs onnxruntime's thread pool is unsafe.
     context = multiprocessing.get_context("spawn")
@@ -171,12 +156,12 @@ def _prepared(
                              initargs=(level,)) as pool:
         window: deque[tuple[Path, Future]] = deque()
 
-        def finished() -> tuple[Path, np.ndarray | None, Result | None, tuple[str, ...]]:
+        def finished() -> tuple[Path, Prepared]:
             done, future = window.popleft()
             prepared, records = future.result()
             for record in records:  # what the decoder logged, logged here with its file
                 logs.replay(record)
-            return (done, *prepared)
+            return done, prepared
 
         for path in files:
             window.append((path, pool.submit(_prepare_in_pool, path, policy, capture_messages)))
@@ -194,8 +179,8 @@ def _pool_worker_start(level: int) -> None:
     logs.forward_to(_POOL_RECORDS.append, level)
 
 
-def _prepare_in_pool(path: Path, policy: XrayPolicy | None, capture_messages: bool) -> tuple[
-        tuple[np.ndarray | None, Result | None, tuple[str, ...]], list[logging.LogRecord]]:
+def _prepare_in_pool(path: Path, policy: XrayPolicy | None,
+                     capture_messages: bool) -> tuple[Prepared, list[logging.LogRecord]]:
     """:func:`prepare` in a pool process; the records it logged travel back with the result."""
     _POOL_RECORDS.clear()
     prepared = prepare(path, policy, capture_messages)
