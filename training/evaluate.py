@@ -91,45 +91,26 @@ def shortcut_check(model: OnnxModel, samples: list[Sample], test_idx: list[int],
     return result
 
 
-def dicom_to_uint8(path: Path) -> tuple[np.ndarray, str]:
-    """Display-ready uint8 pixels of a DICOM file, and the name of the decoder used.
+#: What decodes the DICOM check's files (the name the model card prints): the serving decoder.
+DICOM_DECODER = "bodypart_router.imaging.decode"
 
-    Prefers the project's decoder (:mod:`bodypart_router.imaging.decode`) so the check covers the serving
-    path. Without it, falls back to pydicom: Modality LUT, VOI LUT or window, MONOCHROME1
-    inverted, min-max to 8 bits.
-    """
-    try:
-        from bodypart_router.imaging import decode
-    except ImportError:
-        decode = None
-    if decode is not None and hasattr(decode, "decode_file"):
-        return np.asarray(decode.decode_file(path).pixels), "bodypart_router.imaging.decode"
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds = pydicom.dcmread(path, force=True)
-    if "TransferSyntaxUID" not in ds.file_meta:
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-    pixels = ds.pixel_array
-    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]
-    data = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-    lo, hi = np.percentile(data, (0.0, 100.0))
-    data = (data - lo) / max(hi - lo, 1e-6)
-    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
-        data = 1.0 - data
-    return (data * 255.0 + 0.5).astype(np.uint8), "pydicom fallback (pixel_array + LUTs)"
+def dicom_to_uint8(path: Path) -> np.ndarray:
+    """Display-ready uint8 pixels of a DICOM file, decoded as the router decodes it in service,
+    so that the check covers the serving path."""
+    from bodypart_router.imaging.decode import decode_file
+
+    return np.asarray(decode_file(path).pixels)
 
 
 def dicom_check(model: OnnxModel, dicom_dir: Path) -> dict:
     """Classify the shared real DICOMs and compare with their manifest's ``expected_class``."""
     rows = list(csv.DictReader(open(dicom_dir / "manifest.csv", newline="")))
-    files, decoders = [], set()
+    files = []
     for row in rows:
         entry = {"file": row["file"], "expected": row["expected_class"] or None}
         try:
-            image, decoder = dicom_to_uint8(dicom_dir / row["file"])
-            decoders.add(decoder)
+            image = dicom_to_uint8(dicom_dir / row["file"])
         except Exception as exc:  # noqa: BLE001 - a file the decoder rejects is reported, not fatal
             entry["error"] = f"{type(exc).__name__}: {exc}"
             files.append(entry)
@@ -139,7 +120,7 @@ def dicom_check(model: OnnxModel, dicom_dir: Path) -> dict:
         files.append(entry)
     judged = [f for f in files if f["expected"] and "predicted" in f]
     agree = sum(f["predicted"] == f["expected"] for f in judged)
-    return {"decoder": ", ".join(sorted(decoders)), "files": files, "with_expected_class": len(judged), "agree": agree,
+    return {"decoder": DICOM_DECODER, "files": files, "with_expected_class": len(judged), "agree": agree,
             "errors": sum("error" in f for f in files)}
 
 

@@ -24,7 +24,6 @@ This module never imports ``orthanc``; the adapter passes an object with the sma
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -587,9 +586,3 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
         "LastError": d.last_error,
     }
 
-
-def parse_json(body: bytes | str | None) -> Any:
-    """Decode a REST body ('' -> None)."""
-    if not body:
-        return None
-    return json.loads(body)

@@ -167,20 +167,6 @@ class DestinationStats:
     circuit: str = "closed"
 
 
-class _Stopwatch:
-    def __init__(self, timing: Timing, lock: threading.Lock, instances: int) -> None:
-        self._timing, self._lock, self._instances = timing, lock, instances
-
-    def __enter__(self) -> "_Stopwatch":
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        elapsed = time.perf_counter() - self._start
-        with self._lock:
-            self._timing.observe(elapsed, self._instances)
-
-
 class RouterMetrics:
     """The router's counters, gauges and recent history. Every method is thread-safe."""
 
@@ -238,14 +224,6 @@ class RouterMetrics:
             raise ValueError(f"expected a 'skipped:<reason>' or 'failed:<reason>' state, got {state!r}")
         with self._lock:
             self._not_classified[state] += 1
-
-    def time_decode(self) -> _Stopwatch:
-        """``with metrics.time_decode(): ...`` records one decode."""
-        return _Stopwatch(self._timings["decode"], self._lock, 1)
-
-    def time_inference(self, instances: int = 1) -> _Stopwatch:
-        """``with metrics.time_inference(len(batch)): ...`` records one batch."""
-        return _Stopwatch(self._timings["inference"], self._lock, instances)
 
     def observe(self, what: str, seconds: float, instances: int = 1) -> None:
         """Record a duration measured elsewhere; ``what`` is ``decode``, ``inference`` or ``ingest_yield``."""

@@ -14,8 +14,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from ..forwarding.claims import Claims, NoClaims
 from ..config import RouterConfig

@@ -70,12 +70,6 @@ class ImageFacts:
             out[INVERTED_METADATA] = "true" if self.inverted else "false"
         return out
 
-    def as_json(self) -> dict[str, Any]:
-        """The fields with a value, for the status JSON and the instance endpoint."""
-        return {"Region": self.region, "RegionScore": self.region_score, "View": self.view,
-                "ViewScore": self.view_score, "Rotation": self.rotation, "RotationScore": self.rotation_score,
-                "Inverted": self.inverted, "InvertedScore": self.inverted_score}
-
 
 class QualityTally:
     """Per sending station (RemoteAET): films seen, and how many were stored turned, inverted or
