@@ -174,9 +174,9 @@ class Classifier:
     def shrink_arena(self) -> None:
         """Hand the free chunks of onnxruntime's CPU memory arena back (one 1-image inference, ~20 ms).
 
-        The arena grows to fit every batch size it has seen and keeps that memory: measured,
-        batches of 1-8 left a process at 348 MB; after this and a heap trim, 92 MB. Call it
-        when idle, not between batches (the next batch would grow the arena again).
+        The arena grows to fit every batch size it has seen and keeps that memory (hundreds of
+        MB; ``docs/decisions.md``, "Memory"). Call it when idle, not between batches (the next
+        batch would grow the arena again).
         """
         options = ort.RunOptions()
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")

@@ -4,10 +4,9 @@ It runs either in the calling process (:class:`LocalEngine`: the CLI, tests, and
 fallback) or in a child process (:class:`ChildEngine`: the plugin's default). Both run the same
 :func:`classify_sources`, so the results are the same; only where the work happens differs.
 
-Why a child process inside Orthanc (``make bench``: ``ingest_ratio``): decoding a radiograph
-moves 15-60 MB through malloc and holds the GIL in pure-Python codecs. In Orthanc's process
-that made the threads storing instances fault in fresh pages and wait for the interpreter; with
-1.10's Python plugin even a REST call holds the GIL. In a child at low priority the pixels never
+Why a child process inside Orthanc: decoding a radiograph moves tens of MB through malloc and
+holds the GIL in pure-Python codecs, which slows the threads storing instances (the figures:
+``docs/decisions.md``, "Classification in a child process"). In a child at low priority the pixels never
 touch Orthanc's heap, and the child reads the file straight from Orthanc's storage directory
 when it can. A decoder that crashes on a malformed file takes down the child, not Orthanc: the
 instance it was decoding is failed with that reason and the child is started again.
@@ -42,8 +41,8 @@ LOGGER = logging.getLogger(__name__)
 Source = str | bytes
 
 #: CPU priority of the child process: ``"idle"`` (SCHED_IDLE, where Linux has it) or a nice increment.
-#: SCHED_IDLE measured better than nice +10 (``make bench``: ``ingest_ratio``), and it still uses
-#: every idle cycle, so classification keeps up whenever Orthanc is not busy.
+#: SCHED_IDLE leaves Orthanc's ingest more than nice +10 does (``docs/decisions.md``), and it still
+#: uses every idle cycle, so classification keeps up whenever Orthanc is not busy.
 CHILD_PRIORITY: int | str = "idle"
 #: Seconds the child may take to import its libraries and load the model.
 CHILD_START_TIMEOUT = 120.0
@@ -65,8 +64,8 @@ def child_inference_threads(workers: int, cores: int | None = None) -> int:
 
     In Orthanc's process an inference keeps to one thread, so that it never takes every core
     from ingest (``orthanc_plugin/footprint.py``). A child runs at SCHED_IDLE, and so do the
-    threads it starts: they only get cycles Orthanc leaves idle, and on 2 cores an inference on
-    2 threads took 9.5 ms instead of 16 ms (``make bench``: ``classify_per_s``).
+    threads it starts: they only get cycles Orthanc leaves idle, so more threads make an
+    inference faster without slowing ingest (``docs/decisions.md``, "Inference threads").
     """
     if cores is None:
         cores = available_cores()

@@ -3,13 +3,13 @@
 :func:`available_cores` is this process's CPU affinity (the engine sizes its inference threads
 by it, the ingest gate its idea of "busy"). The rest gives freed image buffers back to the system.
 
-A radiograph passes through several 6-60 MB buffers (the file, decode arrays). After the first
-such buffer is freed, glibc raises its mmap threshold and serves the next ones from per-thread
-arenas whose free space it keeps, so a long-running process grows by hundreds of MB. Trimming
-hands those pages back. But pages handed back must be faulted in and zeroed again by the next
-image: trimming after every batch cost the classifier child 40 % of its throughput on
-uncompressed 2500 x 3000 images (``make bench``: ``classify_per_s``). The child therefore keeps
-its freed memory for reuse while it works (:func:`reuse_freed_memory`) and trims once it is idle.
+A radiograph passes through several buffers of tens of MB (the file, decode arrays). After the
+first such buffer is freed, glibc raises its mmap threshold and serves the next ones from
+per-thread arenas whose free space it keeps, so a long-running process grows by hundreds of MB.
+Trimming hands those pages back, but pages handed back must be faulted in and zeroed again by
+the next image, which costs a busy process much of its throughput. The child therefore keeps its
+freed memory for reuse while it works (:func:`reuse_freed_memory`) and trims once it is idle
+(figures: ``docs/decisions.md``, "Memory").
 Everything here is a no-op where glibc is not the allocator.
 """
 

@@ -3,18 +3,15 @@
 On a small machine Orthanc's own ingest can use every core. Classification that runs during a
 burst costs ingest even when the decoding happens in a child process at the lowest CPU
 priority: its result writes go through Orthanc's index, and decoding competes for memory
-bandwidth. Measured on 2 cores (``make bench``: ``ingest_ratio``, 50 x 15 MB by REST): with a
-batch let through at every short gap between stores, ingest ran at 0.73-0.86 of its rate
-without the router; held back until the burst was over, at 0.99.
+bandwidth. Holding it back until the burst is over keeps ingest at its full rate (the figures:
+``docs/decisions.md``, "Hold classification back while Orthanc stores").
 
 "Busy" is measured rather than guessed from arrivals: the CPU time of Orthanc's own threads
 (this process's CPU time minus the router's threads; the classifier child is another process)
 over the last fraction of a second. Once it was busy, it must stay quiet for
-:data:`QUIET_SECONDS` before a batch goes: letting one through at the first 50 ms lull, 15 MB by
-REST ingested at 0.81 of its rate without the router; waiting for 0.3 s of quiet, at 0.97.
-Where ingest leaves cores idle (a sender-bound modality, a large machine), classification goes
-ahead at once; at 10 instances/s of 0.5 MB Orthanc uses a few percent of one core and nothing
-waits. A batch never waits longer than ``max_wait_seconds``,
+:data:`QUIET_SECONDS` before a batch goes, because the lulls between the stores of a burst are
+short. Where ingest leaves cores idle (a sender-bound modality, a large machine), classification
+goes ahead at once. A batch never waits longer than ``max_wait_seconds``,
 so a flood that never stops is still classified, slowly.
 
 Nothing here imports ``orthanc``: the adapter hands in the threads to leave out.

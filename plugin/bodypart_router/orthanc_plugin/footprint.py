@@ -2,10 +2,10 @@
 
 The router's heavy work (decoding, inference) runs in a child process by default
 (:class:`bodypart_router.inference.engine.ChildEngine`), at a lower CPU priority and with its own heap,
-so nothing here touches Orthanc's allocator then. Measured (``make bench``: ``ingest_ratio``,
-50 x 15 MB by REST on 2 cores): with the work inside Orthanc, even a worker that only ran
-between bursts cost a tenth of the ingest rate, through page faults in the threads storing
-instances, and capping malloc's arenas for memory cost another 5 %.
+so nothing here touches Orthanc's allocator then: inside Orthanc, even a worker that only runs
+between bursts slows ingest, through page faults in the threads storing instances (figures:
+``docs/decisions.md``, "Classification in a child process" and "Classifying inside Orthanc's
+process").
 
 When the child cannot start (``BodyPartRouter.ClassifyInChildProcess`` false, or no Python
 interpreter of Orthanc's version on the machine), the work runs in Orthanc's process and the
@@ -17,11 +17,10 @@ measures below apply:
 * **Workers run at a lower CPU priority.** Linux schedules threads, and a thread may raise its
   own nice value without privileges: a worker at nice +10 still uses every idle cycle.
 * **Freed buffers go back to the system.** The arenas are capped and trimmed after each batch
-  (:mod:`bodypart_router.inference.resources`); without that, 1,000 instances grew the RSS past 740 MB.
+  (:mod:`bodypart_router.inference.resources`); without that, the RSS grows by hundreds of MB.
 
 Either way, Orthanc's own threads allocate on the router's behalf (forward jobs read each file,
-REST calls build responses) and glibc keeps what they free: measured (``make bench``:
-``rss_mb``), Orthanc's process held 425 MB after 400 instances and 303 MB once trimmed.
+REST calls build responses) and glibc keeps what they free.
 ``resources.IdleTrim`` hands that back once the router's threads have been idle for a moment, never
 during a burst, when the trimmed pages would have to be faulted in again by the storing threads.
 """

@@ -339,9 +339,9 @@ class Recorder:
         for item in added:
             if item.detail == RECOVERED_DETAIL:
                 continue  # done before the state database was lost: nothing to write or count
-            # Only final states go to Orthanc's index here. Writing a transient "queued" for every
-            # arrival doubled the index writes of a burst (make bench: ingest_ratio); the store
-            # holds it and GET /bodypart-router/instances/{id} reports it.
+            # Only final states go to Orthanc's index here: a transient "queued" for every arrival
+            # would double the index writes of a burst (docs/decisions.md); the store holds it
+            # and GET /bodypart-router/instances/{id} reports it.
             if item.state != QUEUED:
                 self.writer.state(item.instance_id, item.state)
             self.events.emit("received", instance_id=item.instance_id, state=item.state)
