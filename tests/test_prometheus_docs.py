@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bodypart_router.ops.metrics import RouterMetrics
+from bodypart_router.states import InstanceState
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "prometheus"
 NAME = re.compile(r"\bbodypart_router_[a-z_]+")
@@ -25,8 +26,8 @@ def _published_names() -> set[str]:
     m.header_audit("CR1", "agree")
     m.header_audit("CR1", "disagree")
     m.would_forward("ai-chest", "spine")
-    m.not_classified("skipped:x")
-    m.not_classified("failed:y")
+    m.not_classified(InstanceState.SKIPPED_NOT_DICOM)
+    m.not_classified(InstanceState.FAILED_MODEL_ERROR)
     names = {s.split("{")[0] for s in m.values(destinations={"ai-chest": {"Pending": 0, "DeadLetters": 0}})}
     # a histogram is queried as <name>_bucket / _sum / _count: all published
     return names

@@ -5,7 +5,8 @@ its ``May import:`` line, which other parts of the package it may import
 (``tests/test_architecture.py`` checks those lines, that there is no import cycle, and that
 only :mod:`.orthanc_plugin` imports ``orthanc``):
 
-- :mod:`.errors`          why an input cannot be classified (imports nothing of the package)
+- :mod:`.states`          the one state vocabulary: instance, delivery and circuit states, reasons
+- :mod:`.errors`          why an input cannot be classified (imports :mod:`.states` alone)
 - :mod:`.logs`            where log records go: Orthanc's log, the terminal, a parent process (imports nothing)
 - :mod:`.imaging`         DICOM/PNG/JPEG to a small display-ready image; the model's preprocessing
 - :mod:`.inference`       the ONNX model, its classes and card, the batch engine (child process)

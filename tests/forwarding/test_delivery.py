@@ -24,7 +24,8 @@ from bodypart_router.forwarding.delivery import (
     job_outcome,
     store_request,
 )
-from bodypart_router.forwarding.store import DEAD_LETTER_STATE, FORWARDED, VERIFY, Received, Store, StoreError
+from bodypart_router.forwarding.store import Received, Store, StoreError
+from bodypart_router.states import DeliveryState, InstanceState
 
 
 class JobsDouble:
@@ -138,7 +139,7 @@ def test_a_delivery_is_submitted_once_and_tracked_to_success(world) -> None:
     forwarder.step()  # sees the job succeed
     forwarder.step()
     assert jobs.submitted == [("/modalities/ai-spine/store", ["a"])]
-    assert states == [("a", FORWARDED, ["modality:ai-spine"])]
+    assert states == [("a", InstanceState.FORWARDED, ["modality:ai-spine"])]
 
 
 def test_failures_back_off_then_dead_letter(world) -> None:
@@ -157,7 +158,7 @@ def test_failures_back_off_then_dead_letter(world) -> None:
     forwarder.step()  # a probe
     forwarder.step()  # job 3 failed: MaxAttempts 3 reached
     assert len(jobs.submitted) == 3
-    assert states[-1] == ("a", DEAD_LETTER_STATE, [])
+    assert states[-1] == ("a", InstanceState.FAILED_DEAD_LETTER, [])
     assert [f.instance_id for f in store.failed()] == ["a"]
 
 
@@ -217,7 +218,7 @@ def test_other_destinations_keep_flowing_while_one_is_down(world) -> None:
     add(store, "up", "modality:ai-spine")
     forwarder.step()
     forwarder.step()
-    assert ("up", FORWARDED, ["modality:ai-spine"]) in states
+    assert ("up", InstanceState.FORWARDED, ["modality:ai-spine"]) in states
 
 
 def test_a_job_orthanc_forgot_is_sent_again(world) -> None:
@@ -230,7 +231,7 @@ def test_a_job_orthanc_forgot_is_sent_again(world) -> None:
     forwarder.step()
     forwarder.step()
     assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
-    assert states[-1][1] == FORWARDED
+    assert states[-1][1] == InstanceState.FORWARDED
 
 
 def test_refused_submission_counts_as_an_attempt(world) -> None:
@@ -277,12 +278,12 @@ def test_a_forward_in_flight_at_a_crash_that_arrived_is_not_sent_again(world) ->
     store, jobs, clock, forwarder, logs, states = world
     lookup = LookupDouble(held=("a",))
     fresh = crash_in_flight(world, lookup)
-    assert store.deliveries_of("a")[0].state == VERIFY
+    assert store.deliveries_of("a")[0].state == DeliveryState.VERIFY
     fresh.step()
     fresh.step()
     assert len(jobs.submitted) == 1
     assert lookup.asked == [("modality:ai-spine", "a")]
-    assert states[-1] == ("a", FORWARDED, ["modality:ai-spine"])
+    assert states[-1] == ("a", InstanceState.FORWARDED, ["modality:ai-spine"])
 
 
 def test_a_forward_in_flight_at_a_crash_that_did_not_arrive_is_sent_once_more(world) -> None:
@@ -291,7 +292,7 @@ def test_a_forward_in_flight_at_a_crash_that_did_not_arrive_is_sent_once_more(wo
     for _ in range(3):
         fresh.step()
     assert [r for _, r in jobs.submitted] == [["a"], ["a"]]
-    assert states[-1][1] == FORWARDED
+    assert states[-1][1] == InstanceState.FORWARDED
     assert store.deliveries_of("a")[0].attempts == 2
 
 
@@ -303,7 +304,7 @@ def test_a_crash_before_orthanc_answered_the_submission_is_verified_too(world) -
     lookup = LookupDouble(held=("a",))
     fresh = restart(world, lookup)
     fresh.step()
-    assert jobs.submitted == [] and states[-1][1] == FORWARDED
+    assert jobs.submitted == [] and states[-1][1] == InstanceState.FORWARDED
 
 
 def test_an_unreachable_destination_is_asked_again_later_and_nothing_is_resent(world) -> None:
@@ -312,12 +313,12 @@ def test_an_unreachable_destination_is_asked_again_later_and_nothing_is_resent(w
     fresh = crash_in_flight(world, lookup)
     for _ in range(3):
         fresh.step()
-    assert len(jobs.submitted) == 1 and store.deliveries_of("a")[0].state == VERIFY
+    assert len(jobs.submitted) == 1 and store.deliveries_of("a")[0].state == DeliveryState.VERIFY
     lookup.error = None
     lookup.held.add("a")
     clock.now += 10
     fresh.step()
-    assert len(jobs.submitted) == 1 and states[-1][1] == FORWARDED
+    assert len(jobs.submitted) == 1 and states[-1][1] == InstanceState.FORWARDED
 
 
 def test_a_destination_that_never_answers_gets_it_again_after_max_attempts_questions(world) -> None:
@@ -330,7 +331,7 @@ def test_a_destination_that_never_answers_gets_it_again_after_max_attempts_quest
     assert len(lookup.asked) == 3
     lookup.error = None
     fresh.step()
-    assert len(jobs.submitted) == 2 and store.deliveries_of("a")[0].state != VERIFY
+    assert len(jobs.submitted) == 2 and store.deliveries_of("a")[0].state != DeliveryState.VERIFY
 
 
 def test_a_destination_that_cannot_be_asked_gets_it_again_with_one_warning(world) -> None:
@@ -367,7 +368,7 @@ def test_a_job_orthanc_reloaded_and_still_running_is_cancelled_then_verified(wor
     assert lookup.asked == []  # a cancelled job may still be finishing: asked after a grace period
     clock.now += 60
     fresh.step()
-    assert len(jobs.submitted) == 1 and states[-1][1] == FORWARDED
+    assert len(jobs.submitted) == 1 and states[-1][1] == InstanceState.FORWARDED
 
 
 @pytest.mark.parametrize("dest", ["peer:ai-chest", "modality:ai-spine"])
@@ -462,7 +463,7 @@ def test_deliveries_to_one_destination_share_one_job_followed_with_one_question(
     batched.step()
     assert jobs.polls == 2  # one per job, not one per instance
     assert store.counts()["deliveries"] == {"delivered": 6}
-    assert {s[0] for s in states if s[1] == FORWARDED} == {"s0", "s1", "s2", "s3", "s4", "c"}
+    assert {s[0] for s in states if s[1] == InstanceState.FORWARDED} == {"s0", "s1", "s2", "s3", "s4", "c"}
 
 
 def test_a_failed_batch_is_verified_then_only_what_did_not_arrive_is_sent_again_alone(world) -> None:
@@ -475,7 +476,7 @@ def test_a_failed_batch_is_verified_then_only_what_did_not_arrive_is_sent_again_
         add(store, f"s{n}", "modality:ai-spine")
     batched.step()
     batched.step()  # the job failed: every delivery's outcome is unknown
-    assert {d.state for n in range(4) for d in store.deliveries_of(f"s{n}")} == {VERIFY}
+    assert {d.state for n in range(4) for d in store.deliveries_of(f"s{n}")} == {DeliveryState.VERIFY}
     lookup.held = set(jobs.arrived)
     jobs.fail_after = None
     clock.now += 10

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from bodypart_router.forwarding.store import (
-    CLASSIFIED,
-    ELSEWHERE,
-    DEAD_LETTER_STATE,
-    FORWARDED,
-    PENDING,
-    QUEUED,
-    SUBMITTED,
-    VERIFY,
-    Delivery,
-    Received,
-    Store,
-    StoreError,
-)
+from bodypart_router.forwarding.store import Delivery, Received, Store, StoreError
+from bodypart_router.states import DeliveryState, InstanceState
 
 
 def classify(store: Store, instance: str, dests: list[str], model: str = "m@1", shadow: bool = False) -> str:
@@ -52,20 +41,20 @@ def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     assert [r.instance_id for r in store.add_received([Received("a"), Received("b")])] == ["a", "b"]
     assert store.add_received([Received("a"), Received("c")]) == [Received("c")]
-    assert store.counts()["instances"] == {QUEUED: 3}
+    assert store.counts()["instances"] == {InstanceState.QUEUED: 3}
 
 
 def test_a_delivery_exists_once_per_instance_destination_and_model(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     store.add_received([Received("a")])
-    assert classify(store, "a", ["peer:x", "modality:y"]) == CLASSIFIED
+    assert classify(store, "a", ["peer:x", "modality:y"]) == InstanceState.CLASSIFIED
     # The same instance classified again (recovered after a crash) creates nothing new...
     store.reset_in_flight()
-    store.set_state("a", QUEUED)
+    store.set_state("a", InstanceState.QUEUED)
     classify(store, "a", ["peer:x", "modality:y"])
     assert len(store.deliveries_of("a")) == 2
     # ...but a new model version is a new decision.
-    store.set_state("a", QUEUED)
+    store.set_state("a", InstanceState.QUEUED)
     classify(store, "a", ["peer:x"], model="m@2")
     assert len(store.deliveries_of("a")) == 3
 
@@ -76,20 +65,20 @@ def test_instance_state_follows_its_deliveries(tmp_path: Path) -> None:
     classify(store, "a", ["peer:x", "peer:y"])
     x, y = store.due_deliveries(now=1e12, limit=10)
     submit(store, x.id, "job-x")
-    assert store.mark_delivered(x.id) == CLASSIFIED  # y still pending
+    assert store.mark_delivered(x.id) == InstanceState.CLASSIFIED  # y still pending
     submit(store, y.id, "job-y")
-    assert store.mark_delivered(y.id) == FORWARDED
+    assert store.mark_delivered(y.id) == InstanceState.FORWARDED
     assert store.delivered_destinations("a") == ["peer:x", "peer:y"]
 
 
 def test_dead_letter_and_resubmit(tmp_path: Path) -> None:
     store, d = one_submitted_delivery(tmp_path)
-    assert store.mark_dead(d.id, "connection refused") == DEAD_LETTER_STATE
+    assert store.mark_dead(d.id, "connection refused") == InstanceState.FAILED_DEAD_LETTER
     assert [f.instance_id for f in store.failed()] == ["a"]
-    assert store.instance("a").state == DEAD_LETTER_STATE
+    assert store.instance("a").state == InstanceState.FAILED_DEAD_LETTER
     (again,) = store.resubmit(instance_ids=["a"])
-    assert (again.state, again.attempts) == (PENDING, 0)
-    assert store.instance("a").state == CLASSIFIED and store.failed() == []
+    assert (again.state, again.attempts) == (DeliveryState.PENDING, 0)
+    assert store.instance("a").state == InstanceState.CLASSIFIED and store.failed() == []
 
 
 def test_resubmit_of_delivered_needs_to_be_explicit(tmp_path: Path) -> None:
@@ -146,14 +135,14 @@ def test_a_forward_is_recorded_before_it_is_handed_over_and_can_be_put_in_doubt(
     classify(store, "a", ["peer:x"])
     (d,) = store.due_deliveries(now=1e12, limit=10)
     store.mark_submitting(d.id)
-    assert [(s.state, s.job_id, s.attempts) for s in store.submitted()] == [(SUBMITTED, None, 1)]
+    assert [(s.state, s.job_id, s.attempts) for s in store.submitted()] == [(DeliveryState.SUBMITTED, None, 1)]
     store.set_job(d.id, "job")
     assert store.submitted()[0].job_id == "job"
     store.mark_unknown(d.id, "in flight when Orthanc stopped", next_attempt_at=5e11)
     assert store.submitted() == [] and store.due_deliveries(now=1e12, limit=10) == []
     assert store.to_verify(now=1e11, limit=10) == []
     (v,) = store.to_verify(now=1e12, limit=10)
-    assert (v.state, v.last_error) == (VERIFY, "in flight when Orthanc stopped")
+    assert (v.state, v.last_error) == (DeliveryState.VERIFY, "in flight when Orthanc stopped")
     assert store.to_verify(now=1e12, limit=10, skip_destinations=["peer:x"]) == []
     store.forget("a")
     assert store.deliveries_of("a") == []
@@ -204,7 +193,7 @@ def test_rerouting_adds_only_destinations_without_any_delivery(tmp_path: Path) -
 
 def test_an_instance_another_node_owns_is_watched_taken_over_and_verified_first(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
-    store.add_received([Received("i1", ELSEWHERE, "node-b 1.0"), Received("i2", QUEUED)])
+    store.add_received([Received("i1", InstanceState.ELSEWHERE, "node-b 1.0"), Received("i2", InstanceState.QUEUED)])
     assert store.claim_queued(10) == ["i2"], "an instance another node owns is not classified here"
     assert store.elsewhere_due(time.time() + 1) == [("i1", "node-b 1.0")]
     store.observe("i1", "node-b 2.0")
@@ -213,24 +202,24 @@ def test_an_instance_another_node_owns_is_watched_taken_over_and_verified_first(
     assert store.claim_queued(10) == ["i1"]
     classify(store, "i1", ["peer:a"])
     # the old owner may have sent it just before it died: ask the destination before sending
-    assert [d.state for d in store.deliveries_of("i1")] == [VERIFY]
+    assert [d.state for d in store.deliveries_of("i1")] == [DeliveryState.VERIFY]
     classify(store, "i2", ["peer:a"])
-    assert [d.state for d in store.deliveries_of("i2")] == [PENDING]
+    assert [d.state for d in store.deliveries_of("i2")] == [DeliveryState.PENDING]
 
 
 def test_unfinished_instances_are_those_whose_claims_need_renewing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     for instance, dests in (("routed", ["peer:a"]), ("nowhere", [])):
-        store.add_received([Received(instance, QUEUED)])
+        store.add_received([Received(instance, InstanceState.QUEUED)])
         classify(store, instance, dests)
-    store.add_received([Received("q", QUEUED), Received("x", ELSEWHERE, "node-b 1"),
+    store.add_received([Received("q", InstanceState.QUEUED), Received("x", InstanceState.ELSEWHERE, "node-b 1"),
                         Received("ct", "skipped:non-projection-modality")])
     assert store.unfinished() == ["routed"]
     assert store.claim_queued(10) == ["q"]
     assert sorted(store.unfinished()) == ["q", "routed"]
     store.lose("routed", "node-c 5")
     assert store.unfinished() == ["q"]
-    assert store.deliveries_of("routed") == [] and store.instance("routed").state == ELSEWHERE  # type: ignore[union-attr]
+    assert store.deliveries_of("routed") == [] and store.instance("routed").state == InstanceState.ELSEWHERE  # type: ignore[union-attr]
 
 
 def test_the_status_pages_figures_come_from_the_database_and_outlive_a_restart(tmp_path: Path) -> None:
@@ -325,5 +314,33 @@ def test_released_instances_go_back_to_the_queue_without_an_attempt(tmp_path: Pa
     store.add_received([Received("a"), Received("b")])
     assert sorted(store.claim_queued(10)) == ["a", "b"]
     store.release(["a", "b"], "the classifier could not start")
-    assert store.queued_count() == 2 and store.counts()["instances"] == {QUEUED: 2}
+    assert store.queued_count() == 2 and store.counts()["instances"] == {InstanceState.QUEUED: 2}
     assert store.instance("a").attempts == 0  # type: ignore[union-attr]
+def test_a_state_database_of_version_0_1_0_reads_back_in_the_state_vocabulary(tmp_path: Path) -> None:
+    """``tests/fixtures/state-db-0.1.0.sqlite`` was written by the Store of version 0.1.0 (states
+    as free strings, kinds selected with ``LIKE``): every state it holds parses, the kinds are
+    counted as then, and its work carries on."""
+    path = tmp_path / "s.sqlite"
+    shutil.copy(Path(__file__).parents[1] / "fixtures" / "state-db-0.1.0.sqlite", path)
+    store = Store(path)
+    assert store.counts() == {
+        "instances": {"awaiting-series": 1, "classified": 3, "elsewhere": 1, "failed:dead-letter": 2,
+                      "failed:undecodable-pixels": 1, "failed:unreadable": 1, "forwarded": 1, "held:lateral": 1,
+                      "queued": 1, "skipped:non-image-sop-class": 1, "skipped:non-projection-modality": 1},
+        "deliveries": {"dead": 2, "delivered": 3, "pending": 1, "shadow": 1, "verify": 1}}
+    assert all(isinstance(s, InstanceState) for s in store.counts()["instances"])
+    assert store.outcome_counts() == {"Classified": {"spine": 8},
+                                      "Skipped": {"non-image-sop-class": 1, "non-projection-modality": 1},
+                                      "Failed": {"undecodable-pixels": 1, "unreadable": 1}}
+    held = store.instance("held")
+    assert held is not None and held.state is InstanceState.HELD_LATERAL
+    assert store.instance("held-dead").state is InstanceState.FAILED_DEAD_LETTER  # type: ignore[union-attr]
+    assert store.elsewhere_due(seen_before=1e12) == [("elsewhere", "node-2 1700000000.000")]
+    (pending,) = store.due_deliveries(now=1e12, limit=10)
+    submit(store, pending.id, "job-1")
+    assert store.mark_delivered(pending.id) is InstanceState.FORWARDED
+    (verify,) = store.to_verify(now=1e12, limit=10)
+    assert verify.state is DeliveryState.VERIFY
+    assert [d.instance_id for d in store.failed()] and {d.state for d in store.failed()} == {DeliveryState.DEAD}
+    store.resubmit(instance_ids=["held-dead"])
+    assert store.instance("held-dead").state is InstanceState.CLASSIFIED  # type: ignore[union-attr]

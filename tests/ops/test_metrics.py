@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bodypart_router.ops.metrics import MetricsPublisher, RouterMetrics, metric_name
+from bodypart_router.states import InstanceState
 
 #: A Prometheus exposition series: name, optional labels (the text format's grammar).
 SERIES = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
@@ -32,8 +33,8 @@ def _busy_metrics() -> RouterMetrics:
     m.watch_queue(lambda: 7)
     for cls in ("adult_chest", "adult_chest", "spine", "uncertain"):
         m.classified(cls)
-    m.not_classified("skipped:non-projection-modality")
-    m.not_classified("failed:undecodable-pixels")
+    m.not_classified(InstanceState.SKIPPED_NON_PROJECTION_MODALITY)
+    m.not_classified(InstanceState.FAILED_UNDECODABLE_PIXELS)
     m.observe("decode", 0.04)
     m.observe("inference", 0.8, instances=8)  # a batch of 8: 0.1 s each
     m.forwarded("ai-chest")
@@ -137,7 +138,7 @@ def test_recent_history_is_bounded_and_failures_can_be_cleared() -> None:
 def test_bad_inputs_are_refused_with_a_clear_message() -> None:
     m = RouterMetrics()
     with pytest.raises(ValueError, match="skipped:<reason>"):
-        m.not_classified("classified")
+        m.not_classified(InstanceState.CLASSIFIED)
     with pytest.raises(ValueError, match="circuit state"):
         m.circuit("ai", "broken")
 

@@ -18,7 +18,8 @@ from bodypart_router.config import parse  # noqa: E402
 from bodypart_router.inference.engine import BatchResult, EngineStartError, ModelInfo, Outcome  # noqa: E402
 from bodypart_router.orthanc_plugin import workers  # noqa: E402
 from bodypart_router.orthanc_plugin.events import EventBus  # noqa: E402
-from bodypart_router.forwarding.store import CLASSIFIED, QUEUED, Received, Store, StoreError  # noqa: E402
+from bodypart_router.forwarding.store import Received, Store, StoreError  # noqa: E402
+from bodypart_router.states import InstanceState  # noqa: E402
 
 
 class Files:
@@ -99,7 +100,7 @@ def test_a_store_error_mid_batch_puts_the_batch_back_in_the_queue(world, monkeyp
 
     monkeypatch.setattr(store, "record_classification", disk_full)
     worker.thread.start()
-    _until(lambda: store.counts()["instances"] == {CLASSIFIED: 3},
+    _until(lambda: store.counts()["instances"] == {InstanceState.CLASSIFIED: 3},
            f"every instance classified once the store works again (now {store.counts()['instances']})")
 
 
@@ -111,8 +112,8 @@ def test_a_classifier_that_cannot_start_fails_nothing_and_says_so(world, monkeyp
     worker.thread.start()
     _until(lambda: "classifier" in worker.health.problems(), "the health names the classifier")
     time.sleep(0.5)  # many claims and releases
-    assert store.counts()["instances"] == {QUEUED: 3}
+    assert store.counts()["instances"] == {InstanceState.QUEUED: 3}
     assert all(store.instance(f"i{n}").attempts == 0 for n in range(3))  # type: ignore[union-attr]
     engine.error = None  # the file is back
-    _until(lambda: store.counts()["instances"] == {CLASSIFIED: 3}, "classified once the classifier starts")
+    _until(lambda: store.counts()["instances"] == {InstanceState.CLASSIFIED: 3}, "classified once the classifier starts")
     _until(lambda: "classifier" not in worker.health.problems(), "the health clears")

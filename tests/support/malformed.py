@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from bodypart_router.errors import Reason
+from bodypart_router.states import Kind
 from PIL import Image
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -90,7 +91,9 @@ EMPTY = failed(Reason.EMPTY_FILE)
 #: Every outcome except ``classified``: for files broken so early (a header cut
 #: in the middle of an element) that several reasons are honest descriptions.
 ANY_REASON: frozenset[str] = frozenset(
-    (skipped(r) if r.is_skip else failed(r)) for r in Reason if r is not Reason.MODEL_ERROR
+    (skipped(r) if r.is_skip else failed(r)) for r in Reason
+    if r.kind is not Kind.HELD and r not in (Reason.MODEL_ERROR, Reason.UNREADABLE, Reason.BACKFILL_ERROR,
+                                             Reason.DEAD_LETTER)  # given by the router, not the decoder
 )
 
 # --------------------------------------------------------------------------- PHI markers

@@ -9,5 +9,5 @@
 Orthanc is reached through the small REST interfaces these modules declare; the adapter
 provides them.
 
-May import: routing, inference, imaging, config, errors, logs.
+May import: routing, inference, imaging, config, errors, logs, states.
 """

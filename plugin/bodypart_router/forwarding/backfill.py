@@ -46,6 +46,8 @@ from ..errors import BodyPartRouterError
 
 LOGGER = logging.getLogger(__name__)
 
+from ..states import InstanceState
+
 #: File name of the checkpoint inside the router's state directory.
 CHECKPOINT_NAME = "backfill.sqlite3"
 #: Instances per second when the request does not say.
@@ -215,6 +217,19 @@ def plan(client: RestClient, scope: Scope, page_size: int = PAGE_SIZE) -> Iterat
 # Checkpoint: survives restarts
 # --------------------------------------------------------------------------------------
 
+#: Outcomes of a planned instance that are not its state: the router had handled it already,
+#: or it was deleted before its turn.
+KNOWN, DELETED = "known", "deleted"
+
+
+def outcome_kind(outcome: str) -> str:
+    """How a done instance is counted: the kind of its state (``skipped``, ``failed``, ``held``),
+    its state (``classified``, ``forwarded``...), or ``known`` / ``deleted``."""
+    state = InstanceState.read(outcome)
+    if state is not None:
+        return str(state.kind or state)
+    return KNOWN if outcome.startswith(f"{KNOWN}:") else outcome  # "known:<state>": earlier checkpoints
+
 
 class Checkpoint:
     """The current (or last) backfill, persisted in SQLite. Thread-safe."""
@@ -284,7 +299,7 @@ class Checkpoint:
             rows = self._db.execute("SELECT outcome, COUNT(*) FROM items WHERE done = 1 GROUP BY outcome").fetchall()
         out: dict[str, int] = {}
         for outcome, n in rows:
-            kind = str(outcome).split(":", 1)[0]
+            kind = outcome_kind(str(outcome))
             out[kind] = out.get(kind, 0) + int(n)
         return dict(sorted(out.items()))
 
@@ -517,7 +532,7 @@ class BackfillRunner:
                 try:
                     outcome = self._process(instance, scope.route)
                 except Exception as exc:
-                    outcome = "failed:backfill-error"
+                    outcome = InstanceState.FAILED_BACKFILL_ERROR
                     LOGGER.exception(f"backfill: instance {instance}: {type(exc).__name__}: {exc}")
                 self._checkpoint.mark_done(instance, str(outcome))
                 done += 1

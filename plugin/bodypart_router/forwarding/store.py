@@ -9,14 +9,13 @@ interrupted work back in the queue and resumes tracking submitted forwards.
 
 Two tables:
 
-* ``instances``: one row per Orthanc instance the router has seen; ``state`` mirrors the
-  ``BodyPartState`` metadata (``queued``, ``processing``, ``classified``, ``forwarded``,
-  ``skipped:<reason>``, ``failed:<reason>``).
+* ``instances``: one row per Orthanc instance the router has seen; ``state`` (an
+  :class:`~bodypart_router.states.InstanceState`) mirrors the ``BodyPartState`` metadata.
 * ``deliveries``: one row per (instance, destination, model version), with a UNIQUE
   constraint on that triple. That constraint *is* the idempotence guarantee: storing an
   instance again, by REST or C-STORE, or recovering it after a crash, can never create a
   second forward to the same destination with the same model. Only :meth:`Store.resubmit`
-  (a person's decision) sends again.
+  (a person's decision) sends again. ``state``: a :class:`~bodypart_router.states.DeliveryState`.
 
 A delivery is marked ``submitted`` *before* Orthanc is asked to send it, and its job ID is
 added once Orthanc answers. So after a crash every forward that may have left is known:
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BodyPartRouterError
-from ..routing.decision import HELD_PREFIX
+from ..states import DeliveryState, InstanceState, Kind
 
 SCHEMA_VERSION = 2
 
@@ -88,20 +87,6 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 """
 
-#: Delivery states. ``shadow`` rows record what shadow mode would have sent; they are never sent.
-#: ``verify``: it was handed to Orthanc but its outcome is unknown (crash, forgotten job); the
-#: destination is asked whether it holds the instance before anything is sent again.
-PENDING, SUBMITTED, DELIVERED, DEAD, SHADOW = "pending", "submitted", "delivered", "dead", "shadow"
-VERIFY = "verify"
-
-#: Instance states owned by the router (``skipped:`` / ``failed:`` ones carry a reason).
-QUEUED, PROCESSING, CLASSIFIED, FORWARDED = "queued", "processing", "classified", "forwarded"
-DEAD_LETTER_STATE = "failed:dead-letter"
-#: ``DecisionLevel: series``: classified, waiting for its series to be stable before it is routed.
-AWAITING_SERIES = "awaiting-series"
-#: Several nodes share the index and another node claimed the instance (``detail``: the claim
-#: as last seen); this node takes it over if that claim is not renewed (see claims.py).
-ELSEWHERE = "elsewhere"
 #: ``detail`` of an instance taken over from a node that stopped renewing its claim: its
 #: forwards are verified at the destination before they are sent (the old owner may have sent them).
 TAKEN_OVER = "taken over from a node whose claim lapsed"
@@ -127,7 +112,7 @@ class Received:
     """An instance accepted at ingest: ``state`` is ``queued`` or ``skipped:<reason>``."""
 
     instance_id: str
-    state: str = QUEUED
+    state: InstanceState = InstanceState.QUEUED
     detail: str | None = None
 
 
@@ -137,7 +122,7 @@ class Delivery:
     instance_id: str
     destination: str  # Destination.key, e.g. "peer:ai-chest"
     model: str
-    state: str
+    state: DeliveryState
     attempts: int
     next_attempt_at: float
     job_id: str | None
@@ -147,7 +132,7 @@ class Delivery:
 @dataclass(frozen=True)
 class InstanceRecord:
     instance_id: str
-    state: str
+    state: InstanceState
     class_name: str | None
     score: float | None
     model: str | None
@@ -303,7 +288,7 @@ class Store:
         """At start-up: work that was being classified when the process died goes back to the queue."""
         with self._tx() as db:
             return db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE state = ?",
-                              (QUEUED, time.time(), PROCESSING)).rowcount
+                              (InstanceState.QUEUED, time.time(), InstanceState.PROCESSING)).rowcount
 
     def release(self, instance_ids: Sequence[str], detail: str) -> None:
         """Claimed instances go back to the queue, the attempt not counted: nothing about them
@@ -312,7 +297,7 @@ class Store:
             for chunk in _chunks(list(instance_ids), 500):
                 db.execute(f"UPDATE instances SET state = ?, detail = ?, attempts = MAX(0, attempts - 1), "
                            f"updated_at = ? WHERE state = ? AND instance_id IN ({','.join('?' * len(chunk))})",
-                           (QUEUED, detail[:500], time.time(), PROCESSING, *chunk))
+                           (InstanceState.QUEUED, detail[:500], time.time(), InstanceState.PROCESSING, *chunk))
 
     def claim_queued(self, limit: int) -> list[str]:
         """Take up to ``limit`` queued instances, oldest first, marking them ``processing``."""
@@ -321,23 +306,23 @@ class Store:
                 "UPDATE instances SET state = ?, attempts = attempts + 1, updated_at = ? WHERE instance_id IN "
                 "(SELECT instance_id FROM instances WHERE state = ? ORDER BY received_at LIMIT ?) "
                 "RETURNING instance_id, received_at",
-                (PROCESSING, time.time(), QUEUED, limit),
+                (InstanceState.PROCESSING, time.time(), InstanceState.QUEUED, limit),
             ).fetchall()
         return [r["instance_id"] for r in sorted(rows, key=lambda r: r["received_at"])]
 
     def queued_count(self) -> int:
         return int(self._query("SELECT COUNT(*) AS n FROM instances WHERE state IN (?, ?)",
-                               (QUEUED, PROCESSING))[0]["n"])
+                               (InstanceState.QUEUED, InstanceState.PROCESSING))[0]["n"])
 
     def requeue(self, instance_id: str, detail: str) -> int:
         """Put an instance back after a transient error; returns how many attempts it has had."""
         with self._tx() as db:
             db.execute("UPDATE instances SET state = ?, detail = ?, updated_at = ? WHERE instance_id = ?",
-                       (QUEUED, detail, time.time(), instance_id))
+                       (InstanceState.QUEUED, detail, time.time(), instance_id))
             row = db.execute("SELECT attempts FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
         return int(row["attempts"]) if row else 0
 
-    def set_state(self, instance_id: str, state: str, detail: str | None = None) -> None:
+    def set_state(self, instance_id: str, state: InstanceState, detail: str | None = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE instances SET state = ?, detail = ?, updated_at = ? WHERE instance_id = ?",
                        (state, detail, time.time(), instance_id))
@@ -347,7 +332,7 @@ class Store:
         with self._tx() as db:
             db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
             db.execute("DELETE FROM deliveries WHERE instance_id = ? AND state IN (?, ?, ?)",
-                       (instance_id, PENDING, SUBMITTED, VERIFY))
+                       (instance_id, DeliveryState.PENDING, DeliveryState.SUBMITTED, DeliveryState.VERIFY))
 
     def record_classification(
         self,
@@ -359,8 +344,8 @@ class Store:
         destinations: Sequence[str],
         shadow: bool = False,
         evidence: str | None = None,
-        held: str | None = None,
-    ) -> str:
+        held: InstanceState | None = None,
+    ) -> InstanceState:
         """Store a result and create its deliveries in one transaction; returns the instance's new state.
 
         A delivery that already exists for (instance, destination, model) is left alone:
@@ -372,15 +357,15 @@ class Store:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT detail FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-            first = SHADOW if shadow else (VERIFY if row is not None and row["detail"] == TAKEN_OVER else PENDING)
+            first = DeliveryState.SHADOW if shadow else (DeliveryState.VERIFY if row is not None and row["detail"] == TAKEN_OVER else DeliveryState.PENDING)
             for dest in destinations:
                 db.execute(
                     "INSERT OR IGNORE INTO deliveries(instance_id, destination, model, state, next_attempt_at, "
                     "created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
                     (instance_id, dest, model, first, now, now, now),
                 )
-            state = self._instance_state(db, instance_id, model, CLASSIFIED)
-            if held and state != DEAD_LETTER_STATE:
+            state = self._instance_state(db, instance_id, model, InstanceState.CLASSIFIED)
+            if held is not None and state is not InstanceState.FAILED_DEAD_LETTER:
                 state = held
             db.execute(
                 "UPDATE instances SET state = ?, class_name = ?, score = ?, model = ?, detail = NULL, "
@@ -395,19 +380,18 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE instances SET state = ?, class_name = ?, score = ?, model = ?, detail = NULL, "
                        "evidence = ?, series_id = ?, updated_at = ? WHERE instance_id = ?",
-                       (AWAITING_SERIES, class_name, score, model, evidence, series_id, time.time(), instance_id))
+                       (InstanceState.AWAITING_SERIES, class_name, score, model, evidence, series_id, time.time(), instance_id))
 
     def series_awaiting(self) -> list[str]:
         """Series with films waiting for their series decision."""
         return [r["series_id"] for r in self._query(
-            "SELECT DISTINCT series_id FROM instances WHERE state = ? AND series_id IS NOT NULL", (AWAITING_SERIES,))]
+            "SELECT DISTINCT series_id FROM instances WHERE state = ? AND series_id IS NOT NULL", (InstanceState.AWAITING_SERIES,))]
 
     def series_members(self, series_id: str) -> list[InstanceRecord]:
         """Every film of the series the router classified (awaiting or already routed), oldest first."""
         rows = self._query("SELECT * FROM instances WHERE series_id = ? AND evidence IS NOT NULL "
                            "ORDER BY received_at", (series_id,))
-        return [InstanceRecord(r["instance_id"], r["state"], r["class_name"], r["score"], r["model"], r["detail"],
-                               r["attempts"]) for r in rows]
+        return [_record(r) for r in rows]
 
     def add_deliveries(self, instance_id: str, destinations: Sequence[str], *, model: str,
                        shadow: bool = False) -> list[str]:
@@ -425,11 +409,12 @@ class Store:
                 db.execute(
                     "INSERT INTO deliveries(instance_id, destination, model, state, next_attempt_at, created_at, "
                     "updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
-                    (instance_id, dest, model, SHADOW if shadow else PENDING, now, now, now))
+                    (instance_id, dest, model, DeliveryState.SHADOW if shadow else DeliveryState.PENDING, now, now, now))
                 added.append(dest)
             if added and not shadow:
-                db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
-                           "AND state NOT LIKE 'held:%'", (CLASSIFIED, now, instance_id))
+                held = InstanceState.of_kind(Kind.HELD)
+                db.execute(f"UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
+                           f"AND state NOT IN ({_marks(held)})", (InstanceState.CLASSIFIED, now, instance_id, *held))
         return added
 
     def classified_since(self, since: float, limit: int = 1_000_000) -> list[str]:
@@ -443,27 +428,27 @@ class Store:
         """``(instance, claim seen)`` of instances other nodes own, last looked at before ``seen_before``."""
         return [(r["instance_id"], r["detail"] or "") for r in self._query(
             "SELECT instance_id, detail FROM instances WHERE state = ? AND updated_at <= ? "
-            "ORDER BY updated_at LIMIT ?", (ELSEWHERE, seen_before, limit))]
+            "ORDER BY updated_at LIMIT ?", (InstanceState.ELSEWHERE, seen_before, limit))]
 
     def observe(self, instance_id: str, claim: str) -> None:
         """Another node's claim was seen (again) now: its lease is counted from here."""
         with self._tx() as db:
             db.execute("UPDATE instances SET detail = ?, updated_at = ? WHERE instance_id = ? AND state = ?",
-                       (claim, time.time(), instance_id, ELSEWHERE))
+                       (claim, time.time(), instance_id, InstanceState.ELSEWHERE))
 
     def take_over(self, instance_id: str) -> None:
         """This node now owns an instance another node left: classify it (again) from the start."""
         with self._tx() as db:
             db.execute("UPDATE instances SET state = ?, detail = ?, attempts = 0, updated_at = ? "
-                       "WHERE instance_id = ? AND state = ?", (QUEUED, TAKEN_OVER, time.time(), instance_id, ELSEWHERE))
+                       "WHERE instance_id = ? AND state = ?", (InstanceState.QUEUED, TAKEN_OVER, time.time(), instance_id, InstanceState.ELSEWHERE))
 
     def lose(self, instance_id: str, claim: str) -> None:
         """Another node took the instance over (this one did not renew in time): leave it to that node."""
         with self._tx() as db:
             db.execute("UPDATE instances SET state = ?, detail = ?, updated_at = ? WHERE instance_id = ?",
-                       (ELSEWHERE, claim, time.time(), instance_id))
+                       (InstanceState.ELSEWHERE, claim, time.time(), instance_id))
             db.execute("DELETE FROM deliveries WHERE instance_id = ? AND state IN (?, ?)",
-                       (instance_id, PENDING, VERIFY))
+                       (instance_id, DeliveryState.PENDING, DeliveryState.VERIFY))
 
     def unfinished(self) -> list[str]:
         """Claimed instances this node still has work on (their claims need renewing): those being
@@ -472,7 +457,7 @@ class Store:
         return [r["instance_id"] for r in self._query(
             "SELECT instance_id FROM instances WHERE state IN (?, ?) UNION "
             "SELECT instance_id FROM deliveries WHERE state IN (?, ?, ?)",
-            (PROCESSING, AWAITING_SERIES, PENDING, SUBMITTED, VERIFY))]
+            (InstanceState.PROCESSING, InstanceState.AWAITING_SERIES, DeliveryState.PENDING, DeliveryState.SUBMITTED, DeliveryState.VERIFY))]
 
     def evidence(self, instance_id: str) -> str | None:
         """The JSON stored by :meth:`record_classification` (None before schema 2)."""
@@ -483,18 +468,16 @@ class Store:
         rows = self._query("SELECT * FROM instances WHERE instance_id = ?", (instance_id,))
         if not rows:
             return None
-        r = rows[0]
-        return InstanceRecord(r["instance_id"], r["state"], r["class_name"], r["score"], r["model"],
-                              r["detail"], r["attempts"])
+        return _record(rows[0])
 
     # -- deliveries -------------------------------------------------------------------
     def due_deliveries(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
         """Pending deliveries whose backoff has elapsed, oldest first, except to the given destinations."""
-        return self._due(PENDING, now, limit, skip_destinations)
+        return self._due(DeliveryState.PENDING, now, limit, skip_destinations)
 
     def to_verify(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
         """Deliveries of unknown outcome due for a question to their destination, oldest first."""
-        return self._due(VERIFY, now, limit, skip_destinations)
+        return self._due(DeliveryState.VERIFY, now, limit, skip_destinations)
 
     def _due(self, state: str, now: float, limit: int, skip_destinations: Iterable[str]) -> list[Delivery]:
         """Deliveries in ``state`` whose ``next_attempt_at`` has come, oldest first, except to the given destinations."""
@@ -508,7 +491,7 @@ class Store:
         return [_delivery(r) for r in rows]
 
     def submitted(self) -> list[Delivery]:
-        return [_delivery(r) for r in self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY id", (SUBMITTED,))]
+        return [_delivery(r) for r in self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY id", (DeliveryState.SUBMITTED,))]
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         rows = self._query("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
@@ -522,13 +505,13 @@ class Store:
         """Before asking Orthanc to send: from now on a crash leaves this delivery's outcome unknown."""
         with self._tx() as db:
             db.execute("UPDATE deliveries SET state = ?, job_id = NULL, attempts = attempts + 1, updated_at = ? "
-                       "WHERE id = ?", (SUBMITTED, time.time(), delivery_id))
+                       "WHERE id = ?", (DeliveryState.SUBMITTED, time.time(), delivery_id))
 
     def set_job(self, delivery_id: int, job_id: str) -> None:
         """Orthanc accepted the forward as job ``job_id`` (after :meth:`mark_submitting`)."""
         with self._tx() as db:
             db.execute("UPDATE deliveries SET job_id = ?, updated_at = ? WHERE id = ? AND state = ?",
-                       (job_id, time.time(), delivery_id, SUBMITTED))
+                       (job_id, time.time(), delivery_id, DeliveryState.SUBMITTED))
 
     def mark_unknown(self, delivery_id: int, note: str, next_attempt_at: float | None = None) -> None:
         """The forward may or may not have arrived: ask the destination (at ``next_attempt_at``) before resending."""
@@ -536,18 +519,18 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE deliveries SET state = ?, job_id = NULL, last_error = ?, next_attempt_at = ?, "
                        "updated_at = ? WHERE id = ?",
-                       (VERIFY, note[:500], now if next_attempt_at is None else next_attempt_at, now, delivery_id))
+                       (DeliveryState.VERIFY, note[:500], now if next_attempt_at is None else next_attempt_at, now, delivery_id))
 
     def unsubmit(self, delivery_id: int, note: str) -> None:
         """The job was cancelled before it ran (shutdown): back to pending, the attempt not counted."""
         with self._tx() as db:
             db.execute("UPDATE deliveries SET state = ?, job_id = NULL, attempts = MAX(0, attempts - 1), "
                        "last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = ?",
-                       (PENDING, note, time.time(), time.time(), delivery_id, SUBMITTED))
+                       (DeliveryState.PENDING, note, time.time(), time.time(), delivery_id, DeliveryState.SUBMITTED))
 
-    def mark_delivered(self, delivery_id: int) -> str:
-        """Record a successful forward; returns the instance's resulting state."""
-        return self._finish_delivery(delivery_id, DELIVERED, None)
+    def mark_delivered(self, delivery_id: int) -> InstanceState | None:
+        """Record a successful forward; returns the instance's resulting state (None: no such delivery)."""
+        return self._finish_delivery(delivery_id, DeliveryState.DELIVERED, None)
 
     def mark_retry(self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = False) -> None:
         """Back to pending after a failure. Attempts are counted at submission; a failure before
@@ -556,55 +539,58 @@ class Store:
             db.execute(
                 "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?, job_id = NULL, "
                 f"attempts = attempts + {1 if count_attempt else 0}, updated_at = ? WHERE id = ?",
-                (PENDING, error[:500], next_attempt_at, time.time(), delivery_id),
+                (DeliveryState.PENDING, error[:500], next_attempt_at, time.time(), delivery_id),
             )
 
-    def mark_dead(self, delivery_id: int, error: str) -> str:
+    def mark_dead(self, delivery_id: int, error: str) -> InstanceState | None:
         """Dead-letter a delivery; returns the instance's resulting state (``failed:dead-letter``)."""
-        return self._finish_delivery(delivery_id, DEAD, error)
+        return self._finish_delivery(delivery_id, DeliveryState.DEAD, error)
 
-    def _finish_delivery(self, delivery_id: int, state: str, error: str | None) -> str:
+    def _finish_delivery(self, delivery_id: int, state: DeliveryState, error: str | None) -> InstanceState | None:
         now = time.time()
         with self._tx() as db:
             db.execute("UPDATE deliveries SET state = ?, last_error = COALESCE(?, last_error), updated_at = ? "
                        "WHERE id = ?", (state, error[:500] if error else None, now, delivery_id))
             row = db.execute("SELECT instance_id, model FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
             if row is None:
-                return ""
-            new_state = self._instance_state(db, row["instance_id"], row["model"], CLASSIFIED)
+                return None
+            new_state = self._instance_state(db, row["instance_id"], row["model"], InstanceState.CLASSIFIED)
             current = db.execute("SELECT state FROM instances WHERE instance_id = ?", (row["instance_id"],)).fetchone()
-            if current is not None and str(current["state"]).startswith(HELD_PREFIX) and new_state != DEAD_LETTER_STATE:
-                return str(current["state"])  # a held film stays held once its QualityRoutes forward arrived
-            db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
-                       "AND state NOT LIKE 'skipped:%'", (new_state, now, row["instance_id"]))
+            held = current is not None and InstanceState(current["state"]).kind is Kind.HELD
+            if held and new_state is not InstanceState.FAILED_DEAD_LETTER:
+                return InstanceState(current["state"])  # a held film stays held once its QualityRoutes forward arrived
+            skipped = InstanceState.of_kind(Kind.SKIPPED)
+            db.execute(f"UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
+                       f"AND state NOT IN ({_marks(skipped)})", (new_state, now, row["instance_id"], *skipped))
         return new_state
 
     @staticmethod
-    def _instance_state(db: sqlite3.Connection, instance_id: str, model: str, default: str) -> str:
+    def _instance_state(db: sqlite3.Connection, instance_id: str, model: str,
+                        default: InstanceState) -> InstanceState:
         """``forwarded`` once every delivery for this model is delivered, ``failed:dead-letter`` if any is dead."""
-        states = [r[0] for r in db.execute(
+        states = [DeliveryState(r[0]) for r in db.execute(
             "SELECT state FROM deliveries WHERE instance_id = ? AND model = ?", (instance_id, model))]
-        if any(s == DEAD for s in states):
-            return DEAD_LETTER_STATE
-        if states and all(s == DELIVERED for s in states):
-            return FORWARDED
+        if any(s == DeliveryState.DEAD for s in states):
+            return InstanceState.FAILED_DEAD_LETTER
+        if states and all(s == DeliveryState.DELIVERED for s in states):
+            return InstanceState.FORWARDED
         return default
 
     def delivered_destinations(self, instance_id: str) -> list[str]:
         return [r["destination"] for r in self._query(
             "SELECT destination FROM deliveries WHERE instance_id = ? AND state = ? ORDER BY destination",
-            (instance_id, DELIVERED))]
+            (instance_id, DeliveryState.DELIVERED))]
 
     def failed(self, limit: int = 1000) -> list[Delivery]:
         """Dead-lettered deliveries, newest first (the ``/bodypart-router/failed`` listing)."""
         return [_delivery(r) for r in self._query(
-            "SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC LIMIT ?", (DEAD, limit))]
+            "SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC LIMIT ?", (DeliveryState.DEAD, limit))]
 
     def resubmit(self, *, delivery_ids: Iterable[int] | None = None, instance_ids: Iterable[str] | None = None,
                  include_delivered: bool = False) -> list[Delivery]:
         """A person asks to send again: matching dead (and, if asked, delivered) deliveries go back to
         pending with a fresh attempt count. With no ids, every dead delivery is resubmitted."""
-        states = [DEAD] + ([DELIVERED] if include_delivered else [])
+        states = [DeliveryState.DEAD] + ([DeliveryState.DELIVERED] if include_delivered else [])
         where = [f"state IN ({','.join('?' * len(states))})"]
         params: list[object] = list(states)
         ids, insts = list(delivery_ids or []), list(instance_ids or [])
@@ -622,26 +608,26 @@ class Store:
             rows = db.execute(
                 f"UPDATE deliveries SET state = ?, attempts = 0, job_id = NULL, next_attempt_at = ?, updated_at = ? "
                 f"WHERE {' AND '.join(where)} RETURNING *",
-                (PENDING, now, now, *params),
+                (DeliveryState.PENDING, now, now, *params),
             ).fetchall()
             for inst in {r["instance_id"] for r in rows}:
                 db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ?",
-                           (CLASSIFIED, now, inst))
+                           (InstanceState.CLASSIFIED, now, inst))
         return [_delivery(r) for r in rows]
 
     # -- reporting --------------------------------------------------------------------
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self) -> dict[str, dict[Any, int]]:
         """``{"instances": {state: n}, "deliveries": {state: n}}`` for status pages and tests."""
-        inst = {r["state"]: r["n"] for r in self._query(
+        inst = {InstanceState(r["state"]): r["n"] for r in self._query(
             "SELECT state, COUNT(*) AS n FROM instances GROUP BY state")}
-        dels = {r["state"]: r["n"] for r in self._query(
+        dels = {DeliveryState(r["state"]): r["n"] for r in self._query(
             "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")}
         return {"instances": inst, "deliveries": dels}
 
     def waiting_count(self, destination: str, now: float) -> int:
         """Forwards to ``destination`` due now (pending or to verify), i.e. a probe is on its way."""
         return self._query("SELECT COUNT(*) AS n FROM deliveries WHERE destination = ? AND state IN (?, ?) "
-                           "AND next_attempt_at <= ?", (destination, PENDING, VERIFY, now))[0]["n"]
+                           "AND next_attempt_at <= ?", (destination, DeliveryState.PENDING, DeliveryState.VERIFY, now))[0]["n"]
 
     def destination_backlog(self) -> dict[str, dict[str, int]]:
         """``{destination: {"Pending": n, "DeadLetters": n}}``: forwards not arrived yet (waiting,
@@ -649,16 +635,16 @@ class Store:
         out: dict[str, dict[str, int]] = {}
         for r in self._query(
             "SELECT destination, state, COUNT(*) AS n FROM deliveries WHERE state IN (?, ?, ?, ?) "
-            "GROUP BY destination, state", (PENDING, SUBMITTED, VERIFY, DEAD)):
+            "GROUP BY destination, state", (DeliveryState.PENDING, DeliveryState.SUBMITTED, DeliveryState.VERIFY, DeliveryState.DEAD)):
             entry = out.setdefault(r["destination"], {"Pending": 0, "DeadLetters": 0})
-            entry["DeadLetters" if r["state"] == DEAD else "Pending"] += r["n"]
+            entry["DeadLetters" if r["state"] == DeliveryState.DEAD else "Pending"] += r["n"]
         return out
 
     def dead_letters(self, offset: int = 0, limit: int = 50) -> tuple[int, list[tuple[Delivery, float, float]]]:
         """One page of dead letters, newest first: ``(total, [(delivery, created_at, dead_at)])``."""
-        total = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE state = ?", (DEAD,))[0]["n"]
+        total = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE state = ?", (DeliveryState.DEAD,))[0]["n"]
         rows = self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC, id DESC "
-                           "LIMIT ? OFFSET ?", (DEAD, limit, offset))
+                           "LIMIT ? OFFSET ?", (DeliveryState.DEAD, limit, offset))
         return total, [(_delivery(r), r["created_at"], r["updated_at"]) for r in rows]
 
     def outcome_counts(self) -> dict[str, dict[str, int]]:
@@ -668,26 +654,27 @@ class Store:
         for r in self._query("SELECT class_name, COUNT(*) AS n FROM instances WHERE class_name IS NOT NULL "
                              "GROUP BY class_name"):
             out["Classified"][r["class_name"]] = r["n"]
-        for r in self._query("SELECT state, COUNT(*) AS n FROM instances WHERE class_name IS NULL AND "
-                             "(state LIKE 'skipped:%' OR state LIKE 'failed:%') GROUP BY state"):
-            kind, reason = r["state"].split(":", 1)
-            out["Skipped" if kind == "skipped" else "Failed"][reason] = r["n"]
+        unclassified = InstanceState.of_kind(Kind.SKIPPED, Kind.FAILED)
+        for r in self._query(f"SELECT state, COUNT(*) AS n FROM instances WHERE class_name IS NULL AND "
+                             f"state IN ({_marks(unclassified)}) GROUP BY state", unclassified):
+            state = InstanceState(r["state"])
+            out["Skipped" if state.kind is Kind.SKIPPED else "Failed"][str(state.reason)] = r["n"]
         return out
 
     def recent(self, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
         """One page of the latest decisions, newest first: ``(total, rows)``; each row has the
         instance's state, class, score, time, and its deliveries' destinations by state."""
-        undecided = (QUEUED, PROCESSING, ELSEWHERE)  # not decided here (yet)
+        undecided = (InstanceState.QUEUED, InstanceState.PROCESSING, InstanceState.ELSEWHERE)  # not decided here (yet)
         total = self._query("SELECT COUNT(*) AS n FROM instances WHERE state NOT IN (?, ?, ?)", undecided)[0]["n"]
         rows = self._query("SELECT * FROM instances WHERE state NOT IN (?, ?, ?) ORDER BY updated_at DESC "
                            "LIMIT ? OFFSET ?", (*undecided, limit, offset))
         out = []
         for r in rows:
-            by_state: dict[str, list[str]] = {}
+            by_state: dict[DeliveryState, list[str]] = {}
             for d in self._query("SELECT destination, state FROM deliveries WHERE instance_id = ? AND model = ? "
                                  "ORDER BY destination", (r["instance_id"], r["model"] or "")):
-                by_state.setdefault(d["state"], []).append(d["destination"])
-            out.append({"instance_id": r["instance_id"], "state": r["state"], "class_name": r["class_name"],
+                by_state.setdefault(DeliveryState(d["state"]), []).append(d["destination"])
+            out.append({"instance_id": r["instance_id"], "state": InstanceState(r["state"]), "class_name": r["class_name"],
                         "score": r["score"], "detail": r["detail"], "updated_at": r["updated_at"],
                         "evidence": r["evidence"], "deliveries": by_state})
         return total, out
@@ -697,14 +684,24 @@ class Store:
         out: dict[str, dict[str, int]] = {}
         for r in self._query(
             "SELECT d.destination, i.class_name, COUNT(*) AS n FROM deliveries d JOIN instances i "
-            "USING (instance_id) WHERE d.state = ? GROUP BY d.destination, i.class_name", (SHADOW,)):
+            "USING (instance_id) WHERE d.state = ? GROUP BY d.destination, i.class_name", (DeliveryState.SHADOW,)):
             out.setdefault(r["destination"], {})[r["class_name"]] = r["n"]
         return out
 
 
+def _marks(values: Sequence[object]) -> str:
+    """``?, ?, ?``: one SQL parameter per value."""
+    return ",".join("?" * len(values))
+
+
 def _delivery(r: sqlite3.Row) -> Delivery:
-    return Delivery(r["id"], r["instance_id"], r["destination"], r["model"], r["state"], r["attempts"],
+    return Delivery(r["id"], r["instance_id"], r["destination"], r["model"], DeliveryState(r["state"]), r["attempts"],
                     r["next_attempt_at"], r["job_id"], r["last_error"])
+
+
+def _record(r: sqlite3.Row) -> InstanceRecord:
+    return InstanceRecord(r["instance_id"], InstanceState(r["state"]), r["class_name"], r["score"], r["model"],
+                          r["detail"], r["attempts"])
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -10,5 +10,5 @@
 
 It knows nothing of Orthanc, routes or deliveries: its output is a prediction or a reason.
 
-May import: imaging, errors, logs.
+May import: imaging, errors, logs, states.
 """

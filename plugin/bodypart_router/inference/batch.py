@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import NotClassifiable, Reason
+from ..states import InstanceState
 
 if TYPE_CHECKING:  # numpy, OpenCV and onnxruntime stay out of Orthanc's process while a child classifies
     import numpy as np
@@ -75,10 +76,10 @@ def prepare(decode: Callable[[], DecodedImage], what: str = "a source") -> Prepa
     except OSError as exc:  # the file went away, or a storage hiccup: the caller retries
         return Prepared(retry=f"could not read the file: {exc}", decode_seconds=time.perf_counter() - t0)
     except MemoryError:
-        LOGGER.exception(f"{what}: out of memory while decoding; it gets failed:{Reason.IMAGE_TOO_LARGE.value}")
+        LOGGER.exception(f"{what}: out of memory while decoding; it gets {InstanceState.of(Reason.IMAGE_TOO_LARGE)}")
         return Prepared(error=NotClassifiable(Reason.IMAGE_TOO_LARGE, "out of memory while decoding"))
     except Exception as exc:  # a bug on odd input must not stop the batch
-        LOGGER.exception(f"{what}: unexpected error while decoding; it gets failed:{Reason.UNDECODABLE_PIXELS.value}")
+        LOGGER.exception(f"{what}: unexpected error while decoding; it gets {InstanceState.of(Reason.UNDECODABLE_PIXELS)}")
         return Prepared(error=NotClassifiable(Reason.UNDECODABLE_PIXELS, _short(exc)),
                         decode_seconds=time.perf_counter() - t0)
     return Prepared(model_input=model_input, decode_seconds=time.perf_counter() - t0)
@@ -92,7 +93,7 @@ def _predict(classifier: Any, inputs: list[np.ndarray]) -> list[Prediction] | No
         LOGGER.exception(f"the model failed on a batch of {len(inputs)}; it gets {exc.state}")
         return exc
     except Exception as exc:
-        LOGGER.exception(f"the model failed on a batch of {len(inputs)}; it gets failed:{Reason.MODEL_ERROR.value}")
+        LOGGER.exception(f"the model failed on a batch of {len(inputs)}; it gets {InstanceState.of(Reason.MODEL_ERROR)}")
         return NotClassifiable(Reason.MODEL_ERROR, _short(exc))
 
 

@@ -32,6 +32,7 @@ from typing import IO, Any, Protocol, Sequence
 from .. import logs
 from ..errors import BodyPartRouterError, Reason
 from ..imaging.xray_policy import XrayPolicy
+from ..states import InstanceState
 from .batch import Classified, Prepared, classify_batches, prepare
 from .resources import available_cores
 
@@ -124,7 +125,7 @@ class Engine(Protocol):
 
 
 def _failed(reason: Reason, detail: str) -> Outcome:
-    return Outcome(state=f"failed:{reason.value}", detail=detail)
+    return Outcome(state=InstanceState.of(reason), detail=detail)
 
 
 def _outcome(item: Classified) -> Outcome:

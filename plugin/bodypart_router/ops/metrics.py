@@ -92,6 +92,7 @@ from .. import __version__
 from ..routing.audit import AGREE, DISAGREE, NO_HEADER, StationTally
 from ..inference.classes import CLASS_NAMES, UNCERTAIN
 from ..routing.image_facts import ImageFacts, QualityTally
+from ..states import InstanceState, Kind
 
 PREFIX = "bodypart_router"
 
@@ -175,7 +176,7 @@ class RouterMetrics:
         self._clock = clock
         self._started = clock()
         self._classified: Counter[str] = Counter({c: 0 for c in (*CLASS_NAMES, UNCERTAIN)})
-        self._not_classified: Counter[str] = Counter()  # "skipped:<reason>" / "failed:<reason>"
+        self._not_classified: Counter[InstanceState] = Counter()  # skipped:<reason> / failed:<reason>
         #: decode and inference per instance; ingest_yield per batch held back for ingest.
         self._timings = {"decode": Timing(), "inference": Timing(), "ingest_yield": Timing()}
         self._destinations: dict[str, DestinationStats] = {}
@@ -218,9 +219,9 @@ class RouterMetrics:
         with self._lock:
             self._classified[class_name] += 1
 
-    def not_classified(self, state: str) -> None:
+    def not_classified(self, state: InstanceState) -> None:
         """An instance that got ``skipped:<reason>`` or ``failed:<reason>`` instead of a class."""
-        if not state.startswith(("skipped:", "failed:")):
+        if state.kind not in (Kind.SKIPPED, Kind.FAILED):
             raise ValueError(f"expected a 'skipped:<reason>' or 'failed:<reason>' state, got {state!r}")
         with self._lock:
             self._not_classified[state] += 1
@@ -323,8 +324,8 @@ class RouterMetrics:
         depth, backfill = self._read_sources()
         now = self._clock()
         with self._lock:
-            skipped = {s.split(":", 1)[1]: n for s, n in sorted(self._not_classified.items()) if s.startswith("skipped:")}
-            failed = {s.split(":", 1)[1]: n for s, n in sorted(self._not_classified.items()) if s.startswith("failed:")}
+            skipped = {str(s.reason): n for s, n in sorted(self._not_classified.items()) if s.kind is Kind.SKIPPED}
+            failed = {str(s.reason): n for s, n in sorted(self._not_classified.items()) if s.kind is Kind.FAILED}
             snap = {
                 "Version": __version__,
                 "Mode": "shadow" if self._shadow_mode else "live",
@@ -363,8 +364,7 @@ class RouterMetrics:
             for cls, n in self._classified.items():
                 out[metric_name("classified_total", **{"class": cls})] = n
             for state, n in self._not_classified.items():
-                kind, reason = state.split(":", 1)
-                out[metric_name(f"{kind}_total", reason=reason)] = n
+                out[metric_name(f"{state.kind}_total", reason=str(state.reason))] = n
             for what, timing in self._timings.items():
                 out[metric_name(f"{what}_seconds_sum")] = timing.sum
                 out[metric_name(f"{what}_seconds_count")] = timing.count

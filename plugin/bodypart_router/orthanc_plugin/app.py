@@ -36,8 +36,9 @@ from ..inference.engine import (ChildEngine, Engine, EngineStartError, LocalEngi
 from ..ops.health import Health, HealthState, summarize
 from ..ops.ingest_gate import HostCpu, IngestGate, default_busy_cores
 from ..inference.resources import IdleTrim
-from ..forwarding.store import CLASSIFIED, Delivery, Store
+from ..forwarding.store import Delivery, Store
 from ..forwarding.verify import DestinationLookup, peers_from_config
+from ..states import InstanceState
 from . import explorer, footprint, rest_api
 from .events import EventBus
 from .extensions import EXTENSIONS
@@ -392,7 +393,7 @@ class RouterApp:
         rows = self.require_store().resubmit(delivery_ids=delivery_ids, instance_ids=instance_ids,
                                              include_delivered=include_delivered)
         for d in rows:
-            self.writer.state(d.instance_id, CLASSIFIED)
+            self.writer.state(d.instance_id, InstanceState.CLASSIFIED)
         if rows:
             self.wake_forwarder.set()
         return rows

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..ops.request_body import RequestRefused, check_same_origin, read_json_object
-from ..forwarding.backfill import CHECKPOINT_NAME, BackfillBusy, BackfillRunner, Checkpoint, Scope
-from ..forwarding.store import QUEUED, Received
+from ..forwarding.backfill import CHECKPOINT_NAME, DELETED, KNOWN, BackfillBusy, BackfillRunner, Checkpoint, Scope
+from ..forwarding.store import Received
+from ..states import InstanceState
 from .http_answers import send_json, send_status
 from .ingest import policy_from_index
 from .monitoring import BACKFILL_THREAD_PREFIX, metrics_for
@@ -42,8 +43,6 @@ LOGGER = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from .app import RouterApp
 
-#: Store state of an instance the backfill is processing right now.
-BACKFILL_STATE = "backfill"
 #: At shutdown, how long to wait for the instance in hand (Orthanc must stop within 10 s).
 STOP_SECONDS = 2.0
 
@@ -84,21 +83,21 @@ class _Processor:
         store = self.app.store
         assert store is not None
         record = store.instance(instance_id)
-        if record is not None and record.state != BACKFILL_STATE:
-            return f"known:{record.state}"
+        if record is not None and record.state != InstanceState.BACKFILL:
+            return KNOWN
         if record is None:
             received = policy_from_index(self.app.rest, self.config, instance_id)
             if received is None:
-                return "deleted"
-            if received.state != QUEUED:  # not an X-ray: recorded like live ingest does
+                return DELETED
+            if received.state != InstanceState.QUEUED:  # not an X-ray: recorded like live ingest does
                 store.add_received([received])
                 self.app.writer.state(instance_id, received.state)
                 self.app.events.emit("received", instance_id=instance_id, state=received.state)
                 return received.state
-            store.add_received([Received(instance_id, BACKFILL_STATE)])
+            store.add_received([Received(instance_id, InstanceState.BACKFILL)])
         (self.routing if route else self.labelling).process([instance_id])
         after = store.instance(instance_id)
-        return after.state if after else "deleted"
+        return after.state if after else DELETED
 
 
 def handle(runner: BackfillRunner, method: str, request: dict[str, Any]) -> tuple[int, Any]:

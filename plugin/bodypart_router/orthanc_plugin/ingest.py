@@ -57,13 +57,12 @@ from ..config import RouterConfig
 from ..forwarding.delivery import RestError
 from ..errors import NotClassifiable
 from ..ops.health import Health
-from ..forwarding.store import ELSEWHERE, PROCESSING, QUEUED, Received, Store
+from ..forwarding.store import Received, Store
 from ..routing.ingest_headers import header_tags
+from ..states import InstanceState, Kind
 
 LOGGER = logging.getLogger(__name__)
 
-#: ``BodyPartState`` values after which the owner has nothing left to do on an instance.
-FINAL_STATE_PREFIXES = ("forwarded", "failed:", "held:", "skipped:")
 from .events import EventBus
 from .evidence import HeaderCache
 from .host import OrthancRest
@@ -83,8 +82,8 @@ MAX_TAG_CHARS = 1024
 #: dataset of this size holds at most about 1.3 s of such text). Below it, copying the file's
 #: bytes would cost more than the JSON of an ordinary X-ray's header (docs/security.md).
 JSON_MAX_INSTANCE_BYTES = 32 << 20
-#: States in ``BodyPartState`` that need nothing more from the router.
-DONE_STATES = ("forwarded", "skipped:", "failed:")
+#: Kinds of ``BodyPartState`` that need nothing more from the router (``forwarded`` does not either).
+DONE_KINDS = (Kind.SKIPPED, Kind.FAILED)
 #: Detail of an instance recorded, while a lost state database is rebuilt, as done before.
 RECOVERED_DETAIL = "state recovered from the instance's metadata"
 
@@ -108,7 +107,7 @@ def _policy_state(instance_id: str, config: RouterConfig, modality: str | None, 
         config.policy.check(modality, sop_class_uid)
     except NotClassifiable as exc:
         return Received(instance_id, exc.state, exc.detail)
-    return Received(instance_id, QUEUED)
+    return Received(instance_id, InstanceState.QUEUED)
 
 
 def policy_from_index(rest: OrthancRest, config: RouterConfig, instance_id: str) -> Received | None:
@@ -116,8 +115,8 @@ def policy_from_index(rest: OrthancRest, config: RouterConfig, instance_id: str)
     instances found in the changes log and for backfill. None if the instance was deleted since."""
     try:
         meta = rest.get_json(f"/instances/{instance_id}/metadata?expand")
-        recorded = stored_state(meta)
-        if recorded.startswith(DONE_STATES):
+        recorded = InstanceState.read(stored_state(meta))
+        if recorded is InstanceState.FORWARDED or recorded is not None and recorded.kind in DONE_KINDS:
             return Received(instance_id, recorded, RECOVERED_DETAIL)
         series = rest.get_json(f"/instances/{instance_id}/series")
     except RestError as exc:
@@ -162,12 +161,12 @@ class Recorder:
         try:
             tags = ingest_tags(dicom)
             item = _policy_state(instance_id, self.config, tags.get("Modality"), tags.get("SOPClassUID"))
-            if item.state == QUEUED and self.headers is not None:  # the worker then reads no index
+            if item.state == InstanceState.QUEUED and self.headers is not None:  # the worker then reads no index
                 self.headers.put(instance_id, tags, dicom.GetInstanceRemoteAet())
         except Exception as exc:  # never let a callback error reach Orthanc's store
             LOGGER.warning(f"instance {instance_id}: could not read Modality/SOPClassUID ({exc!r}); "
                            "queued for classification", exc_info=True)
-            item = Received(instance_id, QUEUED)
+            item = Received(instance_id, InstanceState.QUEUED)
         try:
             self.queue.put_nowait(item)
             self._overflowing = False
@@ -285,7 +284,8 @@ class Recorder:
                 return 0
             raise
         value = str(meta.get(CLAIM_METADATA, ""))
-        if stored_state(meta).startswith(FINAL_STATE_PREFIXES) or is_done(value):
+        state = InstanceState.read(stored_state(meta))
+        if state is not None and state.is_final or is_done(value):
             self.store.forget(instance_id)  # finished by its owner: nothing to watch any more
             return 0
         seen = self.claims.read(instance_id)
@@ -304,10 +304,11 @@ class Recorder:
         stored again: forget the old record, so that it is handled like a new instance."""
         assert isinstance(self.claims, Claims)
         for item in items:
-            if item.state != QUEUED:
+            if item.state != InstanceState.QUEUED:
                 continue
             record = self.store.instance(item.instance_id)
-            if record is None or record.state in (QUEUED, PROCESSING, ELSEWHERE):
+            if record is None or record.state in (InstanceState.QUEUED, InstanceState.PROCESSING,
+                                                  InstanceState.ELSEWHERE):
                 continue
             if self.claims.read(item.instance_id) is None:
                 self.store.forget(item.instance_id)
@@ -342,12 +343,12 @@ class Recorder:
             # Only final states go to Orthanc's index here: a transient "queued" for every arrival
             # would double the index writes of a burst (docs/decisions.md); the store holds it
             # and GET /bodypart-router/instances/{id} reports it.
-            if item.state != QUEUED:
+            if item.state != InstanceState.QUEUED:
                 self.writer.state(item.instance_id, item.state)
             self.events.emit("received", instance_id=item.instance_id, state=item.state)
-            if item.state != QUEUED:
+            if item.state != InstanceState.QUEUED:
                 LOGGER.info(f"instance {item.instance_id}: {item.state} ({item.detail})")
-        if any(item.state == QUEUED for item in added):
+        if any(item.state == InstanceState.QUEUED for item in added):
             self.wake_workers.set()
 
     # -- changes log ------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from ..ops.health import HealthState
 from ..routing.image_facts import ImageFacts
 from ..ops.metrics import MetricsPublisher, RouterMetrics, metric_name
 from ..routing.decision import RoutingDecision
-from ..forwarding.store import DEAD, DEAD_LETTER_STATE, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY, Delivery
+from ..forwarding.store import Delivery
+from ..states import OUTSTANDING, DeliveryState, InstanceState, Kind
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class _Listeners:
     def __init__(self, app: "RouterApp", metrics: RouterMetrics) -> None:
         self.app, self.metrics = app, metrics
 
-    def received(self, instance_id: str, state: str, **_: Any) -> None:
-        if state.startswith(("skipped:", "failed:")):
+    def received(self, instance_id: str, state: InstanceState, **_: Any) -> None:
+        if state.kind in (Kind.SKIPPED, Kind.FAILED):
             self.metrics.not_classified(state)
             self.metrics.decision(instance_id, class_name=None, score=None, state=state, source=_source())
 
@@ -98,10 +99,10 @@ class _Listeners:
             header = kw.get("header")
             m.image_facts(getattr(header, "remote_aet", None), facts)
 
-    def not_classified(self, instance_id: str, state: str, **_: Any) -> None:
+    def not_classified(self, instance_id: str, state: InstanceState, **_: Any) -> None:
         self.metrics.not_classified(state)
         detail = ""
-        if state.startswith("failed:") and self.app.store is not None:
+        if state.kind is Kind.FAILED and self.app.store is not None:
             record = self.app.store.instance(instance_id)
             detail = (record.detail or "") if record else ""
             self.metrics.failure(instance_id, state, detail)
@@ -119,7 +120,7 @@ class _Listeners:
 
     def dead_lettered(self, delivery: Delivery, **_: Any) -> None:
         self.metrics.dead_lettered(_name(delivery.destination))
-        self.metrics.annotate(delivery.instance_id, State=DEAD_LETTER_STATE)
+        self.metrics.annotate(delivery.instance_id, State=InstanceState.FAILED_DEAD_LETTER)
 
     def circuit(self, destination: str, state: str, **_: Any) -> None:
         self.metrics.circuit(_name(destination), state)
@@ -134,7 +135,8 @@ def dead_letter_page(app: "RouterApp", offset: int = 0, limit: int = PAGE_SIZE) 
     total, rows = app.require_store().dead_letters(offset, limit)
     return {"Total": total, "Offset": offset, "Items": [
         {"ID": d.id, "Instance": d.instance_id, "Destination": _name(d.destination), "Attempts": d.attempts,
-         "Detail": d.last_error or "", "State": DEAD_LETTER_STATE, "Time": _iso(dead_at), "Since": _iso(created_at)}
+         "Detail": d.last_error or "", "State": InstanceState.FAILED_DEAD_LETTER, "Time": _iso(dead_at),
+         "Since": _iso(created_at)}
         for d, created_at, dead_at in rows]}
 
 
@@ -159,10 +161,10 @@ def recent_page(app: "RouterApp", metrics: RouterMetrics, offset: int = 0, limit
         items.append({
             "Instance": r["instance_id"], "Time": _iso(r["updated_at"]), "Class": r["class_name"],
             "Score": None if r["score"] is None else round(float(r["score"]), 4), "State": r["state"],
-            "Destinations": [_name(k) for k in by_state.get(DELIVERED, [])],
-            "Waiting": [_name(k) for st in (PENDING, SUBMITTED, VERIFY) for k in by_state.get(st, [])],
-            "DeadLetters": [_name(k) for k in by_state.get(DEAD, [])],
-            "WouldSend": [_name(k) for k in by_state.get(SHADOW, [])],
+            "Destinations": [_name(k) for k in by_state.get(DeliveryState.DELIVERED, [])],
+            "Waiting": [_name(k) for st in OUTSTANDING for k in by_state.get(st, [])],
+            "DeadLetters": [_name(k) for k in by_state.get(DeliveryState.DEAD, [])],
+            "WouldSend": [_name(k) for k in by_state.get(DeliveryState.SHADOW, [])],
             "HeaderAudit": seen.get("HeaderAudit"), "Source": seen.get("Source"), "Detail": r["detail"],
             **_facts_fields(r.get("evidence")),
         })
@@ -196,7 +198,7 @@ def status_section(app: "RouterApp", metrics: RouterMetrics) -> dict[str, Any]:
     snap["ForwardsPending"] = sum(b["Pending"] for b in backlog.values())
     snap["Recent"] = recent_page(app, metrics)
     snap["DeadLetters"] = dead_letter_page(app)
-    snap["Failures"] = [f for f in snap["Failures"] if f["State"] != DEAD_LETTER_STATE]
+    snap["Failures"] = [f for f in snap["Failures"] if f["State"] != InstanceState.FAILED_DEAD_LETTER]
     return snap
 
 

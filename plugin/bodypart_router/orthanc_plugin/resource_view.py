@@ -25,7 +25,7 @@ import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
 from ..forwarding.delivery import RestError
-from ..forwarding.store import DEAD, DELIVERED, PENDING, SHADOW, SUBMITTED, VERIFY
+from ..states import OUTSTANDING, DeliveryState
 from .http_answers import send_json, send_status
 
 LOGGER = logging.getLogger(__name__)
@@ -66,9 +66,10 @@ def summary(app: "RouterApp", level: str, resource_id: str) -> dict[str, Any]:
         items.append({"ID": instance_id, "Class": record.class_name if record else None,
                       "Score": None if not record or record.score is None else round(record.score, 4),
                       "State": state, "Detail": record.detail if record else None,
-                      "ArrivedAt": by_state.get(DELIVERED, []),
-                      "Waiting": [n for s in (PENDING, SUBMITTED, VERIFY) for n in by_state.get(s, [])],
-                      "DeadLetters": by_state.get(DEAD, []), "WouldSend": by_state.get(SHADOW, [])})
+                      "ArrivedAt": by_state.get(DeliveryState.DELIVERED, []),
+                      "Waiting": [n for s in OUTSTANDING for n in by_state.get(s, [])],
+                      "DeadLetters": by_state.get(DeliveryState.DEAD, []),
+                      "WouldSend": by_state.get(DeliveryState.SHADOW, [])})
     return {"Level": level, "ID": resource_id, "Instances": len(ids), "Shown": len(items),
             "Classes": dict(classes.most_common()), "States": dict(states.most_common()), "Items": items}
 

@@ -34,13 +34,13 @@ from ..inference.classes import label_for
 from ..config import CLASSIC_METADATA, RESULT_METADATA, SEPARATE_METADATA, Destination
 from ..forwarding.delivery import RestError
 from ..routing.decision import RoutingDecision
-from ..forwarding.store import DEAD_LETTER_STATE, InstanceRecord
+from ..forwarding.store import InstanceRecord
+from ..states import InstanceState, Kind
 from .host import OrthancRest
 
 LOGGER = logging.getLogger(__name__)
 
 DEAD_LETTER_LABEL = "bodypart-dead-letter"
-SKIPPED_PREFIX = "skipped:"
 #: Field of the packed result (``RESULT_METADATA``) -> the metadata holding that value alone
 #: (written where declared). Every name is defined once, in config/schema.py.
 SEPARATE_NAMES = SEPARATE_METADATA
@@ -179,17 +179,17 @@ class ResultWriter:
             return {}
         return value if isinstance(value, dict) else {}
 
-    def writes(self, state: str) -> bool:
+    def writes(self, state: InstanceState) -> bool:
         """Whether a state goes to Orthanc's index: not a skip, unless ``MarkSkipped`` asks for it."""
-        return self.mark_skipped or not state.startswith(SKIPPED_PREFIX)
+        return self.mark_skipped or state.kind is not Kind.SKIPPED
 
-    def state(self, instance_id: str, state: str) -> None:
+    def state(self, instance_id: str, state: InstanceState) -> None:
         """Only the state (skipped:<reason>, failed:<reason>, forwarded...)."""
         if not self.writes(state):
             return
         self._safely(instance_id, lambda: self._write(instance_id, {"State": state}, merge=True))
 
-    def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: str, *,
+    def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: InstanceState, *,
                    header_audit: str | None = None, secondary: Mapping[str, Any] | None = None) -> None:
         """The result of a classification: one write of the packed result (and the declared
         separate values). ``secondary``: the model's region, view, rotation and inverted."""
@@ -209,12 +209,12 @@ class ResultWriter:
 
         self._safely(instance_id, write)
 
-    def forwarded(self, instance_id: str, state: str, delivered: list[str]) -> None:
+    def forwarded(self, instance_id: str, state: InstanceState, delivered: list[str]) -> None:
         """After a delivery finished: the new state and where the instance has arrived."""
 
         def write() -> None:
             self._write(instance_id, {"Forwarded": self._names(delivered), "State": state}, merge=True)
-            if self.labels and state == DEAD_LETTER_STATE:
+            if self.labels and state == InstanceState.FAILED_DEAD_LETTER:
                 self._label_parents(instance_id, DEAD_LETTER_LABEL)
 
         self._safely(instance_id, write)

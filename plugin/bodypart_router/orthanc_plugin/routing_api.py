@@ -30,7 +30,7 @@ from ..config import Destination, destination_list, known_destinations
 from ..forwarding.delivery import RestError, delivery_json
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..routing.decision import RoutingDecision, decide_evidence
-from ..forwarding.store import AWAITING_SERIES, ELSEWHERE
+from ..states import InstanceState
 from .evidence import InstanceHeader, read_header, rule_keywords
 from .rest_api import route
 
@@ -112,7 +112,7 @@ def explain(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
         "Held": list(decision.held),
         "Destinations": [d.name for d in decision.destinations],
     })
-    if record is not None and record.state == AWAITING_SERIES:
+    if record is not None and record.state == InstanceState.AWAITING_SERIES:
         out["Explanation"] = "waiting for its series to be stable: the series vote decides its class (DecisionLevel series)"
     return out
 
@@ -158,12 +158,12 @@ class Rerouter:
                 break
             try:
                 record = store.instance(instance_id)
-                if record is not None and record.state == ELSEWHERE:
+                if record is not None and record.state == InstanceState.ELSEWHERE:
                     p["OtherNode"] += 1  # another node sharing the index owns it: re-route it there
                     p["Done"] += 1
                     continue
                 found = redecide(self.app, instance_id)
-                if found is None or record is None or record.state == AWAITING_SERIES:
+                if found is None or record is None or record.state == InstanceState.AWAITING_SERIES:
                     p["NotClassified"] += 1
                 else:
                     decision = found[0]

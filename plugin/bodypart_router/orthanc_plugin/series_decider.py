@@ -22,7 +22,8 @@ from ..routing.fusion import fuse
 from ..routing.image_facts import ImageFacts
 from ..routing.decision import SECONDARY, decide
 from ..routing.series import Member, vote
-from ..forwarding.store import AWAITING_SERIES, Store
+from ..forwarding.store import Store
+from ..states import InstanceState
 from .evidence import InstanceHeader, read_header
 from .host import OrthancRest
 
@@ -92,7 +93,7 @@ class SeriesDecider:
     def decide(self, series_id: str, worker: "ClassifyWorker") -> int:
         config = worker.config
         members = self.store.series_members(series_id)
-        if not any(m.state == AWAITING_SERIES for m in members):
+        if not any(m.state == InstanceState.AWAITING_SERIES for m in members):
             return 0
         voters: list[Member] = []
         facts: dict[str, tuple[Any, InstanceHeader, dict[str, Any]]] = {}
@@ -102,7 +103,7 @@ class SeriesDecider:
                 header = read_header(self.rest, record.instance_id, worker.rule_keywords)
             except RestError as exc:
                 if exc.status == 404:
-                    if record.state == AWAITING_SERIES:
+                    if record.state == InstanceState.AWAITING_SERIES:
                         self.store.forget(record.instance_id)
                     continue
                 raise
@@ -118,7 +119,7 @@ class SeriesDecider:
         routed = 0
         for assignment in result.assignments:
             record = next(m for m in members if m.instance_id == assignment.instance_id)
-            if record.state != AWAITING_SERIES:
+            if record.state != InstanceState.AWAITING_SERIES:
                 continue  # routed by an earlier decision of this series: it voted, nothing more
             fused, header, evidence = facts[assignment.instance_id]
             decision = decide(config, assignment.class_name, assignment.score, tags=header.tags,

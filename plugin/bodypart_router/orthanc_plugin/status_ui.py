@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
-from ..forwarding.store import QUEUED
+from ..states import InstanceState, Kind
 from .http_answers import send_json, send_status
 from .monitoring import PAGE_SIZE, dead_letter_page, metrics_for, recent_page
 
@@ -53,10 +53,10 @@ def resubmit(app: "RouterApp", instance_ids: list[str]) -> dict[str, int]:
     classifications = 0
     for instance_id in instance_ids:
         record = store.instance(instance_id)
-        if record is not None and record.state.startswith("failed:") and not any(
+        if record is not None and record.state.kind is Kind.FAILED and not any(
                 d.instance_id == instance_id for d in forwards):
             store.requeue(instance_id, "resubmitted from the status page")
-            app.writer.state(instance_id, QUEUED)
+            app.writer.state(instance_id, InstanceState.QUEUED)
             classifications += 1
         metrics_for(app).clear_failure(instance_id)
     if classifications:

@@ -24,7 +24,8 @@ from ..routing.image_facts import ImageFacts
 from ..ops.ingest_gate import IngestGate
 from ..inference.resources import IdleTrim
 from ..routing.decision import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
-from ..forwarding.store import AWAITING_SERIES, CLASSIFIED, Store
+from ..forwarding.store import Store
+from ..states import InstanceState
 from . import footprint
 from .events import EventBus
 from .evidence import HeaderCache, InstanceHeader, read_header, rule_keywords
@@ -167,7 +168,7 @@ class ClassifyWorker:
                 else:
                     self._transient(instance_id, outcome.detail)
             else:
-                self._not_classified(instance_id, str(outcome.state), outcome.detail)
+                self._not_classified(instance_id, InstanceState(outcome.state), outcome.detail)
         if classified:
             self.wake_forwarder.set()
 
@@ -191,7 +192,7 @@ class ClassifyWorker:
         if self.series is not None and header.series_id:  # DecisionLevel: series
             self.store.await_series(instance_id, series_id=header.series_id, class_name=decision.class_name,
                                     score=decision.score, model=model, evidence=json.dumps(evidence))
-            self.writer.state(instance_id, AWAITING_SERIES)
+            self.writer.state(instance_id, InstanceState.AWAITING_SERIES)
             LOGGER.info(f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}), "
                         f"waiting for series {header.series_id} to be stable")
             self.series.classified(header.series_id)
@@ -206,7 +207,7 @@ class ClassifyWorker:
               header: InstanceHeader, facts: ImageFacts | None = None) -> None:
         """Write the decision and create its deliveries (the forwarder sends them)."""
         destinations = [d.key for d in decision.destinations]
-        first_state = decision.state or CLASSIFIED
+        first_state = decision.state or InstanceState.CLASSIFIED
         secondary = json.loads(evidence) if evidence else {}
         self.writer.classified(instance_id, decision, model, first_state,
                                header_audit=audit_value(decision, header.tags),
@@ -220,13 +221,13 @@ class ClassifyWorker:
                 self.writer.forwarded(instance_id, state, delivered)
             else:
                 self.writer.state(instance_id, state)
-        if state == CLASSIFIED and (self.config.shadow_mode or not destinations):
+        if state == InstanceState.CLASSIFIED and (self.config.shadow_mode or not destinations):
             self._finished(instance_id)  # routed nowhere: its BodyPartState alone cannot say it is final
         LOGGER.info(f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
                     f"{', '.join(d.name for d in decision.destinations) or 'no destination'}"
                     f"{' [shadow mode]' if self.config.shadow_mode and destinations else ''}")
 
-    def _not_classified(self, instance_id: str, state: str, detail: str) -> None:
+    def _not_classified(self, instance_id: str, state: InstanceState, detail: str) -> None:
         self.store.set_state(instance_id, state, detail)
         self.writer.state(instance_id, state)
         if not self.writer.writes(state):
@@ -260,6 +261,6 @@ class ClassifyWorker:
     def _transient(self, instance_id: str, detail: str) -> None:
         attempts = self.store.requeue(instance_id, detail)
         if attempts >= MAX_CLASSIFY_ATTEMPTS:
-            self._not_classified(instance_id, "failed:unreadable", detail)
+            self._not_classified(instance_id, InstanceState.FAILED_UNREADABLE, detail)
         else:
             LOGGER.warning(f"instance {instance_id}: {detail}; will retry")

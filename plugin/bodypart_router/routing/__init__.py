@@ -11,5 +11,5 @@ Pure decisions, no I/O (the adapter reads the header and applies the decision):
 - :mod:`.image_facts`     region, view, turn and polarity in the words shown everywhere
 - :mod:`.ingest_headers`  the header of an instance as captured at ingest
 
-May import: inference, imaging, config, errors, logs.
+May import: inference, imaging, config, errors, logs, states.
 """

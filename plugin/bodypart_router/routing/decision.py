@@ -15,12 +15,11 @@ from typing import Any
 
 from ..inference.classes import UNCERTAIN
 from ..config import Destination, RouterConfig
+from ..states import InstanceState, Reason
 from .rules import Condition, Evidence, Rule, RuleResult, evaluate, table_rules
 
 #: Names of the rule built from ``UncertainRoutes``, as ``explain`` shows it.
 UNCERTAIN_RULE = "UncertainRoutes"
-#: Prefix of the state of a film held back by a quality requirement (``held:lateral``).
-HELD_PREFIX = "held:"
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class RoutingDecision:
     #: Every rule's verdict, in order (what ``explain`` shows).
     rules: tuple[RuleResult, ...] = ()
     #: Failed quality requirements (``lateral``, ``rotated-90``, ``inverted``), first one first.
-    held: tuple[str, ...] = ()
+    held: tuple[Reason, ...] = ()
     #: What decided the class: ``pixels``, ``pixels+header``, ``header`` or ``conflict`` (see fusion.py).
     source: str = "pixels"
     #: The evidence the fusion weighed (see fusion.py); empty when it did not run.
@@ -45,9 +44,9 @@ class RoutingDecision:
         return self.class_name == UNCERTAIN
 
     @property
-    def state(self) -> str | None:
+    def state(self) -> InstanceState | None:
         """``held:<reason>`` when a rule held the film back, else None (the usual states apply)."""
-        return HELD_PREFIX + self.held[0] if self.held else None
+        return InstanceState.of(self.held[0]) if self.held else None
 
 
 def active_rules(config: RouterConfig) -> tuple[Rule, ...]:

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .audit import age_in_years
+from ..states import Reason
 
 #: Regions the model's ``region`` output can name.
 REGIONS: Final[tuple[str, ...]] = (
@@ -236,7 +237,7 @@ class RuleResult:
     rule: str
     matched: bool
     conditions: tuple[ConditionResult, ...]
-    held: str | None = None  # "lateral", "rotated-90", "inverted"... when a requirement failed
+    held: Reason | None = None  # lateral, rotated-90, inverted... when a requirement failed
     destinations: tuple[Any, ...] = ()  # where this rule sends the film (QualityRoutes when held)
 
     def as_dict(self) -> dict[str, Any]:
@@ -275,28 +276,28 @@ def check_condition(evidence: Evidence, subject: str, condition: Condition) -> C
     return ConditionResult(subject, held, f"{subject} {condition.describe()}: {shown}")
 
 
-def hold_reason(evidence: Evidence, require: tuple[tuple[str, Any], ...]) -> str | None:
-    """The first failed quality requirement, as the suffix of ``held:<reason>``; None when all pass
+def hold_reason(evidence: Evidence, require: tuple[tuple[str, Any], ...]) -> Reason | None:
+    """The first failed quality requirement (the reason of ``held:<reason>``); None when all pass
     (or cannot be checked because the model does not give that output)."""
     for key, wanted in require:
         if key == "View" and evidence.view is not None and evidence.view != wanted:
-            return evidence.view
+            return Reason(evidence.view)
         if key == "Rotation" and evidence.rotation is not None and evidence.rotation != wanted:
-            return f"rotated-{evidence.rotation}"
+            return Reason.rotated(evidence.rotation)
         if key == "Inverted" and evidence.inverted is not None and evidence.inverted != wanted:
-            return "inverted" if evidence.inverted else "not-inverted"
+            return Reason.INVERTED if evidence.inverted else Reason.NOT_INVERTED
     return None
 
 
 def evaluate(rules: tuple[Rule, ...], evidence: Evidence,
-             quality_routes: tuple[Any, ...] = ()) -> tuple[tuple[RuleResult, ...], tuple[Any, ...], tuple[str, ...]]:
+             quality_routes: tuple[Any, ...] = ()) -> tuple[tuple[RuleResult, ...], tuple[Any, ...], tuple[Reason, ...]]:
     """Run the rules in order: (every rule's result, the destinations, the hold reasons).
 
     Rules after the last one that matched without ``Continue`` are reported as not tried
     (``explain`` shows them so)."""
     results: list[RuleResult] = []
     destinations: dict[str, Any] = {}
-    held: list[str] = []
+    held: list[Reason] = []
     stopped = False
     for rule in rules:
         if stopped:
