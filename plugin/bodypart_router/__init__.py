@@ -6,6 +6,7 @@ its ``May import:`` line, which other parts of the package it may import
 only :mod:`.orthanc_plugin` imports ``orthanc``):
 
 - :mod:`.states`          the one state vocabulary: instance, delivery and circuit states, reasons
+- :mod:`.retry`           the one retry policy (attempts, backoff, what is worth retrying)
 - :mod:`.errors`          why an input cannot be classified (imports :mod:`.states` alone)
 - :mod:`.logs`            where log records go: Orthanc's log, the terminal, a parent process (imports nothing)
 - :mod:`.imaging`         DICOM/PNG/JPEG to a small display-ready image; the model's preprocessing

@@ -179,7 +179,7 @@ OUTSTANDING: tuple[DeliveryState, ...] = (DeliveryState.PENDING, DeliveryState.S
 
 
 class CircuitState(StrEnum):
-    """A destination's circuit breaker (delivery.CircuitBreaker). While ``open`` one probe at a
+    """A destination's circuit breaker (forwarding.circuit). While ``open`` one probe at a
     time is let through; there is no separate half-open state."""
 
     CLOSED = "closed"

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bodypart_router.config import Destination, RetryPolicy, parse
+from bodypart_router.config import Destination, parse
+from bodypart_router.retry import Retry
 from bodypart_router.forwarding.delivery import (
     CannotAsk,
-    CircuitBreaker,
     DeliveryEvents,
     Forwarder,
     RestError,
     Unreachable,
-    backoff_delay,
     job_outcome,
     store_request,
 )
@@ -125,11 +124,6 @@ def test_requests_and_outcomes_match_orthancs_api() -> None:
     assert job_outcome({"State": "Running"})[0] == "running"
     failure = {"State": "Failure", "ErrorDescription": "boom", "ErrorDetails": "why"}
     assert job_outcome(failure) == ("failure", "boom: why")
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    policy = RetryPolicy(max_attempts=10, backoff_seconds=2, max_backoff_seconds=30)
-    assert [backoff_delay(policy, n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
 
 
 def test_a_delivery_is_submitted_once_and_tracked_to_success(world) -> None:
@@ -240,19 +234,6 @@ def test_refused_submission_counts_as_an_attempt(world) -> None:
     add(store, "a", "modality:ai-spine")
     forwarder.step()
     assert store.deliveries_of("a")[0].attempts == 1
-
-
-def test_circuit_breaker_transitions() -> None:
-    changes: list[tuple[str, str]] = []
-    breaker = CircuitBreaker(2, RetryPolicy(5, 1, 4), lambda d, s, m: changes.append((d, s)))
-    breaker.failure("x", 0, "e")
-    assert not breaker.is_open("x")
-    breaker.failure("x", 0, "e")
-    assert breaker.is_open("x") and breaker.blocked(0.5) == {"x"} and breaker.blocked(1.0) == set()
-    breaker.start_probe("x")
-    assert breaker.blocked(5) == {"x"}  # one probe at a time
-    breaker.success("x")
-    assert changes == [("x", "open"), ("x", "closed")]
 
 
 def restart(world, lookup: LookupDouble | None) -> Forwarder:

@@ -15,7 +15,7 @@ checkout's ``orthanc-config/orthanc.json`` can say ``../models/bodypart_router.o
 
 This package never imports ``orthanc``: the adapter hands it plain dicts.
 
-May import: imaging, inference, routing, errors, logs.
+May import: imaging, inference, routing, errors, logs, retry.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any, Final
 from ..errors import BodyPartRouterError
 from ..imaging.xray_policy import XrayPolicy
 from ..inference.classes import CLASS_NAMES, UNCERTAIN
+from ..retry import Retry
 from ..routing.rule_parsing import parse_rules
 from ..routing.rules import Rule, table_rules
 from .destinations import Destination, destination_list, known_destinations
@@ -51,8 +52,9 @@ class ConfigError(BodyPartRouterError, ValueError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: ``BackoffSeconds * 2**(attempt-1)``, capped; dead letter after ``MaxAttempts``."""
+class RetryPolicy(Retry):
+    """The ``Retry`` section: the forwarding's :class:`~bodypart_router.retry.Retry` policy, its
+    defaults from the schema (exponential backoff, dead letter after ``MaxAttempts``)."""
 
     max_attempts: int = default("Retry.MaxAttempts")
     backoff_seconds: float = default("Retry.BackoffSeconds")

@@ -1,7 +1,10 @@
 """Durable forwarding: nothing lost across restarts, nothing sent twice.
 
-- :mod:`.store`     the durable work list and deliveries (SQLite, WAL)
-- :mod:`.delivery`  forwards as Orthanc jobs: tracking, retries, circuit breaker, dead letters
+- :mod:`.transitions`  pure functions: what an instance or a delivery becomes after each step
+- :mod:`.store`     the durable work list (SQLite, WAL): it persists what the transitions decide;
+  its parts :mod:`.store_schema`, :mod:`.store_deliveries`, :mod:`.store_reports`
+- :mod:`.delivery`  forwards as Orthanc jobs: tracking, retries, dead letters
+- :mod:`.circuit`   the per-destination circuit breaker
 - :mod:`.claims`    several nodes on one index: one node per instance
 - :mod:`.verify`    ask a destination whether it already holds an instance before resending
 - :mod:`.backfill`  classify (and route) what Orthanc stored before the router
@@ -9,5 +12,5 @@
 Orthanc is reached through the small REST interfaces these modules declare; the adapter
 provides them.
 
-May import: routing, inference, imaging, config, errors, logs, states.
+May import: routing, inference, imaging, config, errors, logs, states, retry.
 """

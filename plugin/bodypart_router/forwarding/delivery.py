@@ -31,9 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import Destination, RetryPolicy, RouterConfig
+from ..config import Destination, RouterConfig
 from ..errors import BodyPartRouterError
+from ..retry import Retry
+from ..states import CircuitState, DeliveryState
+from .circuit import CircuitBreaker
 from .store import Delivery, Store
+from .transitions import after_failure, after_lost_attempt, after_unanswered
 
 LOGGER = logging.getLogger(__name__)
 
@@ -78,12 +82,6 @@ class Lookup(Protocol):
         ...
 
 
-def backoff_delay(policy: RetryPolicy, attempts: int) -> float:
-    """Seconds to wait after the ``attempts``-th failure: base * 2**(attempts-1), capped."""
-    exponent = max(0, attempts - 1)
-    return min(policy.max_backoff_seconds, policy.backoff_seconds * (2.0 ** min(exponent, 30)))
-
-
 def store_request(destination: Destination, instance_ids: str | list[str]) -> tuple[str, dict[str, Any]]:
     """The Orthanc REST call that forwards instances to ``destination`` as one asynchronous job."""
     resources = [instance_ids] if isinstance(instance_ids, str) else list(instance_ids)
@@ -109,85 +107,6 @@ def job_outcome(job: dict[str, Any]) -> tuple[str, str]:
 
 
 @dataclass
-class _Circuit:
-    failures: int = 0  # consecutive
-    open_until: float = 0.0
-    is_open: bool = False
-    probing: bool = False
-    opened_at: float | None = None  # when it last opened: "down since" on the status page
-    last_error: str = ""
-
-
-class CircuitBreaker:
-    """Per-destination circuit breaker.
-
-    ``on_change(destination, "open"|"closed", detail)`` fires once per transition.
-    """
-
-    def __init__(self, threshold: int, retry: RetryPolicy,
-                 on_change: Callable[[str, str, str], None] = lambda d, s, m: None) -> None:
-        self.threshold = threshold
-        self.retry = retry
-        self.on_change = on_change
-        self._circuits: dict[str, _Circuit] = {}
-
-    def _get(self, destination: str) -> _Circuit:
-        return self._circuits.setdefault(destination, _Circuit())
-
-    def is_open(self, destination: str) -> bool:
-        return self._get(destination).is_open
-
-    def blocked(self, now: float) -> set[str]:
-        """Destinations that must not get a new submission now (open and not yet due for a probe,
-        or with a probe in flight)."""
-        return {d for d, c in self._circuits.items() if c.is_open and (c.probing or now < c.open_until)}
-
-    def start_probe(self, destination: str) -> bool:
-        """Mark the destination's one probe in flight; False if the circuit is closed (no probe)."""
-        c = self._get(destination)
-        if c.is_open:
-            c.probing = True
-        return c.is_open
-
-    def end_probe(self, destination: str) -> None:
-        """The probe ended without an outcome (an error of our own, not the destination's):
-        the next due delivery may probe again."""
-        self._get(destination).probing = False
-
-    def success(self, destination: str) -> None:
-        c = self._get(destination)
-        was_open = c.is_open
-        self._circuits[destination] = _Circuit()
-        if was_open:
-            self.on_change(destination, "closed", "")
-
-    def failure(self, destination: str, now: float, detail: str) -> None:
-        c = self._get(destination)
-        c.failures += 1
-        c.probing = False
-        c.last_error = detail
-        if c.failures >= self.threshold:
-            c.open_until = now + backoff_delay(self.retry, c.failures - self.threshold + 1)
-            if not c.is_open:
-                c.is_open = True
-                c.opened_at = now
-                self.on_change(destination, "open", detail)
-
-    def states(self) -> dict[str, str]:
-        return {d: ("open" if c.is_open else "closed") for d, c in self._circuits.items()}
-
-    def details(self) -> dict[str, dict[str, Any]]:
-        """Per destination: state, when it went down, consecutive failures and the last error."""
-        return {d: {"State": "open" if c.is_open else "closed", "DownSince": c.opened_at if c.is_open else None,
-                    "ConsecutiveFailures": c.failures, "LastError": c.last_error or None}
-                for d, c in self._circuits.items()}
-
-    def idle_probes_due(self, now: float) -> list[str]:
-        """Open circuits due for a probe (their backoff elapsed, no probe in flight)."""
-        return [d for d, c in self._circuits.items() if c.is_open and not c.probing and now >= c.open_until]
-
-
-@dataclass
 class DeliveryEvents:
     """Callbacks the adapter (and metrics) hang on the forwarder. All optional."""
 
@@ -196,7 +115,7 @@ class DeliveryEvents:
     delivered: Callable[[Delivery, float], None] = lambda d, seconds: None
     failed: Callable[[Delivery, str], None] = lambda d, error: None
     dead: Callable[[Delivery, str], None] = lambda d, error: None
-    circuit: Callable[[str, str, str], None] = lambda dest, state, detail: None
+    circuit: Callable[[str, CircuitState, str], None] = lambda dest, state, detail: None
 
 
 @dataclass
@@ -216,7 +135,9 @@ class Forwarder:
     lookup: Lookup | None = None
 
     def __post_init__(self) -> None:
-        self.breaker = CircuitBreaker(self.config.breaker_threshold, self.config.retry, self._circuit_changed)
+        #: The one retry policy (``Retry``): backoff, attempts, what is worth trying again.
+        self.retry: Retry = self.config.retry
+        self.breaker = CircuitBreaker(self.config.breaker_threshold, self.retry, self._circuit_changed)
         self._submitted_at: dict[int, float] = {}
         self._verify_failures: dict[int, int] = {}
         self._cannot_ask_logged: set[str] = set()
@@ -227,14 +148,14 @@ class Forwarder:
         self.recoveries: dict[str, tuple[float | None, float]] = {}
         self._down_since: dict[str, float | None] = {}
 
-    def _circuit_changed(self, destination: str, state: str, detail: str) -> None:
+    def _circuit_changed(self, destination: str, state: CircuitState, detail: str) -> None:
         # Both at warning level: Orthanc's default log level shows warnings, not info.
-        if state == "open":
+        if state is CircuitState.OPEN:
             LOGGER.warning(f"destination {destination} is down, pausing forwards to it ({detail})")
         else:
             self.recoveries[destination] = (self._down_since.get(destination), self.clock())
             LOGGER.warning(f"destination {destination} is reachable again, resuming forwards")
-        self._down_since[destination] = self.clock() if state == "open" else None
+        self._down_since[destination] = self.clock() if state is CircuitState.OPEN else None
         self.events.circuit(destination, state, detail)
 
     def step(self, limit: int = 64) -> int:
@@ -278,7 +199,7 @@ class Forwarder:
         total = sum(self._dead_window.values())
         per = ", ".join(f"{dest} {n}" for dest, n in sorted(self._dead_window.items()))
         last = "; ".join(f"{dest}: {err}" for dest, err in sorted(self._dead_errors.items()))
-        LOGGER.error(f"{total} forward(s) dead-lettered after {self.config.retry.max_attempts} attempts "
+        LOGGER.error(f"{total} forward(s) dead-lettered after {self.retry.max_attempts} attempts "
                      f"in the last {DEAD_LETTER_LOG_SECONDS / 60:g} min ({per}); last error {last}; "
                      "resubmit them from /bodypart-router/status.html")
         self._dead_window.clear()
@@ -397,7 +318,7 @@ class Forwarder:
                 LOGGER.exception(f"{uri}: unexpected answer to a forward")
             for d in batch:
                 self.store.unsubmit(d.id, f"submission refused: {exc}")  # nothing was sent
-            if isinstance(exc, RestError) and exc.status == 404:
+            if isinstance(exc, RestError) and not Retry.is_retryable(exc):
                 gone = [d for d in batch if self._instance_gone(d.instance_id)]
                 for d in gone:
                     self.store.forget(d.instance_id)
@@ -418,7 +339,7 @@ class Forwarder:
             self.rest.get_json(f"/instances/{instance_id}")
             return False
         except RestError as exc:
-            return exc.status == 404
+            return not Retry.is_retryable(exc)
 
     # -- tracking -------------------------------------------------------------------------
     def _poll_submitted(self) -> int:
@@ -444,7 +365,7 @@ class Forwarder:
                     jobs[d.job_id] = exc
             job = jobs[d.job_id]
             if isinstance(job, RestError):
-                if job.status == 404:
+                if not Retry.is_retryable(job):
                     # The job left Orthanc's history (restart, or JobsHistorySize too small).
                     self._unknown(d, f"job {d.job_id} is no longer known to Orthanc")
                     changed += 1
@@ -459,7 +380,7 @@ class Forwarder:
                     self.breaker.failure(d.destination, self.clock(), detail)
                     self.events.failed(d, detail)
                 self._unknown(d, f"a forward of {batch_sizes[d.job_id]} instances failed: {detail}",
-                              backoff_delay(self.config.retry, 1))
+                              self.retry.delay(1))
                 changed += 1
                 continue
             if outcome == "success":
@@ -507,13 +428,14 @@ class Forwarder:
                 changed += 1
                 continue
             except (Unreachable, RestError) as exc:
-                if isinstance(exc, RestError) and exc.status == 404 and self._instance_gone(d.instance_id):
+                if not Retry.is_retryable(exc) and self._instance_gone(d.instance_id):
                     self.store.forget(d.instance_id)
                     continue
                 failures = self._verify_failures.get(d.id, 0) + 1
                 self._verify_failures[d.id] = failures
                 self.breaker.failure(d.destination, now, str(exc))
-                if failures >= self.config.retry.max_attempts:  # never answers: send rather than hold forever
+                then = after_unanswered(self.retry, failures, now)
+                if then.state is DeliveryState.PENDING:  # never answers: send rather than hold forever
                     self._verify_failures.pop(d.id, None)
                     LOGGER.warning(f"instance {d.instance_id}: {d.destination} did not answer "
                                    f"{failures} questions about a forward interrupted by a stop; "
@@ -521,8 +443,7 @@ class Forwarder:
                     self._resend(d, f"{d.last_error}; destination did not answer, sent again")
                     changed += 1
                     continue
-                self.store.mark_unknown(d.id, d.last_error or "outcome unknown",
-                                        now + backoff_delay(self.config.retry, failures))
+                self.store.mark_unknown(d.id, d.last_error or "outcome unknown", then.due_at)  # type: ignore[arg-type]
                 continue
             self._verify_failures.pop(d.id, None)
             self.breaker.success(d.destination)
@@ -543,10 +464,12 @@ class Forwarder:
 
     def _resend(self, d: Delivery, note: str) -> None:
         """Back to pending at once (the lost attempt was counted at submission), unless attempts are spent."""
-        if d.attempts >= self.config.retry.max_attempts:
+        then = after_lost_attempt(self.retry, d.attempts, self.clock())
+        if then.state is DeliveryState.DEAD:
             self._failed(d, note, counted=True)
             return
-        self.store.mark_retry(d.id, note, self.clock(), count_attempt=False)
+        assert then.due_at is not None
+        self.store.mark_retry(d.id, note, then.due_at, count_attempt=False)
 
     def _failed(self, d: Delivery, error: str, *, counted: bool) -> None:
         """A submission or a job failed: retry with backoff, or dead-letter after MaxAttempts."""
@@ -555,7 +478,8 @@ class Forwarder:
         self.breaker.failure(d.destination, now, error)
         self._submitted_at.pop(d.id, None)
         self.events.failed(d, error)
-        if attempts >= self.config.retry.max_attempts:
+        then = after_failure(self.retry, attempts, now)
+        if then.state is DeliveryState.DEAD:
             state = self.store.mark_dead(d.id, error)
             LOGGER.info(f"instance {d.instance_id}: forward to {d.destination} dead-lettered "
                         f"after {attempts} attempts ({error})")
@@ -566,8 +490,9 @@ class Forwarder:
             self.events.dead(d, error)
             self.events.instance_state(d.instance_id, state, self.store.delivered_destinations(d.instance_id))
             return
-        delay = backoff_delay(self.config.retry, attempts)
-        self.store.mark_retry(d.id, error, now + delay, count_attempt=not counted)
+        assert then.due_at is not None
+        self.store.mark_retry(d.id, error, then.due_at, count_attempt=not counted)
+        delay = then.due_at - now
         if not self.breaker.is_open(d.destination):
             LOGGER.info(f"instance {d.instance_id}: forward to {d.destination} failed "
                         f"(attempt {attempts}), retrying in {delay:.1f} s: {error}")

@@ -37,63 +37,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from ..errors import BodyPartRouterError
-from ..states import DeliveryState, InstanceState, Kind
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    instance_id  TEXT PRIMARY KEY,
-    state        TEXT NOT NULL,
-    class_name   TEXT,
-    score        REAL,
-    model        TEXT,
-    detail       TEXT,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    received_at  REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    evidence     TEXT,
-    series_id    TEXT
-);
-CREATE INDEX IF NOT EXISTS instances_by_state ON instances (state, received_at);
-CREATE INDEX IF NOT EXISTS instances_by_update ON instances (updated_at);
-
-CREATE TABLE IF NOT EXISTS deliveries (
-    id               INTEGER PRIMARY KEY,
-    instance_id      TEXT NOT NULL,
-    destination      TEXT NOT NULL,
-    model            TEXT NOT NULL,
-    state            TEXT NOT NULL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  REAL NOT NULL,
-    job_id           TEXT,
-    last_error       TEXT,
-    created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL,
-    UNIQUE (instance_id, destination, model)
-);
-CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_by_instance ON deliveries (instance_id);
-
-CREATE TABLE IF NOT EXISTS settings (
-    key    TEXT PRIMARY KEY,
-    value  TEXT NOT NULL
-);
-"""
-
-#: ``detail`` of an instance taken over from a node that stopped renewing its claim: its
-#: forwards are verified at the destination before they are sent (the old owner may have sent them).
-TAKEN_OVER = "taken over from a node whose claim lapsed"
-
-
-class StoreError(BodyPartRouterError, RuntimeError):
-    """A state database operation failed; the message names the file (full disk, corruption...)."""
+from ..states import DeliveryState, InstanceState
+from .store_deliveries import DeliveryLedger
+from .store_reports import StoreReports
+from .store_schema import (SCHEMA, SCHEMA_VERSION, TAKEN_OVER, Delivery, InstanceRecord, Received, StoreError, chunks,
+                           record_of)
+from .transitions import after_classification, after_reroute, new_delivery
 
 
 def _set_aside(path: Path) -> Path:
@@ -107,41 +59,13 @@ def _set_aside(path: Path) -> Path:
     return target
 
 
-@dataclass(frozen=True)
-class Received:
-    """An instance accepted at ingest: ``state`` is ``queued`` or ``skipped:<reason>``."""
-
-    instance_id: str
-    state: InstanceState = InstanceState.QUEUED
-    detail: str | None = None
 
 
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    instance_id: str
-    destination: str  # Destination.key, e.g. "peer:ai-chest"
-    model: str
-    state: DeliveryState
-    attempts: int
-    next_attempt_at: float
-    job_id: str | None
-    last_error: str | None
+class Store(DeliveryLedger, StoreReports):
+    """Thread-safe access to the state database (one connection guarded by a lock; every call is short).
 
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    instance_id: str
-    state: InstanceState
-    class_name: str | None
-    score: float | None
-    model: str | None
-    detail: str | None
-    attempts: int
-
-
-class Store:
-    """Thread-safe access to the state database (one connection guarded by a lock; every call is short)."""
+    Its parts: the instances (here), the delivery ledger (:mod:`.store_deliveries`), the
+    reports (:mod:`.store_reports`); the tables and records are in :mod:`.store_schema`."""
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
@@ -194,16 +118,8 @@ class Store:
         problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise sqlite3.DatabaseError("; ".join(problems))
-        db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own commit
+        db.executescript(SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own commit
         return db
-
-    def _error(self, exc: sqlite3.Error) -> StoreError:
-        hint = ""
-        if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
-            hint = "; restart Orthanc: the router sets the damaged file aside and rebuilds it from Orthanc"
-        elif "full" in str(exc):
-            hint = "; free space in the StateDirectory"
-        return StoreError(f"state database {self.path}: {exc}{hint}")
 
     def close(self) -> None:
         with self._lock:
@@ -278,7 +194,7 @@ class Store:
     def known(self, instance_ids: Iterable[str]) -> set[str]:
         ids = list(instance_ids)
         found: set[str] = set()
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
             found.update(r["instance_id"] for r in self._query(
                 f"SELECT instance_id FROM instances WHERE instance_id IN ({marks})", chunk))
@@ -294,7 +210,7 @@ class Store:
         """Claimed instances go back to the queue, the attempt not counted: nothing about them
         failed (the classifier could not start, the store or Orthanc failed around them)."""
         with self._tx() as db:
-            for chunk in _chunks(list(instance_ids), 500):
+            for chunk in chunks(list(instance_ids), 500):
                 db.execute(f"UPDATE instances SET state = ?, detail = ?, attempts = MAX(0, attempts - 1), "
                            f"updated_at = ? WHERE state = ? AND instance_id IN ({','.join('?' * len(chunk))})",
                            (InstanceState.QUEUED, detail[:500], time.time(), InstanceState.PROCESSING, *chunk))
@@ -357,16 +273,14 @@ class Store:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT detail FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
-            first = DeliveryState.SHADOW if shadow else (DeliveryState.VERIFY if row is not None and row["detail"] == TAKEN_OVER else DeliveryState.PENDING)
+            first = new_delivery(shadow=shadow, taken_over=row is not None and row["detail"] == TAKEN_OVER)
             for dest in destinations:
                 db.execute(
                     "INSERT OR IGNORE INTO deliveries(instance_id, destination, model, state, next_attempt_at, "
                     "created_at, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
                     (instance_id, dest, model, first, now, now, now),
                 )
-            state = self._instance_state(db, instance_id, model, InstanceState.CLASSIFIED)
-            if held is not None and state is not InstanceState.FAILED_DEAD_LETTER:
-                state = held
+            state = after_classification(self._delivery_states(db, instance_id, model), held)
             db.execute(
                 "UPDATE instances SET state = ?, class_name = ?, score = ?, model = ?, detail = NULL, "
                 "updated_at = ?, evidence = COALESCE(?, evidence) WHERE instance_id = ?",
@@ -391,7 +305,7 @@ class Store:
         """Every film of the series the router classified (awaiting or already routed), oldest first."""
         rows = self._query("SELECT * FROM instances WHERE series_id = ? AND evidence IS NOT NULL "
                            "ORDER BY received_at", (series_id,))
-        return [_record(r) for r in rows]
+        return [record_of(r) for r in rows]
 
     def add_deliveries(self, instance_id: str, destinations: Sequence[str], *, model: str,
                        shadow: bool = False) -> list[str]:
@@ -411,10 +325,10 @@ class Store:
                     "updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
                     (instance_id, dest, model, DeliveryState.SHADOW if shadow else DeliveryState.PENDING, now, now, now))
                 added.append(dest)
-            if added and not shadow:
-                held = InstanceState.of_kind(Kind.HELD)
-                db.execute(f"UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
-                           f"AND state NOT IN ({_marks(held)})", (InstanceState.CLASSIFIED, now, instance_id, *held))
+            current = db.execute("SELECT state FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+            if added and not shadow and current is not None:
+                db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ?",
+                           (after_reroute(InstanceState(current["state"])), now, instance_id))
         return added
 
     def classified_since(self, since: float, limit: int = 1_000_000) -> list[str]:
@@ -468,242 +382,4 @@ class Store:
         rows = self._query("SELECT * FROM instances WHERE instance_id = ?", (instance_id,))
         if not rows:
             return None
-        return _record(rows[0])
-
-    # -- deliveries -------------------------------------------------------------------
-    def due_deliveries(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
-        """Pending deliveries whose backoff has elapsed, oldest first, except to the given destinations."""
-        return self._due(DeliveryState.PENDING, now, limit, skip_destinations)
-
-    def to_verify(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
-        """Deliveries of unknown outcome due for a question to their destination, oldest first."""
-        return self._due(DeliveryState.VERIFY, now, limit, skip_destinations)
-
-    def _due(self, state: str, now: float, limit: int, skip_destinations: Iterable[str]) -> list[Delivery]:
-        """Deliveries in ``state`` whose ``next_attempt_at`` has come, oldest first, except to the given destinations."""
-        skip = list(skip_destinations)
-        clause = f" AND destination NOT IN ({','.join('?' * len(skip))})" if skip else ""
-        rows = self._query(
-            f"SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?{clause} "
-            "ORDER BY next_attempt_at, id LIMIT ?",
-            (state, now, *skip, limit),
-        )
-        return [_delivery(r) for r in rows]
-
-    def submitted(self) -> list[Delivery]:
-        return [_delivery(r) for r in self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY id", (DeliveryState.SUBMITTED,))]
-
-    def delivery(self, delivery_id: int) -> Delivery | None:
-        rows = self._query("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
-        return _delivery(rows[0]) if rows else None
-
-    def deliveries_of(self, instance_id: str) -> list[Delivery]:
-        return [_delivery(r) for r in self._query(
-            "SELECT * FROM deliveries WHERE instance_id = ? ORDER BY id", (instance_id,))]
-
-    def mark_submitting(self, delivery_id: int) -> None:
-        """Before asking Orthanc to send: from now on a crash leaves this delivery's outcome unknown."""
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET state = ?, job_id = NULL, attempts = attempts + 1, updated_at = ? "
-                       "WHERE id = ?", (DeliveryState.SUBMITTED, time.time(), delivery_id))
-
-    def set_job(self, delivery_id: int, job_id: str) -> None:
-        """Orthanc accepted the forward as job ``job_id`` (after :meth:`mark_submitting`)."""
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET job_id = ?, updated_at = ? WHERE id = ? AND state = ?",
-                       (job_id, time.time(), delivery_id, DeliveryState.SUBMITTED))
-
-    def mark_unknown(self, delivery_id: int, note: str, next_attempt_at: float | None = None) -> None:
-        """The forward may or may not have arrived: ask the destination (at ``next_attempt_at``) before resending."""
-        now = time.time()
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET state = ?, job_id = NULL, last_error = ?, next_attempt_at = ?, "
-                       "updated_at = ? WHERE id = ?",
-                       (DeliveryState.VERIFY, note[:500], now if next_attempt_at is None else next_attempt_at, now, delivery_id))
-
-    def unsubmit(self, delivery_id: int, note: str) -> None:
-        """The job was cancelled before it ran (shutdown): back to pending, the attempt not counted."""
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET state = ?, job_id = NULL, attempts = MAX(0, attempts - 1), "
-                       "last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = ?",
-                       (DeliveryState.PENDING, note, time.time(), time.time(), delivery_id, DeliveryState.SUBMITTED))
-
-    def mark_delivered(self, delivery_id: int) -> InstanceState | None:
-        """Record a successful forward; returns the instance's resulting state (None: no such delivery)."""
-        return self._finish_delivery(delivery_id, DeliveryState.DELIVERED, None)
-
-    def mark_retry(self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = False) -> None:
-        """Back to pending after a failure. Attempts are counted at submission; a failure before
-        submission (e.g. the destination refused the REST call) counts with ``count_attempt``."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?, job_id = NULL, "
-                f"attempts = attempts + {1 if count_attempt else 0}, updated_at = ? WHERE id = ?",
-                (DeliveryState.PENDING, error[:500], next_attempt_at, time.time(), delivery_id),
-            )
-
-    def mark_dead(self, delivery_id: int, error: str) -> InstanceState | None:
-        """Dead-letter a delivery; returns the instance's resulting state (``failed:dead-letter``)."""
-        return self._finish_delivery(delivery_id, DeliveryState.DEAD, error)
-
-    def _finish_delivery(self, delivery_id: int, state: DeliveryState, error: str | None) -> InstanceState | None:
-        now = time.time()
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET state = ?, last_error = COALESCE(?, last_error), updated_at = ? "
-                       "WHERE id = ?", (state, error[:500] if error else None, now, delivery_id))
-            row = db.execute("SELECT instance_id, model FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            if row is None:
-                return None
-            new_state = self._instance_state(db, row["instance_id"], row["model"], InstanceState.CLASSIFIED)
-            current = db.execute("SELECT state FROM instances WHERE instance_id = ?", (row["instance_id"],)).fetchone()
-            held = current is not None and InstanceState(current["state"]).kind is Kind.HELD
-            if held and new_state is not InstanceState.FAILED_DEAD_LETTER:
-                return InstanceState(current["state"])  # a held film stays held once its QualityRoutes forward arrived
-            skipped = InstanceState.of_kind(Kind.SKIPPED)
-            db.execute(f"UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ? "
-                       f"AND state NOT IN ({_marks(skipped)})", (new_state, now, row["instance_id"], *skipped))
-        return new_state
-
-    @staticmethod
-    def _instance_state(db: sqlite3.Connection, instance_id: str, model: str,
-                        default: InstanceState) -> InstanceState:
-        """``forwarded`` once every delivery for this model is delivered, ``failed:dead-letter`` if any is dead."""
-        states = [DeliveryState(r[0]) for r in db.execute(
-            "SELECT state FROM deliveries WHERE instance_id = ? AND model = ?", (instance_id, model))]
-        if any(s == DeliveryState.DEAD for s in states):
-            return InstanceState.FAILED_DEAD_LETTER
-        if states and all(s == DeliveryState.DELIVERED for s in states):
-            return InstanceState.FORWARDED
-        return default
-
-    def delivered_destinations(self, instance_id: str) -> list[str]:
-        return [r["destination"] for r in self._query(
-            "SELECT destination FROM deliveries WHERE instance_id = ? AND state = ? ORDER BY destination",
-            (instance_id, DeliveryState.DELIVERED))]
-
-    def failed(self, limit: int = 1000) -> list[Delivery]:
-        """Dead-lettered deliveries, newest first (the ``/bodypart-router/failed`` listing)."""
-        return [_delivery(r) for r in self._query(
-            "SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC LIMIT ?", (DeliveryState.DEAD, limit))]
-
-    def resubmit(self, *, delivery_ids: Iterable[int] | None = None, instance_ids: Iterable[str] | None = None,
-                 include_delivered: bool = False) -> list[Delivery]:
-        """A person asks to send again: matching dead (and, if asked, delivered) deliveries go back to
-        pending with a fresh attempt count. With no ids, every dead delivery is resubmitted."""
-        states = [DeliveryState.DEAD] + ([DeliveryState.DELIVERED] if include_delivered else [])
-        where = [f"state IN ({','.join('?' * len(states))})"]
-        params: list[object] = list(states)
-        ids, insts = list(delivery_ids or []), list(instance_ids or [])
-        if ids or insts:
-            parts = []
-            if ids:
-                parts.append(f"id IN ({','.join('?' * len(ids))})")
-                params.extend(ids)
-            if insts:
-                parts.append(f"instance_id IN ({','.join('?' * len(insts))})")
-                params.extend(insts)
-            where.append("(" + " OR ".join(parts) + ")")
-        now = time.time()
-        with self._tx() as db:
-            rows = db.execute(
-                f"UPDATE deliveries SET state = ?, attempts = 0, job_id = NULL, next_attempt_at = ?, updated_at = ? "
-                f"WHERE {' AND '.join(where)} RETURNING *",
-                (DeliveryState.PENDING, now, now, *params),
-            ).fetchall()
-            for inst in {r["instance_id"] for r in rows}:
-                db.execute("UPDATE instances SET state = ?, updated_at = ? WHERE instance_id = ?",
-                           (InstanceState.CLASSIFIED, now, inst))
-        return [_delivery(r) for r in rows]
-
-    # -- reporting --------------------------------------------------------------------
-    def counts(self) -> dict[str, dict[Any, int]]:
-        """``{"instances": {state: n}, "deliveries": {state: n}}`` for status pages and tests."""
-        inst = {InstanceState(r["state"]): r["n"] for r in self._query(
-            "SELECT state, COUNT(*) AS n FROM instances GROUP BY state")}
-        dels = {DeliveryState(r["state"]): r["n"] for r in self._query(
-            "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")}
-        return {"instances": inst, "deliveries": dels}
-
-    def waiting_count(self, destination: str, now: float) -> int:
-        """Forwards to ``destination`` due now (pending or to verify), i.e. a probe is on its way."""
-        return self._query("SELECT COUNT(*) AS n FROM deliveries WHERE destination = ? AND state IN (?, ?) "
-                           "AND next_attempt_at <= ?", (destination, DeliveryState.PENDING, DeliveryState.VERIFY, now))[0]["n"]
-
-    def destination_backlog(self) -> dict[str, dict[str, int]]:
-        """``{destination: {"Pending": n, "DeadLetters": n}}``: forwards not arrived yet (waiting,
-        in flight or of unknown outcome) and dead letters, per destination key."""
-        out: dict[str, dict[str, int]] = {}
-        for r in self._query(
-            "SELECT destination, state, COUNT(*) AS n FROM deliveries WHERE state IN (?, ?, ?, ?) "
-            "GROUP BY destination, state", (DeliveryState.PENDING, DeliveryState.SUBMITTED, DeliveryState.VERIFY, DeliveryState.DEAD)):
-            entry = out.setdefault(r["destination"], {"Pending": 0, "DeadLetters": 0})
-            entry["DeadLetters" if r["state"] == DeliveryState.DEAD else "Pending"] += r["n"]
-        return out
-
-    def dead_letters(self, offset: int = 0, limit: int = 50) -> tuple[int, list[tuple[Delivery, float, float]]]:
-        """One page of dead letters, newest first: ``(total, [(delivery, created_at, dead_at)])``."""
-        total = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE state = ?", (DeliveryState.DEAD,))[0]["n"]
-        rows = self._query("SELECT * FROM deliveries WHERE state = ? ORDER BY updated_at DESC, id DESC "
-                           "LIMIT ? OFFSET ?", (DeliveryState.DEAD, limit, offset))
-        return total, [(_delivery(r), r["created_at"], r["updated_at"]) for r in rows]
-
-    def outcome_counts(self) -> dict[str, dict[str, int]]:
-        """What the router decided since its state database was created (it outlives restarts):
-        ``{"Classified": {class: n}, "Skipped": {reason: n}, "Failed": {reason: n}}``."""
-        out: dict[str, dict[str, int]] = {"Classified": {}, "Skipped": {}, "Failed": {}}
-        for r in self._query("SELECT class_name, COUNT(*) AS n FROM instances WHERE class_name IS NOT NULL "
-                             "GROUP BY class_name"):
-            out["Classified"][r["class_name"]] = r["n"]
-        unclassified = InstanceState.of_kind(Kind.SKIPPED, Kind.FAILED)
-        for r in self._query(f"SELECT state, COUNT(*) AS n FROM instances WHERE class_name IS NULL AND "
-                             f"state IN ({_marks(unclassified)}) GROUP BY state", unclassified):
-            state = InstanceState(r["state"])
-            out["Skipped" if state.kind is Kind.SKIPPED else "Failed"][str(state.reason)] = r["n"]
-        return out
-
-    def recent(self, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
-        """One page of the latest decisions, newest first: ``(total, rows)``; each row has the
-        instance's state, class, score, time, and its deliveries' destinations by state."""
-        undecided = (InstanceState.QUEUED, InstanceState.PROCESSING, InstanceState.ELSEWHERE)  # not decided here (yet)
-        total = self._query("SELECT COUNT(*) AS n FROM instances WHERE state NOT IN (?, ?, ?)", undecided)[0]["n"]
-        rows = self._query("SELECT * FROM instances WHERE state NOT IN (?, ?, ?) ORDER BY updated_at DESC "
-                           "LIMIT ? OFFSET ?", (*undecided, limit, offset))
-        out = []
-        for r in rows:
-            by_state: dict[DeliveryState, list[str]] = {}
-            for d in self._query("SELECT destination, state FROM deliveries WHERE instance_id = ? AND model = ? "
-                                 "ORDER BY destination", (r["instance_id"], r["model"] or "")):
-                by_state.setdefault(DeliveryState(d["state"]), []).append(d["destination"])
-            out.append({"instance_id": r["instance_id"], "state": InstanceState(r["state"]), "class_name": r["class_name"],
-                        "score": r["score"], "detail": r["detail"], "updated_at": r["updated_at"],
-                        "evidence": r["evidence"], "deliveries": by_state})
-        return total, out
-
-    def shadow_counts(self) -> dict[str, dict[str, int]]:
-        """What shadow mode would have sent: ``{destination: {class: n}}``."""
-        out: dict[str, dict[str, int]] = {}
-        for r in self._query(
-            "SELECT d.destination, i.class_name, COUNT(*) AS n FROM deliveries d JOIN instances i "
-            "USING (instance_id) WHERE d.state = ? GROUP BY d.destination, i.class_name", (DeliveryState.SHADOW,)):
-            out.setdefault(r["destination"], {})[r["class_name"]] = r["n"]
-        return out
-
-
-def _marks(values: Sequence[object]) -> str:
-    """``?, ?, ?``: one SQL parameter per value."""
-    return ",".join("?" * len(values))
-
-
-def _delivery(r: sqlite3.Row) -> Delivery:
-    return Delivery(r["id"], r["instance_id"], r["destination"], r["model"], DeliveryState(r["state"]), r["attempts"],
-                    r["next_attempt_at"], r["job_id"], r["last_error"])
-
-
-def _record(r: sqlite3.Row) -> InstanceRecord:
-    return InstanceRecord(r["instance_id"], InstanceState(r["state"]), r["class_name"], r["score"], r["model"],
-                          r["detail"], r["attempts"])
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+        return record_of(rows[0])

@@ -28,7 +28,7 @@ Metrics (all ``bodypart_router_`` + ...; ``_total`` counters count since Orthanc
 ``dead_lettered_total{destination}``                 deliveries given up after the last retry
 ``dead_letters{destination}``                        dead letters waiting for a person (from the state
                                                      database: survives restarts, drops on resubmit)
-``circuit_state{destination}``                       0 closed, 1 half-open, 2 open (destination down)
+``circuit_state{destination}``                       0 closed, 2 open (destination down; 1 is not used)
 ``execution_provider{provider}``                     1 for the onnxruntime provider in use
 ``shadow_mode``                                      1 when the router forwards nothing
 ``would_forward_total{destination,class}``           shadow mode: forwards it would have made
@@ -60,7 +60,7 @@ page reads (:meth:`RouterMetrics.snapshot`)::
       "Timings": {"Decode": {"Count": 3, "MeanSeconds": 0.05, "SumSeconds": 0.15},
                   "Inference": {...}},
       "Destinations": {"ai-chest": {"Forwards": 3, "Failures": 0, "DeadLetters": 0,
-                                    "Circuit": "closed" | "half-open" | "open"}},
+                                    "Circuit": "closed" | "open"}},
       "Shadow": {"ai-chest": {"adult_chest": 3}},          # would-be forwards (shadow mode)
       "HeaderAudit": {"CR_ROOM_1": {"agree": 3, "disagree": 1, "no-header": 0,
                                     "mismatch_rate": 0.25}},
@@ -92,14 +92,15 @@ from .. import __version__
 from ..routing.audit import AGREE, DISAGREE, NO_HEADER, StationTally
 from ..inference.classes import CLASS_NAMES, UNCERTAIN
 from ..routing.image_facts import ImageFacts, QualityTally
-from ..states import InstanceState, Kind
+from ..states import CircuitState, InstanceState, Kind
 
 PREFIX = "bodypart_router"
 
 #: Upper bounds (seconds) of the cumulative time buckets.
 TIME_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
+#: Values of ``circuit_state``: an open circuit stays 2, as dashboards and alerts (``>= 2``) expect.
+CIRCUIT_STATES: dict[CircuitState, int] = {CircuitState.CLOSED: 0, CircuitState.OPEN: 2}
 
 #: Setter the adapter passes to :meth:`RouterMetrics.publish`, e.g.
 #: ``lambda name, value: orthanc.SetMetricsValue(name, value, orthanc.MetricsType.DEFAULT)``.
@@ -165,7 +166,7 @@ class DestinationStats:
     forwards: int = 0
     failures: int = 0
     dead_letters: int = 0
-    circuit: str = "closed"
+    circuit: CircuitState = CircuitState.CLOSED
 
 
 class RouterMetrics:
@@ -246,12 +247,12 @@ class RouterMetrics:
         with self._lock:
             self._dest(destination).dead_letters += 1
 
-    def circuit(self, destination: str, state: str) -> None:
-        """Circuit breaker state of a destination: ``closed``, ``half-open`` or ``open``."""
+    def circuit(self, destination: str, state: CircuitState) -> None:
+        """Circuit breaker state of a destination: ``closed`` or ``open``."""
         if state not in CIRCUIT_STATES:
             raise ValueError(f"unknown circuit state {state!r} (expected one of {', '.join(CIRCUIT_STATES)})")
         with self._lock:
-            self._dest(destination).circuit = state
+            self._dest(destination).circuit = CircuitState(state)
 
     def would_forward(self, destination: str, class_name: str) -> None:
         """Shadow mode: count a forward that was not made."""

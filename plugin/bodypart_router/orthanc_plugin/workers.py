@@ -23,6 +23,7 @@ from ..ops.health import Health
 from ..routing.image_facts import ImageFacts
 from ..ops.ingest_gate import IngestGate
 from ..inference.resources import IdleTrim
+from ..retry import Retry
 from ..routing.decision import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
 from ..forwarding.store import Store
 from ..states import InstanceState
@@ -37,8 +38,8 @@ from .storage_files import StorageFiles
 
 LOGGER = logging.getLogger(__name__)
 
-#: A transient error (REST, I/O) is retried this many times before the instance is marked failed.
-MAX_CLASSIFY_ATTEMPTS = 3
+#: A transient error (REST, I/O) is retried, without waiting, until the instance is marked failed:unreadable.
+CLASSIFY_RETRY = Retry(max_attempts=3, backoff_seconds=0.0, max_backoff_seconds=0.0)
 #: Seconds between two tries to start a classifier that could not start (model file gone or changed).
 ENGINE_RETRY_SECONDS = 10.0
 
@@ -139,7 +140,7 @@ class ClassifyWorker:
             try:
                 located.append((instance_id, self.files.source(instance_id)))
             except RestError as exc:
-                if exc.status == 404:
+                if not Retry.is_retryable(exc):  # deleted meanwhile
                     self.store.forget(instance_id)
                     LOGGER.info(f"instance {instance_id} was deleted before classification")
                 else:
@@ -179,7 +180,7 @@ class ClassifyWorker:
         try:
             header = read_header(self.rest, instance_id, self.rule_keywords, self.headers)
         except RestError as exc:
-            if exc.status == 404:
+            if not Retry.is_retryable(exc):
                 self.store.forget(instance_id)
                 LOGGER.info(f"instance {instance_id} was deleted before it could be routed")
             else:
@@ -260,7 +261,7 @@ class ClassifyWorker:
 
     def _transient(self, instance_id: str, detail: str) -> None:
         attempts = self.store.requeue(instance_id, detail)
-        if attempts >= MAX_CLASSIFY_ATTEMPTS:
+        if CLASSIFY_RETRY.exhausted(attempts):
             self._not_classified(instance_id, InstanceState.FAILED_UNREADABLE, detail)
         else:
             LOGGER.warning(f"instance {instance_id}: {detail}; will retry")
