@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from bodypart_router.config import Destination, parse
+from bodypart_router.forwarding.events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, DeliverySubmitted,
+                                    Dispatcher, InstanceStateChanged)
 from bodypart_router.retry import Retry
 from bodypart_router.forwarding.delivery import (
     CannotAsk,
-    DeliveryEvents,
     Forwarder,
     RestError,
     Unreachable,
@@ -24,7 +25,7 @@ from bodypart_router.forwarding.delivery import (
     store_request,
 )
 from bodypart_router.forwarding.store import Received, Store, StoreError
-from bodypart_router.states import DeliveryState, InstanceState
+from bodypart_router.states import CircuitState, DeliveryState, InstanceState
 
 
 class JobsDouble:
@@ -104,7 +105,8 @@ def world(tmp_path: Path, router_logs: list[tuple[str, str]]):
     store, jobs, clock = Store(tmp_path / "s.sqlite"), JobsDouble(), Clock()
     logs = router_logs
     states: list[tuple[str, str, list[str]]] = []
-    events = DeliveryEvents(instance_state=lambda i, s, d: states.append((i, s, d)))
+    events = Dispatcher()
+    events.subscribe(InstanceStateChanged, lambda e: states.append((e.instance_id, e.state, list(e.delivered or ()))))
     forwarder = Forwarder(store, jobs, config, events, clock=clock)
     return store, jobs, clock, forwarder, logs, states
 
@@ -466,3 +468,29 @@ def test_a_failed_batch_is_verified_then_only_what_did_not_arrive_is_sent_again_
     assert sorted(jobs.arrived) == ["s0", "s1", "s2", "s3"]  # each once
     assert jobs.submitted[1:] == [("/modalities/ai-spine/store", ["s2"]), ("/modalities/ai-spine/store", ["s3"])]
     assert store.counts()["deliveries"] == {"delivered": 4}
+
+
+def test_the_forwarder_publishes_each_transition_as_a_typed_event(world) -> None:
+    store, jobs, clock, forwarder, logs, states = world
+    seen: list[object] = []
+    for kind in (DeliverySubmitted, DeliveryForwarded, DeliveryFailed, DeadLettered, CircuitChanged,
+                 InstanceStateChanged):
+        forwarder.events.subscribe(kind, seen.append)
+    add(store, "up", "modality:ai-spine")
+    forwarder.step()
+    forwarder.step()
+    assert [type(e) for e in seen] == [DeliverySubmitted, DeliveryForwarded, InstanceStateChanged]
+    assert seen[-1] == InstanceStateChanged("up", InstanceState.FORWARDED, ("modality:ai-spine",))
+    seen.clear()
+    jobs.down.add("ai-chest")
+    add(store, "down", "peer:ai-chest")
+    for _ in range(3):
+        forwarder.step()
+        forwarder.step()
+        clock.now += 10
+    kinds = [type(e) for e in seen]
+    assert kinds.count(DeliverySubmitted) == 3 and kinds.count(DeliveryFailed) == 3
+    assert [e.state for e in seen if isinstance(e, CircuitChanged)] == [CircuitState.OPEN]
+    dead = [e for e in seen if isinstance(e, DeadLettered)]
+    assert len(dead) == 1 and dead[0].delivery.instance_id == "down"
+    assert seen[-1] == InstanceStateChanged("down", InstanceState.FAILED_DEAD_LETTER, ())

@@ -17,7 +17,7 @@ fake_orthanc.install()
 from bodypart_router.config import parse  # noqa: E402
 from bodypart_router.inference.engine import BatchResult, EngineStartError, ModelInfo, Outcome  # noqa: E402
 from bodypart_router.orthanc_plugin import workers  # noqa: E402
-from bodypart_router.orthanc_plugin.events import EventBus  # noqa: E402
+from bodypart_router.forwarding.events import Dispatcher  # noqa: E402
 from bodypart_router.forwarding.store import Received, Store, StoreError  # noqa: E402
 from bodypart_router.states import InstanceState  # noqa: E402
 
@@ -73,7 +73,7 @@ def world(tmp_path: Path):
         "BodyPartRouter": section}
     config = parse(section, orthanc, base_dir=tmp_path, check_paths=False)
     store, engine, stop = Store(tmp_path / "s.sqlite"), Engine(), threading.Event()
-    worker = workers.ClassifyWorker(0, config, store, Rest(), Writer(), engine, Files(), EventBus(),  # type: ignore[arg-type]
+    worker = workers.ClassifyWorker(0, config, store, Rest(), Writer(), engine, Files(), Dispatcher(),  # type: ignore[arg-type]
                                     threading.Event(), threading.Event(), stop)
     yield store, engine, worker
     stop.set()

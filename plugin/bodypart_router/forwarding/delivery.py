@@ -6,13 +6,11 @@ TLS and credentials all stay in Orthanc's configuration. Orthanc never retries a
 and forgets old jobs (``JobsHistorySize``), so the retry state lives in the
 :class:`~bodypart_router.forwarding.store.Store`, not in the job registry:
 
-* a failed job goes back to ``pending`` with exponential backoff (``Retry.BackoffSeconds``
-  doubling up to ``Retry.MaxBackoffSeconds``), and is dead-lettered after
-  ``Retry.MaxAttempts`` submissions;
-* a per-destination :class:`CircuitBreaker` stops submitting to a destination after
-  ``CircuitBreaker.FailureThreshold`` consecutive failures. While it is open only one
-  probe delivery is tried per backoff period, so an outage costs the other deliveries no
-  attempts, and the log gets one line when it opens and one when it closes;
+* a failed job goes back to ``pending`` after the :class:`~bodypart_router.retry.Retry`
+  policy's backoff, and is dead-lettered once its attempts are spent
+  (:mod:`~bodypart_router.forwarding.transitions` decides, the store records);
+* a per-destination :class:`~bodypart_router.forwarding.circuit.CircuitBreaker` stops
+  submitting to a destination that keeps failing, one probe at a time;
 * a forward whose outcome is unknown (Orthanc stopped or crashed while it was in flight, or
   forgot its job) is not sent again blindly: with a :class:`Lookup` (``VerifyBeforeResend``)
   the destination is first asked whether it already holds the instance, so a crash does not
@@ -34,8 +32,10 @@ from typing import Any, Protocol
 from ..config import Destination, RouterConfig
 from ..errors import BodyPartRouterError
 from ..retry import Retry
-from ..states import CircuitState, DeliveryState
+from ..states import CircuitState, DeliveryState, InstanceState
 from .circuit import CircuitBreaker
+from .events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, DeliverySubmitted, Dispatcher,
+                     InstanceStateChanged)
 from .store import Delivery, Store
 from .transitions import after_failure, after_lost_attempt, after_unanswered
 
@@ -107,29 +107,19 @@ def job_outcome(job: dict[str, Any]) -> tuple[str, str]:
 
 
 @dataclass
-class DeliveryEvents:
-    """Callbacks the adapter (and metrics) hang on the forwarder. All optional."""
-
-    instance_state: Callable[[str, str, list[str]], None] = lambda inst, state, delivered: None
-    submitted: Callable[[Delivery], None] = lambda d: None
-    delivered: Callable[[Delivery, float], None] = lambda d, seconds: None
-    failed: Callable[[Delivery, str], None] = lambda d, error: None
-    dead: Callable[[Delivery, str], None] = lambda d, error: None
-    circuit: Callable[[str, CircuitState, str], None] = lambda dest, state, detail: None
-
-
-@dataclass
 class Forwarder:
     """One pass of :meth:`step` submits what is due and checks every submitted job.
 
     Called in a loop by the adapter's forwarding thread; all state lives in the store,
-    so a fresh Forwarder after a restart carries on where the last one stopped.
+    so a fresh Forwarder after a restart carries on where the last one stopped. Each
+    transition is published on ``events`` (:mod:`bodypart_router.events`): Orthanc's metadata
+    and labels and the metrics follow them there.
     """
 
     store: Store
     rest: Rest
     config: RouterConfig
-    events: DeliveryEvents = field(default_factory=DeliveryEvents)
+    events: Dispatcher = field(default_factory=Dispatcher)
     clock: Callable[[], float] = time.time
     #: Asks destinations before a forward of unknown outcome is resent; None resends blindly.
     lookup: Lookup | None = None
@@ -156,7 +146,7 @@ class Forwarder:
             self.recoveries[destination] = (self._down_since.get(destination), self.clock())
             LOGGER.warning(f"destination {destination} is reachable again, resuming forwards")
         self._down_since[destination] = self.clock() if state is CircuitState.OPEN else None
-        self.events.circuit(destination, state, detail)
+        self.events.publish(CircuitChanged(destination, state, detail))
 
     def step(self, limit: int = 64) -> int:
         """Check submitted jobs, verify forwards of unknown outcome, submit due deliveries, probe
@@ -330,7 +320,7 @@ class Forwarder:
         for d in batch:
             self.store.set_job(d.id, job_id)
             self._submitted_at[d.id] = self.clock()
-            self.events.submitted(d)
+            self.events.publish(DeliverySubmitted(d))
         return len(batch)
 
 
@@ -378,7 +368,7 @@ class Forwarder:
                 if d.job_id not in failed_jobs:
                     failed_jobs.add(d.job_id)
                     self.breaker.failure(d.destination, self.clock(), detail)
-                    self.events.failed(d, detail)
+                    self.events.publish(DeliveryFailed(d, detail))
                 self._unknown(d, f"a forward of {batch_sizes[d.job_id]} instances failed: {detail}",
                               self.retry.delay(1))
                 changed += 1
@@ -387,10 +377,8 @@ class Forwarder:
                 self.breaker.success(d.destination)
                 state = self.store.mark_delivered(d.id)
                 started = self._submitted_at.pop(d.id, None)
-                self.events.delivered(d, self.clock() - started if started else 0.0)
-                if state:
-                    self.events.instance_state(d.instance_id, state,
-                                               self.store.delivered_destinations(d.instance_id))
+                self.events.publish(DeliveryForwarded(d, self.clock() - started if started else 0.0))
+                self._moved(d.instance_id, state)
             else:
                 self._failed(d, detail, counted=True)
             changed += 1
@@ -451,16 +439,20 @@ class Forwarder:
                 state = self.store.mark_delivered(d.id)
                 LOGGER.info(f"instance {d.instance_id}: {d.destination} already holds it "
                             f"({d.last_error}); not sent again")
-                self.events.delivered(d, 0.0)
-                if state:
-                    self.events.instance_state(d.instance_id, state,
-                                               self.store.delivered_destinations(d.instance_id))
+                self.events.publish(DeliveryForwarded(d, 0.0))
+                self._moved(d.instance_id, state)
             else:
                 LOGGER.info(f"instance {d.instance_id}: {d.destination} does not hold it "
                             f"({d.last_error}); sending again")
                 self._resend(d, f"{d.last_error}; not at the destination, sent again")
             changed += 1
         return changed
+
+    def _moved(self, instance_id: str, state: InstanceState | None) -> None:
+        """A delivery finished: publish where it left its instance (None: the delivery is gone)."""
+        if state is not None:
+            self.events.publish(InstanceStateChanged(instance_id, state,
+                                                     tuple(self.store.delivered_destinations(instance_id))))
 
     def _resend(self, d: Delivery, note: str) -> None:
         """Back to pending at once (the lost attempt was counted at submission), unless attempts are spent."""
@@ -477,7 +469,7 @@ class Forwarder:
         attempts = d.attempts + (0 if counted else 1)
         self.breaker.failure(d.destination, now, error)
         self._submitted_at.pop(d.id, None)
-        self.events.failed(d, error)
+        self.events.publish(DeliveryFailed(d, error))
         then = after_failure(self.retry, attempts, now)
         if then.state is DeliveryState.DEAD:
             state = self.store.mark_dead(d.id, error)
@@ -487,8 +479,8 @@ class Forwarder:
                 self._dead_window_start = now
             self._dead_window[d.destination] += 1
             self._dead_errors[d.destination] = error
-            self.events.dead(d, error)
-            self.events.instance_state(d.instance_id, state, self.store.delivered_destinations(d.instance_id))
+            self.events.publish(DeadLettered(d, error))
+            self._moved(d.instance_id, state)
             return
         assert then.due_at is not None
         self.store.mark_retry(d.id, error, then.due_at, count_attempt=not counted)
@@ -496,18 +488,3 @@ class Forwarder:
         if not self.breaker.is_open(d.destination):
             LOGGER.info(f"instance {d.instance_id}: forward to {d.destination} failed "
                         f"(attempt {attempts}), retrying in {delay:.1f} s: {error}")
-
-
-def delivery_json(d: Delivery) -> dict[str, Any]:
-    """The public JSON shape of a delivery (REST listing of failed forwards)."""
-    return {
-        "ID": d.id,
-        "Instance": d.instance_id,
-        "Destination": Destination.from_key(d.destination).name,
-        "DestinationKind": Destination.from_key(d.destination).kind,
-        "Model": d.model,
-        "State": d.state,
-        "Attempts": d.attempts,
-        "LastError": d.last_error,
-    }
-

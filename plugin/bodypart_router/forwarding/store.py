@@ -44,7 +44,7 @@ from ..states import DeliveryState, InstanceState
 from .store_deliveries import DeliveryLedger
 from .store_reports import StoreReports
 from .store_schema import (SCHEMA, SCHEMA_VERSION, TAKEN_OVER, Delivery, InstanceRecord, Received, StoreError, chunks,
-                           record_of)
+                           delivery_json, record_of)
 from .transitions import after_classification, after_reroute, new_delivery
 
 

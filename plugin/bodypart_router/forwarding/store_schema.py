@@ -12,7 +12,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..config import Destination
 from ..errors import BodyPartRouterError
 from ..states import DeliveryState, InstanceState
 
@@ -98,6 +100,20 @@ class InstanceRecord:
     model: str | None
     detail: str | None
     attempts: int
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    """The public JSON shape of a delivery (REST listing of failed forwards)."""
+    return {
+        "ID": d.id,
+        "Instance": d.instance_id,
+        "Destination": Destination.from_key(d.destination).name,
+        "DestinationKind": Destination.from_key(d.destination).kind,
+        "Model": d.model,
+        "State": d.state,
+        "Attempts": d.attempts,
+        "LastError": d.last_error,
+    }
 
 
 class Database:

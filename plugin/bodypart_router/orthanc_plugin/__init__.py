@@ -9,7 +9,7 @@ Map of the package:
 - :mod:`.results`     metadata and labels
 - :mod:`.rest_api`    the plugin's REST routes
 - :mod:`.explorer`    Orthanc Explorer panel (explorer.js)
-- :mod:`.events`      event bus for extensions; :mod:`.extensions` lists them
+- :mod:`.extensions`  optional modules; they follow the typed events of :mod:`bodypart_router.forwarding.events`
 - :mod:`.host`        Orthanc REST wrapper
 - :mod:`.orthanc_log` the package's log records, forwarded to Orthanc's log
 - ``bootstrap/``      the script Orthanc's ``PythonScript`` names (``orthanc_bootstrap.py``) and

@@ -36,11 +36,11 @@ from ..inference.engine import (ChildEngine, Engine, EngineStartError, LocalEngi
 from ..ops.health import Health, HealthState, summarize
 from ..ops.ingest_gate import HostCpu, IngestGate, default_busy_cores
 from ..inference.resources import IdleTrim
+from ..forwarding.events import Dispatcher, InstanceStateChanged
 from ..forwarding.store import Delivery, Store
+from ..forwarding.transitions import after_resubmit
 from ..forwarding.verify import DestinationLookup, peers_from_config
-from ..states import InstanceState
 from . import explorer, footprint, rest_api
-from .events import EventBus
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
 from .host import OrthancRest
@@ -75,7 +75,8 @@ class RouterApp:
     def __init__(self, config_dir: Path) -> None:
         #: Directory of the Orthanc configuration: relative paths in the section are resolved from it.
         self.config_dir = config_dir
-        self.events = EventBus()
+        #: The lifecycle's typed events (bodypart_router.events): metadata, labels and metrics follow them.
+        self.events = Dispatcher()
         self.rest = OrthancRest()
         self.config: RouterConfig | None = None
         self.orthanc_config: dict[str, Any] = {}
@@ -88,6 +89,7 @@ class RouterApp:
         self.model: ModelInfo | None = None
         self.files: StorageFiles | None = None
         self.writer = ResultWriter(self.rest, "0")
+        self.writer.follow(self.events)
         self.recorder: Recorder | None = None
         self.workers: list[ClassifyWorker] = []
         self.forwarder: ForwardingThread | None = None
@@ -277,7 +279,7 @@ class RouterApp:
         if not self.config.shadow_mode:
             lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))
                       if self.config.verify_before_resend else None)
-            self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.writer, self.events,
+            self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.events,
                                               self.wake_forwarder, self.stop_event, lookup)
             self.forwarder.idle_trim = idle_trim
             self.forwarder.health = self.health
@@ -393,7 +395,7 @@ class RouterApp:
         rows = self.require_store().resubmit(delivery_ids=delivery_ids, instance_ids=instance_ids,
                                              include_delivered=include_delivered)
         for d in rows:
-            self.writer.state(d.instance_id, InstanceState.CLASSIFIED)
+            self.events.publish(InstanceStateChanged(d.instance_id, after_resubmit()))
         if rows:
             self.wake_forwarder.set()
         return rows

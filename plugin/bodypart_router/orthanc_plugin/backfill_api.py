@@ -31,6 +31,7 @@ import orthanc  # type: ignore[import-not-found]
 
 from ..ops.request_body import RequestRefused, check_same_origin, read_json_object
 from ..forwarding.backfill import CHECKPOINT_NAME, DELETED, KNOWN, BackfillBusy, BackfillRunner, Checkpoint, Scope
+from ..forwarding.events import InstanceReceived
 from ..forwarding.store import Received
 from ..states import InstanceState
 from .http_answers import send_json, send_status
@@ -91,8 +92,7 @@ class _Processor:
                 return DELETED
             if received.state != InstanceState.QUEUED:  # not an X-ray: recorded like live ingest does
                 store.add_received([received])
-                self.app.writer.state(instance_id, received.state)
-                self.app.events.emit("received", instance_id=instance_id, state=received.state)
+                self.app.events.publish(InstanceReceived(instance_id, received.state, received.detail))
                 return received.state
             store.add_received([Received(instance_id, InstanceState.BACKFILL)])
         (self.routing if route else self.labelling).process([instance_id])

@@ -1,4 +1,5 @@
-"""The forwarding thread: drives :class:`~bodypart_router.forwarding.delivery.Forwarder` and mirrors outcomes into Orthanc."""
+"""The forwarding thread: drives :class:`~bodypart_router.forwarding.delivery.Forwarder`, whose events Orthanc's
+metadata follows."""
 
 from __future__ import annotations
 
@@ -7,20 +8,19 @@ import threading
 import time
 
 from ..config import RouterConfig
-from ..forwarding.delivery import DeliveryEvents, Forwarder, Lookup
+from ..forwarding.delivery import Forwarder, Lookup
+from ..forwarding.events import Dispatcher
 from ..forwarding.store import Store
-from .events import EventBus
 from ..ops.health import Health
 from ..inference.resources import IdleTrim
 from .host import OrthancRest
-from .results import ResultWriter
 
 LOGGER = logging.getLogger(__name__)
 
 
 class ForwardingThread:
-    def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 events: EventBus, wake: threading.Event, stop: threading.Event,
+    def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest,
+                 events: Dispatcher, wake: threading.Event, stop: threading.Event,
                  lookup: Lookup | None = None) -> None:
         self.wake = wake
         self.stop = stop
@@ -28,14 +28,7 @@ class ForwardingThread:
             store=store,
             rest=rest,
             config=config,
-            events=DeliveryEvents(
-                instance_state=writer.forwarded,
-                submitted=lambda d: events.emit("submitted", delivery=d),
-                delivered=lambda d, s: events.emit("delivered", delivery=d, seconds=s),
-                failed=lambda d, e: events.emit("forward_failed", delivery=d, error=e),
-                dead=lambda d, e: events.emit("dead_lettered", delivery=d, error=e),
-                circuit=lambda dest, st, detail: events.emit("circuit", destination=dest, state=st, detail=detail),
-            ),
+            events=events,  # the writer and the metrics follow the forwards there
             lookup=lookup,
         )
         self.poll_seconds = config.job_poll_seconds

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..routing.audit import audit
 from ..forwarding.delivery import RestError
+from ..forwarding.events import InstanceClassified
 from ..routing.decision import RoutingDecision
-from .evidence import InstanceHeader, read_header
+from .evidence import read_header
 from .monitoring import metrics_for
 
 LOGGER = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ class _Auditor:
         self.app = app
         self.metrics = metrics_for(app)
 
-    def classified(self, instance_id: str, decision: RoutingDecision, header: InstanceHeader | None = None,
-                   **_: Any) -> None:
-        if header is not None:  # the worker read it for the rules and the fusion
-            tags, remote_aet = header.tags, header.remote_aet
+    def classified(self, event: InstanceClassified) -> None:
+        instance_id, decision = event.instance_id, event.decision
+        if event.tags is not None:  # the worker read the header for the rules and the fusion
+            tags, remote_aet = dict(event.tags), event.remote_aet
         else:
             try:
                 tags, remote_aet = header_tags(self.app, instance_id)
@@ -65,4 +66,4 @@ class _Auditor:
 
 def register(app: "RouterApp") -> None:
     if app.enabled:
-        app.events.subscribe("classified", _Auditor(app).classified)
+        app.events.subscribe(InstanceClassified, _Auditor(app).classified)

@@ -57,13 +57,13 @@ from ..config import RouterConfig
 from ..forwarding.delivery import RestError
 from ..errors import NotClassifiable
 from ..ops.health import Health
+from ..forwarding.events import Dispatcher, InstanceReceived
 from ..forwarding.store import Received, Store
 from ..routing.ingest_headers import header_tags
 from ..states import InstanceState, Kind
 
 LOGGER = logging.getLogger(__name__)
 
-from .events import EventBus
 from .evidence import HeaderCache
 from .host import OrthancRest
 from .results import ResultWriter, stored_state
@@ -131,7 +131,7 @@ class Recorder:
     """Owns the in-memory hand-off queue and the thread that makes ingest durable."""
 
     def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 events: EventBus, wake_workers: threading.Event) -> None:
+                 events: Dispatcher, wake_workers: threading.Event) -> None:
         self.config = config
         self.store = store
         self.rest = rest
@@ -340,12 +340,7 @@ class Recorder:
         for item in added:
             if item.detail == RECOVERED_DETAIL:
                 continue  # done before the state database was lost: nothing to write or count
-            # Only final states go to Orthanc's index here: a transient "queued" for every arrival
-            # would double the index writes of a burst (docs/decisions.md); the store holds it
-            # and GET /bodypart-router/instances/{id} reports it.
-            if item.state != InstanceState.QUEUED:
-                self.writer.state(item.instance_id, item.state)
-            self.events.emit("received", instance_id=item.instance_id, state=item.state)
+            self.events.publish(InstanceReceived(item.instance_id, item.state, item.detail))
             if item.state != InstanceState.QUEUED:
                 LOGGER.info(f"instance {item.instance_id}: {item.state} ({item.detail})")
         if any(item.state == InstanceState.QUEUED for item in added):

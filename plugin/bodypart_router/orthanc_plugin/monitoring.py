@@ -25,10 +25,10 @@ import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
 from ..ops.health import HealthState
+from ..forwarding.events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, Dispatcher,
+                                 InstanceClassified, InstanceNotClassified, InstanceReceived, YieldedToIngest)
 from ..routing.image_facts import ImageFacts
 from ..ops.metrics import MetricsPublisher, RouterMetrics, metric_name
-from ..routing.decision import RoutingDecision
-from ..forwarding.store import Delivery
 from ..states import OUTSTANDING, DeliveryState, InstanceState, Kind
 
 LOGGER = logging.getLogger(__name__)
@@ -69,61 +69,57 @@ def _set_metric(name: str, value: float) -> None:
 
 
 class _Listeners:
-    """Translate adapter events (see :mod:`.events`) into metric updates."""
+    """Translate the lifecycle's events (:mod:`bodypart_router.events`) into metric updates."""
 
     def __init__(self, app: "RouterApp", metrics: RouterMetrics) -> None:
         self.app, self.metrics = app, metrics
 
-    def received(self, instance_id: str, state: InstanceState, **_: Any) -> None:
-        if state.kind in (Kind.SKIPPED, Kind.FAILED):
-            self.metrics.not_classified(state)
-            self.metrics.decision(instance_id, class_name=None, score=None, state=state, source=_source())
+    def subscribe(self, events: Dispatcher) -> None:
+        events.subscribe(InstanceReceived, self.received)
+        events.subscribe(InstanceClassified, self.classified)
+        events.subscribe(InstanceNotClassified, self.not_classified)
+        events.subscribe(YieldedToIngest, lambda e: self.metrics.observe("ingest_yield", e.seconds))
+        events.subscribe(DeliveryForwarded, self.delivered)
+        events.subscribe(DeliveryFailed, lambda e: self.metrics.forward_failed(_name(e.delivery.destination)))
+        events.subscribe(DeadLettered, self.dead_lettered)
+        events.subscribe(CircuitChanged, lambda e: self.metrics.circuit(_name(e.destination), e.state))
 
-    def classified(self, instance_id: str, decision: RoutingDecision, **kw: Any) -> None:
-        m = self.metrics
+    def received(self, event: InstanceReceived) -> None:
+        if event.state.kind in (Kind.SKIPPED, Kind.FAILED):
+            self.metrics.not_classified(event.state)
+            self.metrics.decision(event.instance_id, class_name=None, score=None, state=event.state,
+                                  source=_source())
+
+    def classified(self, event: InstanceClassified) -> None:
+        m, decision = self.metrics, event.decision
         m.classified(decision.class_name)
-        if "decode_seconds" in kw:  # this instance's decode
-            m.observe("decode", float(kw["decode_seconds"]))
-        if "inference_seconds" in kw:  # this instance's share of its batch's model run
-            m.observe("inference", float(kw["inference_seconds"]))
+        m.observe("decode", event.decode_seconds)  # this instance's decode
+        m.observe("inference", event.inference_seconds)  # its share of its batch's model run
         shadow = bool(self.app.config and self.app.config.shadow_mode)
         names = [d.name for d in decision.destinations]
         if shadow:
             for name in names:
                 m.would_forward(name, decision.class_name)
-        m.decision(instance_id, class_name=decision.class_name, score=decision.score,
+        m.decision(event.instance_id, class_name=decision.class_name, score=decision.score,
                    state="classified (shadow)" if shadow and names else "classified",
                    destinations=names, source=_source())
-        facts = kw.get("facts")
-        if facts is not None and facts.known:
-            header = kw.get("header")
-            m.image_facts(getattr(header, "remote_aet", None), facts)
+        if event.facts is not None and event.facts.known:
+            m.image_facts(event.remote_aet, event.facts)
 
-    def not_classified(self, instance_id: str, state: InstanceState, **_: Any) -> None:
-        self.metrics.not_classified(state)
-        detail = ""
-        if state.kind is Kind.FAILED and self.app.store is not None:
-            record = self.app.store.instance(instance_id)
-            detail = (record.detail or "") if record else ""
-            self.metrics.failure(instance_id, state, detail)
-        self.metrics.decision(instance_id, class_name=None, score=None, state=state, source=_source())
+    def not_classified(self, event: InstanceNotClassified) -> None:
+        self.metrics.not_classified(event.state)
+        if event.state.kind is Kind.FAILED and self.app.store is not None:
+            record = self.app.store.instance(event.instance_id)
+            self.metrics.failure(event.instance_id, event.state, (record.detail or "") if record else "")
+        self.metrics.decision(event.instance_id, class_name=None, score=None, state=event.state, source=_source())
 
-    def yielded_to_ingest(self, seconds: float, **_: Any) -> None:
-        self.metrics.observe("ingest_yield", seconds)
+    def delivered(self, event: DeliveryForwarded) -> None:
+        self.metrics.forwarded(_name(event.delivery.destination))
+        self.metrics.annotate(event.delivery.instance_id, State=InstanceState.FORWARDED)
 
-    def delivered(self, delivery: Delivery, **_: Any) -> None:
-        self.metrics.forwarded(_name(delivery.destination))
-        self.metrics.annotate(delivery.instance_id, State="forwarded")
-
-    def forward_failed(self, delivery: Delivery, **_: Any) -> None:
-        self.metrics.forward_failed(_name(delivery.destination))
-
-    def dead_lettered(self, delivery: Delivery, **_: Any) -> None:
-        self.metrics.dead_lettered(_name(delivery.destination))
-        self.metrics.annotate(delivery.instance_id, State=InstanceState.FAILED_DEAD_LETTER)
-
-    def circuit(self, destination: str, state: str, **_: Any) -> None:
-        self.metrics.circuit(_name(destination), state)
+    def dead_lettered(self, event: DeadLettered) -> None:
+        self.metrics.dead_lettered(_name(event.delivery.destination))
+        self.metrics.annotate(event.delivery.instance_id, State=InstanceState.FAILED_DEAD_LETTER)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -214,10 +210,7 @@ def register(app: "RouterApp") -> None:
         store = app.store
         if store is not None:
             metrics.watch_queue(store.queued_count)
-    listeners = _Listeners(app, metrics)
-    for event in ("received", "classified", "not_classified", "yielded_to_ingest", "delivered", "forward_failed",
-                  "dead_lettered", "circuit"):
-        app.events.subscribe(event, getattr(listeners, event))
+    _Listeners(app, metrics).subscribe(app.events)
     app.status_sections["Metrics"] = lambda: status_section(app, metrics)
 
     publisher = MetricsPublisher(metrics, _set_metric, interval=PUBLISH_SECONDS,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..errors import BodyPartRouterError
-from ..forwarding.delivery import delivery_json
+from ..forwarding.store import delivery_json
 from ..ops.request_body import (ORTHANC_ID, RequestRefused, boolean, check_same_origin, integer_list, only_keys,
                             read_json_object, string_list)
 from .http_answers import Unavailable, send_json, send_status

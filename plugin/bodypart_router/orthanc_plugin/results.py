@@ -33,6 +33,7 @@ from typing import Any
 from ..inference.classes import label_for
 from ..config import CLASSIC_METADATA, RESULT_METADATA, SEPARATE_METADATA, Destination
 from ..forwarding.delivery import RestError
+from ..forwarding.events import Dispatcher, InstanceNotClassified, InstanceReceived, InstanceStateChanged
 from ..routing.decision import RoutingDecision
 from ..forwarding.store import InstanceRecord
 from ..states import InstanceState, Kind
@@ -178,6 +179,25 @@ class ResultWriter:
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
+
+    def follow(self, events: Dispatcher) -> None:
+        """Mirror the lifecycle's transitions into Orthanc: each published state is written here."""
+        events.subscribe(InstanceReceived, self._received)
+        events.subscribe(InstanceNotClassified, lambda event: self.state(event.instance_id, event.state))
+        events.subscribe(InstanceStateChanged, self._state_changed)
+
+    def _received(self, event: InstanceReceived) -> None:
+        # Only final states go to Orthanc's index at ingest: a transient "queued" for every arrival
+        # would double the index writes of a burst (docs/decisions.md); the store holds it and
+        # GET /bodypart-router/instances/{id} reports it.
+        if event.state is not InstanceState.QUEUED:
+            self.state(event.instance_id, event.state)
+
+    def _state_changed(self, event: InstanceStateChanged) -> None:
+        if event.delivered is None:
+            self.state(event.instance_id, event.state)
+        else:
+            self.forwarded(event.instance_id, event.state, list(event.delivered))
 
     def writes(self, state: InstanceState) -> bool:
         """Whether a state goes to Orthanc's index: not a skip, unless ``MarkSkipped`` asks for it."""

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..routing.audit import REGION_TAGS, age_in_years
 from ..config import Destination, destination_list, known_destinations
-from ..forwarding.delivery import RestError, delivery_json
+from ..forwarding.delivery import RestError
+from ..forwarding.store import delivery_json
+from ..forwarding.events import InstanceStateChanged
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..routing.decision import RoutingDecision, decide_evidence
 from ..states import InstanceState
@@ -175,7 +177,8 @@ class Rerouter:
                         name = Destination.from_key(key).name
                         p["Destinations"][name] = p["Destinations"].get(name, 0) + 1
                     if added and not shadow:
-                        self.app.writer.state(instance_id, store.instance(instance_id).state)  # type: ignore[union-attr]
+                        self.app.events.publish(InstanceStateChanged(
+                            instance_id, store.instance(instance_id).state))  # type: ignore[union-attr]
                         self.app.wake_forwarder.set()
             except Exception as exc:
                 p["Errors"] += 1

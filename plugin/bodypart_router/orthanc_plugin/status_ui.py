@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
+from ..forwarding.events import InstanceStateChanged
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
 from ..states import InstanceState, Kind
 from .http_answers import send_json, send_status
@@ -56,7 +57,7 @@ def resubmit(app: "RouterApp", instance_ids: list[str]) -> dict[str, int]:
         if record is not None and record.state.kind is Kind.FAILED and not any(
                 d.instance_id == instance_id for d in forwards):
             store.requeue(instance_id, "resubmitted from the status page")
-            app.writer.state(instance_id, InstanceState.QUEUED)
+            app.events.publish(InstanceStateChanged(instance_id, InstanceState.QUEUED))
             classifications += 1
         metrics_for(app).clear_failure(instance_id)
     if classifications:

@@ -18,6 +18,8 @@ import time
 from ..forwarding.claims import Claims, NoClaims
 from ..config import RouterConfig
 from ..forwarding.delivery import RestError
+from ..forwarding.events import (Dispatcher, InstanceClassified, InstanceNotClassified, InstanceStateChanged,
+                                 YieldedToIngest)
 from ..inference.engine import Engine, EngineStartError, Outcome, Source
 from ..ops.health import Health
 from ..routing.image_facts import ImageFacts
@@ -28,7 +30,6 @@ from ..routing.decision import SECONDARY, RoutingDecision, decide_evidence, outc
 from ..forwarding.store import Store
 from ..states import InstanceState
 from . import footprint
-from .events import EventBus
 from .evidence import HeaderCache, InstanceHeader, read_header, rule_keywords
 from .header_audit import audit_value
 from .host import OrthancRest
@@ -48,7 +49,7 @@ class ClassifyWorker:
     """One thread; several may run (``Workers``), they share the store's queue."""
 
     def __init__(self, index: int, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 engine: Engine, files: StorageFiles, events: EventBus,
+                 engine: Engine, files: StorageFiles, events: Dispatcher,
                  wake: threading.Event, wake_forwarder: threading.Event, stop: threading.Event,
                  *, in_process: bool = False) -> None:
         self.config = config
@@ -92,7 +93,7 @@ class ClassifyWorker:
                 if self.yield_to_ingest is not None and self.store.queued_count():
                     waited = self.yield_to_ingest.wait(self.stop)
                     if waited:
-                        self.events.emit("yielded_to_ingest", seconds=waited)
+                        self.events.publish(YieldedToIngest(waited))
                 if self.series is not None and self.series.run(self):
                     continue
                 ids = self.store.claim_queued(self.config.batch_size)
@@ -193,16 +194,16 @@ class ClassifyWorker:
         if self.series is not None and header.series_id:  # DecisionLevel: series
             self.store.await_series(instance_id, series_id=header.series_id, class_name=decision.class_name,
                                     score=decision.score, model=model, evidence=json.dumps(evidence))
-            self.writer.state(instance_id, InstanceState.AWAITING_SERIES)
+            self.events.publish(InstanceStateChanged(instance_id, InstanceState.AWAITING_SERIES))
             LOGGER.info(f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}), "
                         f"waiting for series {header.series_id} to be stable")
             self.series.classified(header.series_id)
         else:
             self.route(instance_id, decision, model, json.dumps(evidence), header, facts)
-        self.events.emit("classified", instance_id=instance_id, decision=decision, model=model, header=header,
-                         facts=facts,
-                         seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
-                         inference_seconds=inference_seconds)
+        self.events.publish(InstanceClassified(
+            instance_id, decision, model, tags=header.tags, remote_aet=header.remote_aet, facts=facts,
+            seconds=seconds, batch_size=batch_size, decode_seconds=outcome.decode_seconds,
+            inference_seconds=inference_seconds))
 
     def route(self, instance_id: str, decision: RoutingDecision, model: str, evidence: str | None,
               header: InstanceHeader, facts: ImageFacts | None = None) -> None:
@@ -218,10 +219,7 @@ class ClassifyWorker:
             destinations=destinations, shadow=self.config.shadow_mode, evidence=evidence, held=decision.state)
         if state != first_state:  # e.g. already forwarded earlier with this model (stored again)
             delivered = self.store.delivered_destinations(instance_id)
-            if delivered:
-                self.writer.forwarded(instance_id, state, delivered)
-            else:
-                self.writer.state(instance_id, state)
+            self.events.publish(InstanceStateChanged(instance_id, state, tuple(delivered) if delivered else None))
         if state == InstanceState.CLASSIFIED and (self.config.shadow_mode or not destinations):
             self._finished(instance_id)  # routed nowhere: its BodyPartState alone cannot say it is final
         LOGGER.info(f"instance {instance_id}: {decision.class_name} ({decision.score:.3f}) -> "
@@ -230,11 +228,10 @@ class ClassifyWorker:
 
     def _not_classified(self, instance_id: str, state: InstanceState, detail: str) -> None:
         self.store.set_state(instance_id, state, detail)
-        self.writer.state(instance_id, state)
+        self.events.publish(InstanceNotClassified(instance_id, state, detail))
         if not self.writer.writes(state):
             self._finished(instance_id)
         LOGGER.info(f"instance {instance_id}: {state} ({detail})")
-        self.events.emit("not_classified", instance_id=instance_id, state=state)
 
     def _claim(self, instance_id: str) -> bool:
         """Several nodes share the index: classify only the instances this node claims (claims.py)."""
