@@ -112,7 +112,7 @@ class Forwarder:
 
     Called in a loop by the adapter's forwarding thread; all state lives in the store,
     so a fresh Forwarder after a restart carries on where the last one stopped. Each
-    transition is published on ``events`` (:mod:`bodypart_router.events`): Orthanc's metadata
+    transition is published on ``events`` (:mod:`bodypart_router.forwarding.events`): Orthanc's metadata
     and labels and the metrics follow them there.
     """
 

@@ -1,8 +1,8 @@
 """The delivery ledger: one row per (instance, destination, model), from ``pending`` to ``delivered`` or ``dead``.
 
-The forwarder decides (with :mod:`bodypart_router.transitions` and the :class:`~bodypart_router.retry.Retry`
-policy); these methods only persist, each in one transaction. When a delivery finishes, the
-instance's new state comes from :func:`~bodypart_router.transitions.after_delivery`.
+The forwarder decides (with :mod:`bodypart_router.forwarding.transitions` and the
+:class:`~bodypart_router.retry.Retry` policy); these methods only persist, each in one transaction. When a delivery finishes, the
+instance's new state comes from :func:`~bodypart_router.forwarding.transitions.after_delivery`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .transitions import after_delivery, after_resubmit
 
 
 class DeliveryLedger(Database):
-    """The ``deliveries`` table (a part of :class:`~bodypart_router.store.Store`)."""
+    """The ``deliveries`` table (a part of :class:`~bodypart_router.forwarding.store.Store`)."""
 
     def due_deliveries(self, now: float, limit: int, skip_destinations: Iterable[str] = ()) -> list[Delivery]:
         """Pending deliveries whose backoff has elapsed, oldest first, except to the given destinations."""

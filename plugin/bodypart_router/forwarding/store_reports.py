@@ -10,7 +10,7 @@ from .store_schema import Database, Delivery, delivery_of, marks
 
 
 class StoreReports(Database):
-    """Counts and pages over both tables (a part of :class:`~bodypart_router.store.Store`)."""
+    """Counts and pages over both tables (a part of :class:`~bodypart_router.forwarding.store.Store`)."""
 
     def counts(self) -> dict[str, dict[Any, int]]:
         """``{"instances": {state: n}, "deliveries": {state: n}}`` for status pages and tests."""

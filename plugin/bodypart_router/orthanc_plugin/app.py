@@ -75,7 +75,7 @@ class RouterApp:
     def __init__(self, config_dir: Path) -> None:
         #: Directory of the Orthanc configuration: relative paths in the section are resolved from it.
         self.config_dir = config_dir
-        #: The lifecycle's typed events (bodypart_router.events): metadata, labels and metrics follow them.
+        #: The lifecycle's typed events (bodypart_router.forwarding.events): metadata, labels and metrics follow them.
         self.events = Dispatcher()
         self.rest = OrthancRest()
         self.config: RouterConfig | None = None

@@ -2,7 +2,8 @@
 
 Each name is a module of this package with a ``register(app: RouterApp) -> None`` function,
 called while the plugin loads. It may register REST routes (``rest_api.route``), subscribe
-to ``app.events`` (a :class:`bodypart_router.events.Dispatcher`), add a section to ``app.status_sections`` and start/stop its own threads
+to ``app.events`` (a :class:`bodypart_router.forwarding.events.Dispatcher`), add a section to
+``app.status_sections`` and start/stop its own threads
 through ``app.on_started`` / ``app.on_stopping``. Adding a feature = one module + one line here.
 """
 

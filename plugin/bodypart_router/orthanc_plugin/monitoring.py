@@ -69,7 +69,7 @@ def _set_metric(name: str, value: float) -> None:
 
 
 class _Listeners:
-    """Translate the lifecycle's events (:mod:`bodypart_router.events`) into metric updates."""
+    """Translate the lifecycle's events (:mod:`bodypart_router.forwarding.events`) into metric updates."""
 
     def __init__(self, app: "RouterApp", metrics: RouterMetrics) -> None:
         self.app, self.metrics = app, metrics
