@@ -1,11 +1,11 @@
 """The one batch path: sources in, one outcome each (a prediction, or the reason there is none).
 
-The command line (:func:`bodypart_router.inference.pipeline.classify_paths`) and the plugin's engines
-(:func:`bodypart_router.inference.engine.classify_sources`: live ingest, backfill, resubmissions, and the
-benchmarks, in the classifier child or in Orthanc's process) all decode and classify here. So a
-file gets the same outcome wherever it is classified, and no failure escapes a batch: input the
-decoders refuse gets its reason, an unexpected error (a bug in the router or a library) fails
-that source with its traceback in the log, and a failing model fails the batch's sources.
+The command line (:func:`.pipeline.classify_paths`) and the plugin's engines
+(:func:`.engine.classify_sources`: live ingest, backfill, resubmissions and ``make bench``, in
+the classifier child or in Orthanc's process) all decode and classify here. So a file gets the
+same outcome wherever it is classified, and no failure escapes a batch: input the decoders
+refuse gets its reason, an unexpected error (a bug in the router or a library) fails that
+source with its traceback in the log, and a failing model fails the batch's sources.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ..states import InstanceState
 if TYPE_CHECKING:  # numpy, OpenCV and onnxruntime stay out of Orthanc's process while a child classifies
     import numpy as np
 
-    from .classifier import Prediction
     from ..imaging.decode import DecodedImage
+    from .classifier import Prediction
 
 LOGGER = logging.getLogger(__name__)
 
