@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .states import InstanceState, Reason
 
-__all__ = ["NotClassifiable", "Reason"]
+__all__ = ["BodyPartRouterError", "NotClassifiable", "Reason"]
 
 
 class BodyPartRouterError(Exception):
