@@ -30,6 +30,7 @@ import orthanc  # type: ignore[import-not-found]
 from .. import __version__
 from ..forwarding.claims import for_node as claims_for_node
 from ..config import SECTION, SOURCE_METADATA, ConfigError, RouterConfig, parse
+from ..errors import BodyPartRouterError
 from ..inference.classifier import file_sha256
 from ..inference.engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)
@@ -126,6 +127,8 @@ class RouterApp:
         except ConfigError as exc:
             self._disable("the configuration is invalid", exc.problems)
         except Exception as exc:  # model missing/tampered, state dir unwritable...
+            if not isinstance(exc, BodyPartRouterError):  # not one of ours, whose message says it all
+                LOGGER.exception(f"could not start: {exc!r}")
             self._disable("it could not start", [str(exc)])
         orthanc.RegisterOnChangeCallback(self._on_change)
         if self.enabled:
@@ -471,6 +474,7 @@ class RouterApp:
             try:
                 out[name] = section()
             except Exception as exc:
+                LOGGER.exception(f"status section {name}: {exc!r}")
                 out[name] = {"Error": repr(exc)}
         return out
 
