@@ -75,7 +75,7 @@ COMPOSE_PLUGIN = Path("/usr/libexec/docker/cli-plugins/docker-compose")
 
 STAMPS = Path(".bodypart-router")
 #: Modules that must import inside the root for the router to work (import names).
-RUNTIME_IMPORTS = ("numpy", "pydicom", "pylibjpeg", "openjpeg", "gdcm", "cv2", "onnxruntime", "tqdm")
+RUNTIME_IMPORTS = ("numpy", "pydicom", "pylibjpeg", "openjpeg", "gdcm", "cv2", "onnxruntime", "tqdm", "requests")
 
 #: The environment of every process started in the root: nothing leaks in from the host
 #: (a host PYTHONPATH or PIP_* setting would point the root's Python at the host's files).

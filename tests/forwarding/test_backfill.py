@@ -1,8 +1,8 @@
-"""Backfill planning, checkpointing, resuming and throttling, against an in-memory Orthanc REST fake.
+"""Backfill planning, checkpointing, resuming and throttling, against the in-memory ``FakeOrthanc``.
 
-The fake answers only the handful of routes the backfill uses, the way Orthanc does
-(``/instances?since=&limit=``, ``/tools/find`` with ``Since``/``Limit``, ``/tools/lookup``,
-``/studies/{id}/instances``). The real-Orthanc run is in tests/integration/test_ops.py.
+The fake answers what the backfill asks the way Orthanc does (pages of instances, a
+study-level find with ``Since``/``Limit``, a UID lookup, a study's instances). The
+real-Orthanc run is in tests/integration/test_ops.py.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
+from support.fake_orthanc import FakeOrthanc
 
 from bodypart_router.forwarding.backfill import (
     CANCELLED,
@@ -30,42 +30,12 @@ from bodypart_router.forwarding.backfill import (
 )
 
 
-class FakeOrthanc:
-    """Studies -> instances, with study dates and UIDs."""
-
-    def __init__(self, studies: dict[str, tuple[str, int]]) -> None:
-        # study id -> (StudyDate, number of instances)
-        self.studies = {sid: (date, [f"{sid}-i{k}" for k in range(n)]) for sid, (date, n) in studies.items()}
-        self.calls: list[str] = []
-
-    def all_instances(self) -> list[str]:
-        return [i for _, (_, ids) in self.studies.items() for i in ids]
-
-    def get(self, uri: str) -> Any:
-        self.calls.append("GET " + uri)
-        url = urlparse(uri)
-        if url.path == "/instances":
-            q = parse_qs(url.query)
-            since, limit = int(q["since"][0]), int(q["limit"][0])
-            return self.all_instances()[since : since + limit]
-        parts = url.path.strip("/").split("/")
-        if len(parts) == 3 and parts[0] == "studies" and parts[2] == "instances":
-            if parts[1] not in self.studies:
-                raise KeyError(f"404 {uri}")
-            return [{"ID": i, "Type": "Instance"} for i in self.studies[parts[1]][1]]
-        raise AssertionError(f"unexpected GET {uri}")
-
-    def post(self, uri: str, body: Any) -> Any:
-        self.calls.append("POST " + uri)
-        if uri == "/tools/find":
-            assert body["Level"] == "Study" and body["Expand"] is False
-            low = body["Query"]["StudyDate"].rstrip("-")
-            hits = [sid for sid, (date, _) in self.studies.items() if date and date >= low]
-            return hits[body["Since"] : body["Since"] + body["Limit"]]
-        if uri == "/tools/lookup":
-            sid = body.replace("1.2.3.", "")
-            return [{"Type": "Study", "ID": sid, "Path": f"/studies/{sid}"}] if sid in self.studies else []
-        raise AssertionError(f"unexpected POST {uri}")
+def archive_orthanc(studies: dict[str, tuple[str, int]]) -> FakeOrthanc:
+    """study id -> (StudyDate, number of instances); StudyInstanceUID ``1.2.3.<study id>``."""
+    fake = FakeOrthanc()
+    for study_id, (date, count) in studies.items():
+        fake.add_study(study_id, date, count)
+    return fake
 
 
 ARCHIVE = {"s1": ("20231231", 3), "s2": ("20240101", 4), "s3": ("20240615", 2), "s4": ("", 1)}
@@ -113,19 +83,19 @@ def _flat(pages: Any) -> list[str]:
 
 
 def test_plan_everything_pages_through_instances() -> None:
-    fake = FakeOrthanc(ARCHIVE)
+    fake = archive_orthanc(ARCHIVE)
     assert _flat(plan(fake, Scope(), page_size=4)) == fake.all_instances()
     assert sum(c.startswith("GET /instances") for c in fake.calls) == 3  # 4 + 4 + 2
 
 
 def test_plan_since_uses_study_date() -> None:
-    fake = FakeOrthanc(ARCHIVE)
+    fake = archive_orthanc(ARCHIVE)
     ids = _flat(plan(fake, Scope.from_request({"Since": "2024-01-01"}), page_size=1))
     assert ids == ["s2-i0", "s2-i1", "s2-i2", "s2-i3", "s3-i0", "s3-i1"]  # not s1 (2023), not s4 (no date)
 
 
 def test_plan_studies_accepts_ids_and_uids_and_names_a_missing_uid() -> None:
-    fake = FakeOrthanc(ARCHIVE)
+    fake = archive_orthanc(ARCHIVE)
     assert _flat(plan(fake, Scope(studies=("s3", "1.2.3.s4")))) == ["s3-i0", "s3-i1", "s4-i0"]
     with pytest.raises(BackfillError, match="StudyInstanceUID 1.2.3.nope"):
         _flat(plan(fake, Scope(studies=("1.2.3.nope",))))
@@ -176,7 +146,7 @@ class Recorder:
 
 
 def test_backfill_runs_to_completion_with_outcomes(tmp_path: Path) -> None:
-    fake, process = FakeOrthanc(ARCHIVE), Recorder(fail={"s2-i2"})
+    fake, process = archive_orthanc(ARCHIVE), Recorder(fail={"s2-i2"})
     runner = BackfillRunner(fake, Checkpoint(tmp_path / "bf.sqlite3"), process)
     runner.start(Scope(route=True, rate_per_second=1000))
     assert runner.wait(10)
@@ -190,7 +160,7 @@ def test_backfill_runs_to_completion_with_outcomes(tmp_path: Path) -> None:
 
 
 def test_backfill_resumes_after_a_restart_without_redoing_work(tmp_path: Path) -> None:
-    fake = FakeOrthanc({"s1": ("20240101", 12)})
+    fake = archive_orthanc({"s1": ("20240101", 12)})
     slow = Recorder()
     first = BackfillRunner(fake, Checkpoint(tmp_path / "bf.sqlite3"), slow)
     first.start(Scope(rate_per_second=5))  # a burst of 5, then one every 0.2 s
@@ -213,7 +183,7 @@ def test_backfill_resumes_after_a_restart_without_redoing_work(tmp_path: Path) -
 
 
 def test_backfill_interrupted_while_planning_plans_again(tmp_path: Path) -> None:
-    fake = FakeOrthanc(ARCHIVE)
+    fake = archive_orthanc(ARCHIVE)
     cp = Checkpoint(tmp_path / "bf.sqlite3")
     cp.new_job({"State": "planning", "Scope": Scope(rate_per_second=1000).as_dict(), "Planned": False})
     cp.add(["s1-i0"])  # a partial plan from before the restart
@@ -227,7 +197,7 @@ def test_backfill_interrupted_while_planning_plans_again(tmp_path: Path) -> None
 
 
 def test_backfill_yields_to_live_ingest(tmp_path: Path) -> None:
-    fake = FakeOrthanc({"s1": ("20240101", 3)})
+    fake = archive_orthanc({"s1": ("20240101", 3)})
     live = [2]
     process = Recorder()
     runner = BackfillRunner(fake, Checkpoint(tmp_path / "bf.sqlite3"), process, live_queue_depth=lambda: live[0])
@@ -242,13 +212,13 @@ def test_backfill_yields_to_live_ingest(tmp_path: Path) -> None:
 
 
 def test_backfill_is_throttled(tmp_path: Path) -> None:
-    fake = FakeOrthanc({"s1": ("20240101", 12)})
+    fake = archive_orthanc({"s1": ("20240101", 12)})
     runner = BackfillRunner(fake, Checkpoint(tmp_path / "bf.sqlite3"), Recorder())
     started = time.monotonic()
     runner.start(Scope(rate_per_second=20))
     assert runner.wait(10)
     fast = time.monotonic() - started  # 12 instances fit in the burst of 20
-    runner2 = BackfillRunner(FakeOrthanc({"s1": ("20240101", 12)}), Checkpoint(tmp_path / "bf2.sqlite3"), Recorder())
+    runner2 = BackfillRunner(archive_orthanc({"s1": ("20240101", 12)}), Checkpoint(tmp_path / "bf2.sqlite3"), Recorder())
     started = time.monotonic()
     runner2.start(Scope(rate_per_second=4))  # burst 4, then 4/s: 8 more take about 2 s
     assert runner2.wait(10)
@@ -259,7 +229,7 @@ def test_backfill_is_throttled(tmp_path: Path) -> None:
 
 def test_only_one_backfill_at_a_time_and_cancel(tmp_path: Path) -> None:
     gate = threading.Event()
-    runner = BackfillRunner(FakeOrthanc({"s1": ("20240101", 5)}), Checkpoint(tmp_path / "bf.sqlite3"), Recorder(gate=gate))
+    runner = BackfillRunner(archive_orthanc({"s1": ("20240101", 5)}), Checkpoint(tmp_path / "bf.sqlite3"), Recorder(gate=gate))
     runner.start(Scope(rate_per_second=1000))
     with pytest.raises(BackfillBusy):
         runner.start(Scope())
@@ -273,7 +243,7 @@ def test_only_one_backfill_at_a_time_and_cancel(tmp_path: Path) -> None:
 
 
 def test_a_planning_error_is_reported_not_raised(tmp_path: Path) -> None:
-    runner = BackfillRunner(FakeOrthanc(ARCHIVE), Checkpoint(tmp_path / "bf.sqlite3"), Recorder())
+    runner = BackfillRunner(archive_orthanc(ARCHIVE), Checkpoint(tmp_path / "bf.sqlite3"), Recorder())
     runner.start(Scope(studies=("1.2.3.unknown",)))
     assert runner.wait(10)
     p = runner.progress()
@@ -281,6 +251,6 @@ def test_a_planning_error_is_reported_not_raised(tmp_path: Path) -> None:
 
 
 def test_progress_is_none_before_any_backfill(tmp_path: Path) -> None:
-    runner = BackfillRunner(FakeOrthanc({}), Checkpoint(tmp_path / "bf.sqlite3"), Recorder())
+    runner = BackfillRunner(archive_orthanc({}), Checkpoint(tmp_path / "bf.sqlite3"), Recorder())
     assert runner.progress() is None
     assert runner.cancel() is False

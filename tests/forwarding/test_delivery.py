@@ -1,71 +1,24 @@
 """Forwarding logic: job submission and tracking, backoff, circuit breaker, dead letter.
 
-``JobsDouble`` stands in for Orthanc's REST jobs API with the same shapes (``{"ID"}``
-on submission, ``{"State", "ErrorDescription"}`` on ``GET /jobs/{id}``); the real thing is
-exercised by tests/integration. A manual clock makes the backoff deterministic.
+``FakeOrthanc`` (tests/support/fake_orthanc.py) plays Orthanc's jobs and destinations; the
+real thing is exercised by tests/integration. A manual clock makes the backoff deterministic.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bodypart_router.config import Destination, parse
 from bodypart_router.forwarding.events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, DeliverySubmitted,
                                     Dispatcher, InstanceStateChanged)
 from bodypart_router.retry import Retry
-from bodypart_router.forwarding.delivery import (
-    CannotAsk,
-    Forwarder,
-    RestError,
-    Unreachable,
-    job_outcome,
-    store_request,
-)
+from bodypart_router.forwarding.delivery import Forwarder
+from bodypart_router.orthanc_api import CannotAsk, Job, Unreachable
 from bodypart_router.forwarding.store import Received, Store, StoreError
 from bodypart_router.states import CircuitState, DeliveryState, InstanceState
-
-
-class JobsDouble:
-    """Orthanc's store/jobs routes. Destinations in ``down`` make jobs fail; ``refuse`` makes submission fail."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.submitted: list[tuple[str, list[str]]] = []
-        self.down: set[str] = set()
-        self.refuse = False
-        self.probes: list[str] = []
-
-    def _probe(self, uri: str) -> Any:
-        """C-ECHO of a modality / system of a peer: an error while the destination is down."""
-        self.probes.append(uri)
-        if any(f"/{name}/" in uri for name in self.down):
-            raise RestError(f"{uri}: (9, 'Error in the network protocol')", 500)
-        return {}
-
-    def post_json(self, uri: str, body: Any) -> Any:
-        if uri.endswith("/echo"):
-            return self._probe(uri)
-        if self.refuse:
-            raise RestError(f"POST {uri}: (9, 'Unknown modality')", None)
-        job_id = f"job-{len(self.jobs)}"
-        self.submitted.append((uri, body["Resources"]))
-        failed = any(f"/{name}/" in uri for name in self.down)
-        self.jobs[job_id] = {"State": "Failure" if failed else "Success", "ErrorCode": 9,
-                             "ErrorDescription": "Error in the network protocol" if failed else ""}
-        return {"ID": job_id, "Path": f"/jobs/{job_id}"}
-
-    def get_json(self, uri: str) -> Any:
-        if uri.endswith("/system"):
-            return self._probe(uri)
-        if uri.startswith("/instances/"):
-            return {"ID": uri.rsplit("/", 1)[-1]}
-        job_id = uri.rsplit("/", 1)[-1]
-        if job_id not in self.jobs:
-            raise RestError(f"GET {uri}: (17, 'Unknown resource')", 404)
-        return self.jobs[job_id]
+from support.fake_orthanc import FakeOrthanc
 
 
 class LookupDouble:
@@ -102,7 +55,7 @@ def world(tmp_path: Path, router_logs: list[tuple[str, str]]):
                    ["BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded"])},
                "BodyPartRouter": section}
     config = parse(section, orthanc, base_dir=tmp_path, check_paths=False)
-    store, jobs, clock = Store(tmp_path / "s.sqlite"), JobsDouble(), Clock()
+    store, jobs, clock = Store(tmp_path / "s.sqlite"), FakeOrthanc(), Clock()
     logs = router_logs
     states: list[tuple[str, str, list[str]]] = []
     events = Dispatcher()
@@ -117,15 +70,11 @@ def add(store: Store, instance: str, dest: str) -> None:
     store.record_classification(instance, class_name="spine", score=1.0, model="m@1", destinations=[dest])
 
 
-def test_requests_and_outcomes_match_orthancs_api() -> None:
-    assert store_request(Destination("modality", "ai"), "i") == ("/modalities/ai/store",
-                                                                 {"Resources": ["i"], "Asynchronous": True})
-    assert store_request(Destination("peer", "p"), "i")[0] == "/peers/p/store"
-    assert store_request(Destination("dicomweb", "w"), "i") == ("/dicom-web/servers/w/stow",
-                                                                {"Resources": ["i"], "Synchronous": False})
-    assert job_outcome({"State": "Running"})[0] == "running"
-    failure = {"State": "Failure", "ErrorDescription": "boom", "ErrorDetails": "why"}
-    assert job_outcome(failure) == ("failure", "boom: why")
+def test_job_outcomes_match_orthancs_api() -> None:
+    assert Job.from_json({"State": "Running"}).outcome == "running"
+    assert Job.from_json({"State": "Success"}).outcome == "success"
+    failure = Job.from_json({"State": "Failure", "ErrorDescription": "boom", "ErrorDetails": "why"})
+    assert (failure.outcome, failure.error) == ("failure", "boom: why")
 
 
 def test_a_delivery_is_submitted_once_and_tracked_to_success(world) -> None:
@@ -340,13 +289,10 @@ def test_a_job_orthanc_reloaded_and_still_running_is_cancelled_then_verified(wor
     forwarder.step()
     (d,) = store.submitted()
     jobs.jobs[d.job_id]["State"] = "Pending"  # reloaded by Orthanc (SaveJobs true)
-    cancelled: list[str] = []
-    post = jobs.post_json
-    jobs.post_json = lambda uri, body: cancelled.append(uri) if uri.endswith("/cancel") else post(uri, body)
     lookup = LookupDouble(held=("a",))
     fresh = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
     fresh.recover()
-    assert cancelled == [f"/jobs/{d.job_id}/cancel"]
+    assert jobs.cancelled == [f"/jobs/{d.job_id}/cancel"]
     fresh.step()
     assert lookup.asked == []  # a cancelled job may still be finishing: asked after a grace period
     clock.now += 60
@@ -409,32 +355,9 @@ def test_dead_letters_are_logged_as_one_summary_line_per_minute(world) -> None:
     assert all(lvl in ("info", "debug") for lvl, m in logs if "dead-lettered after" in m and m.startswith("instance"))
 
 
-class CountingJobs(JobsDouble):
-    """Counts the questions about jobs; ``fail_after`` makes a job fail after sending that many instances."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.polls = 0
-        self.arrived: list[str] = []
-        self.fail_after: int | None = None
-
-    def post_json(self, uri: str, body: Any) -> Any:
-        answer = super().post_json(uri, body)
-        sent = body["Resources"] if self.fail_after is None else body["Resources"][:self.fail_after]
-        self.arrived += sent
-        if self.fail_after is not None and len(body["Resources"]) > self.fail_after:
-            self.jobs[answer["ID"]].update(State="Failure", ErrorDescription="Error in the network protocol")
-        return answer
-
-    def get_json(self, uri: str) -> Any:
-        if uri.startswith("/jobs/"):
-            self.polls += 1
-        return super().get_json(uri)
-
-
 def test_deliveries_to_one_destination_share_one_job_followed_with_one_question(world) -> None:
     store, _, clock, forwarder, logs, states = world
-    jobs = CountingJobs()
+    jobs = FakeOrthanc()
     lookup = LookupDouble(held=())
     batched = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)
     for n in range(5):
@@ -451,7 +374,7 @@ def test_deliveries_to_one_destination_share_one_job_followed_with_one_question(
 
 def test_a_failed_batch_is_verified_then_only_what_did_not_arrive_is_sent_again_alone(world) -> None:
     store, _, clock, forwarder, logs, states = world
-    jobs = CountingJobs()
+    jobs = FakeOrthanc()
     jobs.fail_after = 2  # the job sent two instances, then failed
     lookup = LookupDouble()
     batched = Forwarder(store, jobs, forwarder.config, forwarder.events, clock=clock, lookup=lookup)

@@ -24,6 +24,7 @@ from bodypart_router.forwarding.claims import (
     shared_index,
 )
 from bodypart_router.forwarding.store import Store
+from bodypart_router.orthanc_api import HttpAccess
 from support.malformed import base_dataset, to_bytes
 from support.orthanc import OrthancProcess
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster, unavailable
@@ -53,7 +54,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthan
 
 
 def _claims(node: OrthancProcess) -> Claims:
-    return Claims(node.url, node_id=node.name)
+    return Claims.over_http(HttpAccess(node.url), node.name)
 
 
 def test_exactly_one_node_wins_each_instance(two_nodes: tuple[OrthancProcess, OrthancProcess]) -> None:
@@ -125,11 +126,12 @@ def test_claims_switch_on_only_for_a_shared_index(tmp_path: Path) -> None:
             for_node(shared, store)
         claims = for_node({**shared, "UserMetadata": {CLAIM_METADATA: 1029}}, store)
         assert isinstance(claims, Claims)
-        assert claims.base_url == "http://127.0.0.1:8043"
+        assert claims.access is not None and claims.access.url == "http://127.0.0.1:8043"
         again = for_node({**shared, "UserMetadata": {CLAIM_METADATA: 1029}}, store)
         assert again.node_id == claims.node_id, "the node ID survives restarts (kept in the store)"
         secured = {**shared, "UserMetadata": {CLAIM_METADATA: 1029}, "AuthenticationEnabled": True,
                    "RegisteredUsers": {"router": "secret"}}
-        assert for_node(secured, store).authorization == "Basic cm91dGVyOnNlY3JldA=="
+        access = for_node(secured, store).access  # type: ignore[union-attr]
+        assert access is not None and access.authorization == "Basic cm91dGVyOnNlY3JldA=="
     finally:
         store.close()

@@ -6,11 +6,11 @@
 - :mod:`.delivery`  forwards as Orthanc jobs: tracking, retries, dead letters
 - :mod:`.circuit`   the per-destination circuit breaker
 - :mod:`.claims`    several nodes on one index: one node per instance
-- :mod:`.verify`    ask a destination whether it already holds an instance before resending
 - :mod:`.backfill`  classify (and route) what Orthanc stored before the router
 
-Orthanc is reached through the small REST interfaces these modules declare; the adapter
-provides them.
+Orthanc is reached through :class:`bodypart_router.orthanc_api.Orthanc` (in process in the
+plugin, ``FakeOrthanc`` in the unit tests); asking a destination whether it already holds an
+instance before resending is :mod:`bodypart_router.orthanc_api.destinations`.
 
-May import: routing, inference, imaging, config, errors, logs, states, retry.
+May import: routing, inference, imaging, config, errors, logs, states, retry, orthanc_api.
 """

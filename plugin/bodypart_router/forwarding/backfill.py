@@ -26,8 +26,8 @@ idempotence makes harmless).
 
 Live ingest keeps priority: the runner only takes the next instance when the live queue
 is empty, and never faster than a token bucket allows. Everything Orthanc-specific goes
-through the injected :class:`RestClient` and ``process`` callable, so this module is
-tested without Orthanc.
+through the injected :class:`~bodypart_router.orthanc_api.Orthanc` and ``process`` callable,
+so this module is tested without Orthanc.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping
+
 from ..errors import BodyPartRouterError
+from ..orthanc_api import Orthanc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -61,18 +63,6 @@ RATE_WINDOW_SECONDS = 60.0
 
 PLANNING, RUNNING, DONE, CANCELLED, FAILED = "planning", "running", "done", "cancelled", "failed"
 ACTIVE_STATES = (PLANNING, RUNNING)
-
-
-class RestClient(Protocol):
-    """The part of Orthanc's REST API the backfill needs; answers are parsed JSON.
-
-    ``post`` sends a ``str`` body as is (``/tools/lookup`` takes a bare UID) and anything
-    else as JSON.
-    """
-
-    def get(self, uri: str) -> Any: ...
-
-    def post(self, uri: str, body: Any) -> Any: ...
 
 
 #: ``process(instance_id, route)`` classifies one instance (and forwards it when ``route``)
@@ -173,39 +163,35 @@ def _parse_since(value: Any) -> _dt.date:
 # --------------------------------------------------------------------------------------
 
 
-def _study_instances(client: RestClient, study_id: str) -> list[str]:
-    return [str(i["ID"]) for i in client.get(f"/studies/{study_id}/instances")]
-
-
-def _resolve_study(client: RestClient, ref: str) -> str:
+def _resolve_study(orthanc: Orthanc, ref: str) -> str:
     """An Orthanc study ID as is; a StudyInstanceUID (it has dots) through ``/tools/lookup``."""
     if "." not in ref:
         return ref
-    matches = [m for m in client.post("/tools/lookup", ref) if m.get("Type") == "Study"]
+    matches = [m for m in orthanc.lookup(ref) if m.get("Type") == "Study"]
     if not matches:
         raise BackfillError(f"Studies: no study with StudyInstanceUID {ref} is stored")
     return str(matches[0]["ID"])
 
 
-def plan(client: RestClient, scope: Scope, page_size: int = PAGE_SIZE) -> Iterator[list[str]]:
+def plan(orthanc: Orthanc, scope: Scope, page_size: int = PAGE_SIZE) -> Iterator[list[str]]:
     """Yield the scope's instance IDs, one page (list) at a time."""
     if scope.studies:
         for ref in scope.studies:
-            yield _study_instances(client, _resolve_study(client, ref))
+            yield orthanc.study_instances(_resolve_study(orthanc, ref))
         return
     if scope.since:
         query = {"Level": "Study", "Query": {"StudyDate": scope.since.strftime("%Y%m%d") + "-"}, "Expand": False}
         offset = 0
         while True:
-            studies = client.post("/tools/find", {**query, "Since": offset, "Limit": page_size})
+            studies = orthanc.find({**query, "Since": offset, "Limit": page_size})
             for study in studies:
-                yield _study_instances(client, str(study))
+                yield orthanc.study_instances(str(study))
             if len(studies) < page_size:
                 return
             offset += page_size
     offset = 0
     while True:
-        ids = [str(i) for i in client.get(f"/instances?since={offset}&limit={page_size}")]
+        ids = orthanc.instances(offset, page_size)
         if ids:
             yield ids
         if len(ids) < page_size:
@@ -363,7 +349,7 @@ class BackfillRunner:
     """Plans and works through one backfill at a time in a background thread.
 
     Args:
-        client: Orthanc's REST API (the adapter wraps ``orthanc.RestApiGet``/``Post``).
+        orthanc: where the instances are (the adapter's in-process implementation).
         checkpoint: where progress survives restarts.
         process: classifies one instance (see :data:`Process`); an exception is recorded as
             ``failed:backfill-error`` for that instance and the run goes on.
@@ -372,7 +358,7 @@ class BackfillRunner:
 
     def __init__(
         self,
-        client: RestClient,
+        orthanc: Orthanc,
         checkpoint: Checkpoint,
         process: Process,
         *,
@@ -380,7 +366,7 @@ class BackfillRunner:
         clock: Callable[[], float] = time.monotonic,
         thread_name: str = "bodypart-router-backfill",
     ) -> None:
-        self._client, self._checkpoint, self._process = client, checkpoint, process
+        self._orthanc, self._checkpoint, self._process = orthanc, checkpoint, process
         self._live_depth, self._clock = live_queue_depth, clock
         self._thread_name = thread_name
         self._lock = threading.Lock()
@@ -485,7 +471,7 @@ class BackfillRunner:
         scope = Scope.from_dict(job.get("Scope") or {})
         try:
             if not job.get("Planned"):
-                for page in plan(self._client, scope):
+                for page in plan(self._orthanc, scope):
                     if self._stop.is_set():
                         return
                     self._checkpoint.add(page)

@@ -17,8 +17,8 @@ a value no node ever writes is therefore "create if absent": ``200`` for the fir
 serialised by the database (Orthanc replays a transaction that lost a serialisation conflict).
 
 orthanc-python 4.0's ``RestApiPut`` cannot send headers, so claims go through the node's own
-HTTP server on 127.0.0.1 (``HttpPort``; ``SslEnabled``; the first ``RegisteredUsers`` entry
-when authentication is on).
+HTTP server on 127.0.0.1 (:meth:`HttpAccess.own_node <bodypart_router.orthanc_api.http.HttpAccess.own_node>`:
+``HttpPort``, ``SslEnabled``, the first ``RegisteredUsers`` entry when authentication is on).
 
 A claim is re-entrant: a node that crashed between claiming and finishing finds its own ID
 at the next start and carries on.
@@ -46,19 +46,15 @@ the classification workers call :meth:`Claims.claim_or_owner` before classifying
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import ssl
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import CLAIM_METADATA, shared_index
-from .delivery import RestError
+from ..orthanc_api import HttpAccess, HttpClient, Orthanc, OrthancClient, OrthancConflict, OrthancNotFound
 from .store import Store
 
 #: Store setting with this node's ID (stable across restarts of the node).
@@ -86,18 +82,22 @@ class Observed:
     etag: str
 
 
-@dataclass
 class Claims:
-    """Claims instances for this node through Orthanc's HTTP API (see the module docstring)."""
+    """Claims instances for this node through an :class:`~bodypart_router.orthanc_api.Orthanc` that
+    supports conditional writes (HTTP; see the module docstring)."""
 
-    base_url: str
-    node_id: str
-    authorization: str | None = None
-    timeout: float = 10.0
-    verify_tls: bool = False  # loopback to our own server: its certificate is rarely for 127.0.0.1
+    def __init__(self, orthanc: Orthanc, node_id: str, access: HttpAccess | None = None) -> None:
+        self.orthanc = orthanc
+        self.node_id = node_id
+        #: Where the claims go, when over HTTP (for the log and the tests).
+        self.access = access
 
-    def _value(self, stamp: str | None = None) -> bytes:
-        return f"{self.node_id} {stamp or f'{time.time():.3f}'}".encode()
+    @classmethod
+    def over_http(cls, access: HttpAccess, node_id: str) -> "Claims":
+        return cls(OrthancClient(HttpClient(access)), node_id, access)
+
+    def _value(self, stamp: str | None = None) -> str:
+        return f"{self.node_id} {stamp or f'{time.time():.3f}'}"
 
     def claim(self, instance_id: str) -> bool:
         """True if this node owns the instance (it just claimed it, or had already); False otherwise."""
@@ -105,36 +105,30 @@ class Claims:
 
     def claim_or_owner(self, instance_id: str) -> str | None:
         """None when this node owns the instance; else the claim's value as another node wrote
-        it ("" when the instance was deleted)."""
-        status, _, _ = self._request("PUT", f"/instances/{instance_id}/metadata/{CLAIM_METADATA}",
-                                     self._value(), {"If-Match": _NEVER_WRITTEN})
-        if status == 200:
+        it ("" when the instance was deleted). Raises ``OrthancError`` when undecided."""
+        try:
+            self.orthanc.set_metadata(instance_id, CLAIM_METADATA, self._value(), if_match=_NEVER_WRITTEN)
             return None
-        if status == 404:  # deleted since it was stored: nothing to do for anybody
+        except OrthancNotFound:  # deleted since it was stored: nothing to do for anybody
             return ""
-        if status == 409:
+        except OrthancConflict:
             seen = self.read(instance_id)
             if seen is None:
                 return ""
             return None if owner_of(seen.value) == self.node_id else seen.value
-        raise RestError(f"claim of instance {instance_id}: HTTP {status} from {self.base_url}", status)
 
     def read(self, instance_id: str) -> Observed | None:
         """The instance's claim, or None when it has none (or the instance was deleted)."""
-        status, body, etag = self._request("GET", f"/instances/{instance_id}/metadata/{CLAIM_METADATA}")
-        if status == 404:
-            return None
-        if status != 200:
-            raise RestError(f"claim of instance {instance_id}: HTTP {status} from {self.base_url}", status)
-        return Observed(body.decode(errors="replace"), etag)
+        found = self.orthanc.metadata(instance_id, CLAIM_METADATA)
+        return None if found is None else Observed(found.value, found.revision)
 
-    def _swap(self, instance_id: str, seen: Observed, value: bytes) -> bool:
+    def _swap(self, instance_id: str, seen: Observed, value: str) -> bool:
         """Replace the claim if it still is ``seen`` (Orthanc checks the revision in its transaction)."""
-        status, _, _ = self._request("PUT", f"/instances/{instance_id}/metadata/{CLAIM_METADATA}", value,
-                                     {"If-Match": seen.etag})
-        if status in (200, 409, 404):
-            return status == 200
-        raise RestError(f"claim of instance {instance_id}: HTTP {status} from {self.base_url}", status)
+        try:
+            self.orthanc.set_metadata(instance_id, CLAIM_METADATA, value, if_match=seen.etag)
+        except (OrthancConflict, OrthancNotFound):
+            return False
+        return True
 
     def renew(self, instance_id: str) -> bool:
         """Extend this node's lease; False when the claim is another node's now (or the instance is gone)."""
@@ -154,21 +148,6 @@ class Claims:
     def take_over(self, instance_id: str, seen: Observed) -> bool:
         """Take the instance if its claim is still exactly ``seen`` (its lease ran out)."""
         return self._swap(instance_id, seen, self._value())
-
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: Mapping[str, str] | None = None) -> tuple[int, bytes, str]:
-        """(HTTP status, body, ETag)."""
-        request = urllib.request.Request(self.base_url + path, data=body, method=method, headers=dict(headers or {}))
-        if self.authorization:
-            request.add_header("Authorization", self.authorization)
-        context = None if self.verify_tls or not self.base_url.startswith("https") else ssl._create_unverified_context()
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as answer:
-                return answer.status, answer.read(), answer.headers.get("ETag", "")
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), ""
-        except OSError as exc:  # refused, timeout: undecided, try again later
-            raise RestError(f"claim: {method} {path} on {self.base_url}: {exc}", None) from exc
 
 
 class NoClaims:
@@ -193,17 +172,4 @@ def for_node(orthanc_config: Mapping[str, Any], store: Store) -> Claims | NoClai
     if not node_id:
         node_id = f"{orthanc_config.get('Name', 'orthanc')}-{uuid.uuid4().hex[:12]}"
         store.set_setting(NODE_ID_KEY, node_id)
-    scheme = "https" if orthanc_config.get("SslEnabled") else "http"
-    port = int(orthanc_config.get("HttpPort", 8042))
-    return Claims(f"{scheme}://127.0.0.1:{port}", node_id, _authorization(orthanc_config))
-
-
-def _authorization(orthanc_config: Mapping[str, Any]) -> str | None:
-    """Basic credentials of the first registered user when HTTP authentication is on."""
-    enabled = orthanc_config.get("AuthenticationEnabled", bool(orthanc_config.get("RemoteAccessAllowed")))
-    users = orthanc_config.get("RegisteredUsers") or {}
-    if not enabled or not users:
-        return None
-    user, password = next(iter(users.items()))
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
+    return Claims.over_http(HttpAccess.own_node(orthanc_config), node_id)

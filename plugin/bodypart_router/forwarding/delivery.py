@@ -14,10 +14,11 @@ and forgets old jobs (``JobsHistorySize``), so the retry state lives in the
 * a forward whose outcome is unknown (Orthanc stopped or crashed while it was in flight, or
   forgot its job) is not sent again blindly: with a :class:`Lookup` (``VerifyBeforeResend``)
   the destination is first asked whether it already holds the instance, so a crash does not
-  deliver anything twice (:mod:`bodypart_router.forwarding.verify`).
+  deliver anything twice (:mod:`bodypart_router.orthanc_api.destinations`).
 
-This module never imports ``orthanc``; the adapter passes an object with the small
-:class:`Rest` interface (the tests pass one that speaks to a real Orthanc over HTTP).
+This module never imports ``orthanc``: it asks Orthanc through the typed
+:class:`~bodypart_router.orthanc_api.Orthanc` interface (in process in the plugin, a
+``FakeOrthanc`` in the unit tests).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from ..states import CircuitState, DeliveryState, InstanceState
 from .circuit import CircuitBreaker
 from .events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, DeliverySubmitted, Dispatcher,
                      InstanceStateChanged)
+from ..orthanc_api import CannotAsk, Orthanc, OrthancError, OrthancNotFound, Unreachable
+from ..orthanc_api.interface import NOT_STARTED_JOB_STATES, Job
 from .store import Delivery, Store
 from .transitions import after_failure, after_lost_attempt, after_unanswered
 
@@ -50,60 +53,14 @@ DEAD_LETTER_LOG_SECONDS = 60.0
 RELOADED_JOB_GRACE_SECONDS = 10.0
 
 
-class RestError(BodyPartRouterError):
-    """A REST call into Orthanc failed; ``status`` is the HTTP status when known (404: not found)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Rest(Protocol):
-    """What the forwarder needs from Orthanc's REST API (bodies are JSON-decoded/encoded)."""
-
-    def get_json(self, uri: str) -> Any: ...
-
-    def post_json(self, uri: str, body: Any) -> Any: ...
-
-
-class Unreachable(BodyPartRouterError):
-    """The destination did not answer a :class:`Lookup` at all: ask again later."""
-
-
-class CannotAsk(BodyPartRouterError):
-    """The destination is up but cannot say whether it holds an instance: send again (at least once)."""
-
-
 class Lookup(Protocol):
-    """Asks a destination whether it already holds an instance (see :mod:`bodypart_router.forwarding.verify`)."""
+    """Asks a destination whether it already holds an instance (see :mod:`bodypart_router.orthanc_api.destinations`)."""
 
     def holds(self, destination: Destination, instance_id: str) -> bool:
-        """True or False, or raises :class:`Unreachable` / :class:`CannotAsk` (or :class:`RestError`)."""
+        """True or False, or raises :class:`Unreachable` / :class:`CannotAsk` (or another :class:`OrthancError`)."""
         ...
 
 
-def store_request(destination: Destination, instance_ids: str | list[str]) -> tuple[str, dict[str, Any]]:
-    """The Orthanc REST call that forwards instances to ``destination`` as one asynchronous job."""
-    resources = [instance_ids] if isinstance(instance_ids, str) else list(instance_ids)
-    if destination.kind == "modality":
-        return f"/modalities/{destination.name}/store", {"Resources": resources, "Asynchronous": True}
-    if destination.kind == "peer":
-        return f"/peers/{destination.name}/store", {"Resources": resources, "Asynchronous": True}
-    if destination.kind == "dicomweb":
-        return f"/dicom-web/servers/{destination.name}/stow", {"Resources": resources, "Synchronous": False}
-    raise ValueError(f"unknown destination kind {destination.kind!r}")
-
-
-def job_outcome(job: dict[str, Any]) -> tuple[str, str]:
-    """Map an Orthanc job to ``("running"|"success"|"failure", detail)``."""
-    state = job.get("State")
-    if state == "Success":
-        return "success", ""
-    if state == "Failure":
-        detail = job.get("ErrorDescription") or f"error code {job.get('ErrorCode')}"
-        details = job.get("ErrorDetails")
-        return "failure", f"{detail}: {details}" if details else str(detail)
-    return "running", str(state)
 
 
 @dataclass
@@ -117,7 +74,7 @@ class Forwarder:
     """
 
     store: Store
-    rest: Rest
+    orthanc: Orthanc
     config: RouterConfig
     events: Dispatcher = field(default_factory=Dispatcher)
     clock: Callable[[], float] = time.time
@@ -167,15 +124,10 @@ class Forwarder:
         for key in self.breaker.idle_probes_due(now):
             if self.store.waiting_count(key, now):
                 continue  # a due forward is the probe
-            destination = Destination.from_key(key)
-            if destination.kind not in ("modality", "peer"):
-                continue
             try:
-                if destination.kind == "modality":
-                    self.rest.post_json(f"/modalities/{destination.name}/echo", {})
-                else:
-                    self.rest.get_json(f"/peers/{destination.name}/system")
-            except RestError as exc:
+                if not self.orthanc.probe(Destination.from_key(key)):
+                    continue  # a kind that cannot be probed without sending (DICOMweb)
+            except OrthancError as exc:
                 self.breaker.failure(key, self.clock(), f"probe: {exc}")
                 continue
             self.breaker.success(key)
@@ -208,15 +160,15 @@ class Forwarder:
             delay = 0.0
             if d.job_id:
                 try:
-                    job: dict[str, Any] | None = self.rest.get_json(f"/jobs/{d.job_id}")
-                except RestError:
+                    job: Job | None = self.orthanc.job(d.job_id)
+                except OrthancError:
                     job = None  # not reloaded (SaveJobs false): the usual case
                 if job is not None:
-                    if job_outcome(job)[0] != "running":
+                    if job.outcome != "running":
                         continue
                     try:
-                        self.rest.post_json(f"/jobs/{d.job_id}/cancel", {})
-                    except RestError:
+                        self.orthanc.cancel_job(d.job_id)
+                    except OrthancError:
                         pass
                     delay = RELOADED_JOB_GRACE_SECONDS
             self._unknown(d, "in flight when Orthanc stopped", delay)
@@ -240,11 +192,10 @@ class Forwarder:
             if not d.job_id:
                 continue  # left by a crash: verified at the next start
             try:
-                job = self.rest.get_json(f"/jobs/{d.job_id}")
-                if job.get("State") in ("Pending", "Paused", "Retry"):
-                    self.rest.post_json(f"/jobs/{d.job_id}/cancel", {})
+                if self.orthanc.job(d.job_id).state in NOT_STARTED_JOB_STATES:
+                    self.orthanc.cancel_job(d.job_id)
                     self.store.unsubmit(d.id, "job cancelled at shutdown, to be sent again")
-            except RestError:
+            except OrthancError:
                 continue  # left submitted: resolved at the next start
         while self.store.submitted() and self.clock() < deadline:
             self._poll_submitted()
@@ -296,19 +247,17 @@ class Forwarder:
 
     def _submit(self, destination: str, batch: list[Delivery]) -> int:
         """One job for ``batch`` (deliveries to one destination). Returns how many changed."""
-        uri, body = store_request(Destination.from_key(destination), [d.instance_id for d in batch])
         # Recorded before Orthanc is asked: a crash from here on leaves an outcome to verify.
         for d in batch:
             self.store.mark_submitting(d.id)
         try:
-            answer = self.rest.post_json(uri, body)
-            job_id = str(answer["ID"])
-        except (RestError, KeyError, TypeError, ValueError) as exc:
-            if not isinstance(exc, RestError):  # Orthanc answered, but not with a job
-                LOGGER.exception(f"{uri}: unexpected answer to a forward")
+            job_id = self.orthanc.forward(Destination.from_key(destination), [d.instance_id for d in batch])
+        except (OrthancError, KeyError, TypeError, ValueError) as exc:
+            if not isinstance(exc, OrthancError):  # Orthanc answered, but not with a job
+                LOGGER.exception(f"{destination}: unexpected answer to a forward")
             for d in batch:
                 self.store.unsubmit(d.id, f"submission refused: {exc}")  # nothing was sent
-            if isinstance(exc, RestError) and not Retry.is_retryable(exc):
+            if isinstance(exc, OrthancError) and not Retry.is_retryable(exc):
                 gone = [d for d in batch if self._instance_gone(d.instance_id)]
                 for d in gone:
                     self.store.forget(d.instance_id)
@@ -326,10 +275,9 @@ class Forwarder:
 
     def _instance_gone(self, instance_id: str) -> bool:
         try:
-            self.rest.get_json(f"/instances/{instance_id}")
+            return not self.orthanc.exists(instance_id)
+        except OrthancError:
             return False
-        except RestError as exc:
-            return not Retry.is_retryable(exc)
 
     # -- tracking -------------------------------------------------------------------------
     def _poll_submitted(self) -> int:
@@ -337,7 +285,7 @@ class Forwarder:
         if not submitted:
             return 0
         changed = 0
-        jobs: dict[str, dict[str, Any] | RestError] = {}  # one question per job, whatever it carries
+        jobs: dict[str, Job | OrthancError] = {}  # one question per job, whatever it carries
         batch_sizes: dict[str, int] = {}
         for d in submitted:
             if d.job_id:
@@ -350,17 +298,17 @@ class Forwarder:
                 continue
             if d.job_id not in jobs:
                 try:
-                    jobs[d.job_id] = self.rest.get_json(f"/jobs/{d.job_id}")
-                except RestError as exc:
+                    jobs[d.job_id] = self.orthanc.job(d.job_id)
+                except OrthancError as exc:
                     jobs[d.job_id] = exc
             job = jobs[d.job_id]
-            if isinstance(job, RestError):
+            if isinstance(job, OrthancError):
                 if not Retry.is_retryable(job):
                     # The job left Orthanc's history (restart, or JobsHistorySize too small).
                     self._unknown(d, f"job {d.job_id} is no longer known to Orthanc")
                     changed += 1
                 continue
-            outcome, detail = job_outcome(job)
+            outcome, detail = job.outcome, job.error or job.state
             if outcome == "running":
                 continue
             if outcome == "failure" and batch_sizes[d.job_id] > 1:
@@ -415,7 +363,7 @@ class Forwarder:
                 self._resend(d, f"{d.last_error}; destination cannot be asked, sent again")
                 changed += 1
                 continue
-            except (Unreachable, RestError) as exc:
+            except OrthancError as exc:  # Unreachable, or Orthanc itself did not answer
                 if not Retry.is_retryable(exc) and self._instance_gone(d.instance_id):
                     self.store.forget(d.instance_id)
                     continue

@@ -20,7 +20,7 @@ Two tables:
 A delivery is marked ``submitted`` *before* Orthanc is asked to send it, and its job ID is
 added once Orthanc answers. So after a crash every forward that may have left is known:
 those still ``submitted`` go to ``verify`` (outcome unknown) and are only sent again after
-the destination said it does not hold the instance (see :mod:`bodypart_router.forwarding.verify`).
+the destination said it does not hold the instance (see :mod:`bodypart_router.orthanc_api.destinations`).
 
 ``synchronous=NORMAL`` with WAL survives process crashes (the case that matters for a
 plugin); use ``FULL`` through the constructor if power loss must be covered too.

@@ -10,12 +10,12 @@ Map of the package:
 - :mod:`.rest_api`    the plugin's REST routes
 - :mod:`.explorer`    Orthanc Explorer panel (explorer.js)
 - :mod:`.extensions`  optional modules; they follow the typed events of :mod:`bodypart_router.forwarding.events`
-- :mod:`.host`        Orthanc REST wrapper
+- :mod:`.host`        the in-process implementation of :mod:`bodypart_router.orthanc_api`
 - :mod:`.orthanc_log` the package's log records, forwarded to Orthanc's log
 - ``bootstrap/``      the script Orthanc's ``PythonScript`` names (``orthanc_bootstrap.py``) and
   the ``LuaScripts`` shutdown hook; package data, not modules (``bodypart-router bootstrap-path``)
 
-May import: imaging, inference, routing, config, forwarding, ops, errors, logs, states, retry.
+May import: imaging, inference, routing, config, forwarding, ops, errors, logs, states, retry, orthanc_api.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ from ..inference.resources import IdleTrim
 from ..forwarding.events import Dispatcher, InstanceStateChanged
 from ..forwarding.store import Delivery, Store
 from ..forwarding.transitions import after_resubmit
-from ..forwarding.verify import DestinationLookup, peers_from_config
+from ..orthanc_api import OrthancClient
+from ..orthanc_api.destinations import peers_from_config
 from . import explorer, footprint, rest_api
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
@@ -280,10 +281,10 @@ class RouterApp:
             w.health = self.health
             w.thread.start()
         if not self.config.shadow_mode:
-            lookup = (DestinationLookup(self.rest, peers_from_config(self.orthanc_config))
-                      if self.config.verify_before_resend else None)
-            self.forwarder = ForwardingThread(self.config, self.store, self.rest, self.events,
-                                              self.wake_forwarder, self.stop_event, lookup)
+            orthanc = OrthancClient(self.rest.transport, peers_from_config(self.orthanc_config))
+            self.forwarder = ForwardingThread(self.config, self.store, orthanc, self.events,
+                                              self.wake_forwarder, self.stop_event,
+                                              orthanc if self.config.verify_before_resend else None)
             self.forwarder.idle_trim = idle_trim
             self.forwarder.health = self.health
             self.forwarder.thread.start()

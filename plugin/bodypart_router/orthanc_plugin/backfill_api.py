@@ -9,7 +9,7 @@ Routes (they follow Orthanc's authentication like every REST route):
 * ``DELETE /bodypart-router/backfill``  cancel the running backfill.
 
 Planning, the checkpoint, throttling and resuming live in :mod:`bodypart_router.forwarding.backfill`.
-This module supplies what is Orthanc-specific: the REST client and ``process``, which runs
+This module supplies what is Orthanc-specific: the in-process Orthanc and ``process``, which runs
 one instance through the same :class:`~.workers.ClassifyWorker` code as live ingest, in the
 backfill thread, and only while the live queue is empty. Instances the router already
 knows (classified live, or by an earlier backfill) are left as they are.
@@ -46,21 +46,6 @@ if TYPE_CHECKING:
 
 #: At shutdown, how long to wait for the instance in hand (Orthanc must stop within 10 s).
 STOP_SECONDS = 2.0
-
-
-class _Rest:
-    """:class:`bodypart_router.forwarding.backfill.RestClient` over Orthanc's internal REST API."""
-
-    def __init__(self, app: "RouterApp") -> None:
-        self._rest = app.rest
-
-    def get(self, uri: str) -> Any:
-        return self._rest.get_json(uri)
-
-    def post(self, uri: str, body: Any) -> Any:
-        raw = body if isinstance(body, str) else json.dumps(body)  # /tools/lookup takes the bare UID
-        answer = self._rest.post(uri, raw)
-        return json.loads(answer) if answer else None
 
 
 class _Processor:
@@ -122,7 +107,7 @@ def register(app: "RouterApp") -> None:
     runner: BackfillRunner | None = None
     if app.enabled and app.config is not None and app.store is not None:
         runner = BackfillRunner(
-            _Rest(app),
+            app.rest,
             Checkpoint(app.config.state_directory / CHECKPOINT_NAME),
             _Processor(app),
             live_queue_depth=app.store.queued_count,

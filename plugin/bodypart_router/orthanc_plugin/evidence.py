@@ -38,7 +38,7 @@ def _names_chest(tags: dict[str, Any]) -> bool:
 
 def read_header(rest: OrthancRest, instance_id: str, needed: Iterable[str] = (),
                 cache: HeaderCache | None = None) -> InstanceHeader:
-    """The instance's tags by keyword and its RemoteAET. Raises RestError (404: deleted)."""
+    """The instance's tags by keyword and its RemoteAET. Raises OrthancError (404: deleted)."""
     cached = cache.take(instance_id) if cache is not None else None
     if cached is not None:
         return cached

@@ -13,20 +13,20 @@ from ..forwarding.events import Dispatcher
 from ..forwarding.store import Store
 from ..ops.health import Health
 from ..inference.resources import IdleTrim
-from .host import OrthancRest
+from ..orthanc_api import Orthanc
 
 LOGGER = logging.getLogger(__name__)
 
 
 class ForwardingThread:
-    def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest,
+    def __init__(self, config: RouterConfig, store: Store, orthanc: Orthanc,
                  events: Dispatcher, wake: threading.Event, stop: threading.Event,
                  lookup: Lookup | None = None) -> None:
         self.wake = wake
         self.stop = stop
         self.forwarder = Forwarder(
             store=store,
-            rest=rest,
+            orthanc=orthanc,
             config=config,
             events=events,  # the writer and the metrics follow the forwards there
             lookup=lookup,

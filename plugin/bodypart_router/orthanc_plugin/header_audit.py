@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..routing.audit import audit
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..forwarding.events import InstanceClassified
 from ..routing.decision import RoutingDecision
 from .evidence import read_header
@@ -54,7 +54,7 @@ class _Auditor:
         else:
             try:
                 tags, remote_aet = header_tags(self.app, instance_id)
-            except RestError as exc:
+            except OrthancError as exc:
                 if exc.status != 404:  # 404: deleted meanwhile, nothing to audit
                     LOGGER.warning(f"instance {instance_id}: header audit skipped: {exc}")
                 return

@@ -54,7 +54,7 @@ import orthanc  # type: ignore[import-not-found]
 
 from ..forwarding.claims import CLAIM_METADATA, Claims, NoClaims, is_done
 from ..config import RouterConfig
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..errors import NotClassifiable
 from ..ops.health import Health
 from ..forwarding.events import Dispatcher, InstanceReceived
@@ -119,7 +119,7 @@ def policy_from_index(rest: OrthancRest, config: RouterConfig, instance_id: str)
         if recorded is InstanceState.FORWARDED or recorded is not None and recorded.kind in DONE_KINDS:
             return Received(instance_id, recorded, RECOVERED_DETAIL)
         series = rest.get_json(f"/instances/{instance_id}/series")
-    except RestError as exc:
+    except OrthancError as exc:
         if exc.status == 404:
             return None
         raise
@@ -278,7 +278,7 @@ class Recorder:
         assert isinstance(self.claims, Claims)
         try:
             meta = self.rest.get_json(f"/instances/{instance_id}/metadata?expand")
-        except RestError as exc:
+        except OrthancError as exc:
             if exc.status == 404:
                 self.store.forget(instance_id)
                 return 0
@@ -324,7 +324,7 @@ class Recorder:
             self.store.forget(instance_id)
             try:
                 fresh = policy_from_index(self.rest, self.config, instance_id)
-            except RestError as exc:
+            except OrthancError as exc:
                 LOGGER.warning(f"instance {instance_id}: deleted, could not check whether it was stored again "
                                f"({exc}); the changes log will catch it up")
                 continue

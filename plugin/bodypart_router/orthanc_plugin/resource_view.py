@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orthanc  # type: ignore[import-not-found]
 
 from ..config import Destination
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..states import OUTSTANDING, DeliveryState
 from .http_answers import send_json, send_status
 
@@ -98,7 +98,7 @@ def register(app: "RouterApp") -> None:
             return
         try:
             send_json(output, summary(app, level, resource_id))
-        except RestError as exc:
+        except OrthancError as exc:
             send_status(output, 404 if exc.status == 404 else 502, f"{level}/{resource_id}: {exc}")
         except Exception as exc:  # never let a route crash the host
             LOGGER.exception(f"GET {uri}: {exc!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..inference.classes import label_for
 from ..config import CLASSIC_METADATA, RESULT_METADATA, SEPARATE_METADATA, Destination
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..forwarding.events import Dispatcher, InstanceNotClassified, InstanceReceived, InstanceStateChanged
 from ..routing.decision import RoutingDecision
 from ..forwarding.store import InstanceRecord
@@ -172,7 +172,7 @@ class ResultWriter:
             return known
         try:
             value = json.loads(self.rest.get(f"/instances/{instance_id}/metadata/{RESULT_METADATA}"))
-        except RestError as exc:
+        except OrthancError as exc:
             if exc.status != 404:
                 raise
             return {}
@@ -252,7 +252,7 @@ class ResultWriter:
             return
         try:
             write()  # type: ignore[operator]
-        except RestError as exc:
+        except OrthancError as exc:
             if exc.status == 404:
                 LOGGER.info(f"instance {instance_id} was deleted before its results could be written")
             else:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..routing.audit import REGION_TAGS, age_in_years
 from ..config import Destination, destination_list, known_destinations
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..forwarding.store import delivery_json
 from ..forwarding.events import InstanceStateChanged
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
@@ -90,7 +90,7 @@ def explain(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     }
     try:
         found = redecide(app, instance_id)
-    except RestError as exc:
+    except OrthancError as exc:
         if exc.status == 404:
             raise RequestRefused(404, f"instance {instance_id} is not in Orthanc") from exc
         raise
@@ -229,7 +229,7 @@ def reroute(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
     for study in studies:
         try:
             wanted.extend(i["ID"] for i in app.rest.get_json(f"/studies/{study}/instances"))
-        except RestError as exc:
+        except OrthancError as exc:
             raise RequestRefused(404 if exc.status == 404 else 502, f"study {study}: {exc}") from exc
     if "Since" in body:
         wanted.extend(store.classified_since(_since(body["Since"])))

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..routing.fusion import fuse
 from ..routing.image_facts import ImageFacts
 from ..routing.decision import SECONDARY, decide
@@ -67,7 +67,7 @@ class SeriesDecider:
     def _is_stable(self, series_id: str) -> bool:
         try:
             return bool(self.rest.get_json(f"/series/{series_id}").get("IsStable", False))
-        except RestError as exc:
+        except OrthancError as exc:
             if exc.status != 404:
                 LOGGER.warning(f"series {series_id}: cannot tell whether it is stable: {exc}")
             return False
@@ -101,7 +101,7 @@ class SeriesDecider:
             raw = self.store.evidence(record.instance_id)
             try:
                 header = read_header(self.rest, record.instance_id, worker.rule_keywords)
-            except RestError as exc:
+            except OrthancError as exc:
                 if exc.status == 404:
                     if record.state == InstanceState.AWAITING_SERIES:
                         self.store.forget(record.instance_id)

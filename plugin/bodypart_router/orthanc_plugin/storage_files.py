@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..inference.engine import Source
 from .host import OrthancRest
 
@@ -31,7 +31,7 @@ class StorageFiles:
 
     def source(self, instance_id: str) -> Source:
         """The file's path when it can be read directly, else its bytes. Raises
-        :class:`RestError` (404 when the instance was deleted)."""
+        :class:`OrthancError` (404 when the instance was deleted)."""
         path = self._path(instance_id) if self.enabled else None
         if path is not None:
             self._note(True, "")
@@ -60,4 +60,4 @@ class StorageFiles:
                 else f"the classifier fetches files over REST: {why}")
 
 
-__all__ = ["StorageFiles", "RestError"]
+__all__ = ["StorageFiles", "OrthancError"]

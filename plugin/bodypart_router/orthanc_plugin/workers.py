@@ -17,7 +17,7 @@ import time
 
 from ..forwarding.claims import Claims, NoClaims
 from ..config import RouterConfig
-from ..forwarding.delivery import RestError
+from ..orthanc_api import OrthancError
 from ..forwarding.events import (Dispatcher, InstanceClassified, InstanceNotClassified, InstanceStateChanged,
                                  YieldedToIngest)
 from ..inference.engine import Engine, EngineStartError, Outcome, Source
@@ -140,7 +140,7 @@ class ClassifyWorker:
                 continue
             try:
                 located.append((instance_id, self.files.source(instance_id)))
-            except RestError as exc:
+            except OrthancError as exc:
                 if not Retry.is_retryable(exc):  # deleted meanwhile
                     self.store.forget(instance_id)
                     LOGGER.info(f"instance {instance_id} was deleted before classification")
@@ -180,7 +180,7 @@ class ClassifyWorker:
         model = self.engine.info.version
         try:
             header = read_header(self.rest, instance_id, self.rule_keywords, self.headers)
-        except RestError as exc:
+        except OrthancError as exc:
             if not Retry.is_retryable(exc):
                 self.store.forget(instance_id)
                 LOGGER.info(f"instance {instance_id} was deleted before it could be routed")
@@ -237,7 +237,7 @@ class ClassifyWorker:
         """Several nodes share the index: classify only the instances this node claims (claims.py)."""
         try:
             owner = self.claims.claim_or_owner(instance_id)
-        except RestError as exc:
+        except OrthancError as exc:
             self.store.requeue(instance_id, f"claim undecided: {exc}")
             LOGGER.warning(f"instance {instance_id}: claim undecided ({exc}); will retry")
             return False
@@ -253,7 +253,7 @@ class ClassifyWorker:
     def _finished(self, instance_id: str) -> None:
         try:
             self.claims.finish(instance_id)
-        except RestError as exc:  # another node will look at it again, and classify it once more
+        except OrthancError as exc:  # another node will look at it again, and classify it once more
             LOGGER.warning(f"instance {instance_id}: could not mark its claim finished ({exc})")
 
     def _transient(self, instance_id: str, detail: str) -> None:

@@ -1,4 +1,4 @@
-"""Verify before resend: how the router asks a destination whether it already holds an instance.
+"""Destination kinds: how the router sends to, probes and asks each kind whether it holds an instance.
 
 Peers are asked over real HTTP (a small stdlib server playing ``POST /tools/lookup``);
 modalities through a stand-in for Orthanc's ``/modalities/{m}/query`` and ``/echo`` routes.
@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 from bodypart_router.config import Destination
-from bodypart_router.forwarding.delivery import CannotAsk, RestError, Unreachable
-from bodypart_router.forwarding.verify import DestinationLookup, PeerAccess, peers_from_config
+from bodypart_router.orthanc_api import (Answer, CannotAsk, HttpAccess, OrthancClient, OrthancError,
+                                         OrthancNotFound, Unreachable)
+from bodypart_router.orthanc_api.destinations import kinds, peers_from_config
 
 SERIES = {"ParentStudy": "st", "MainDicomTags": {"SeriesInstanceUID": "1.2"}}
 STUDY = {"MainDicomTags": {"StudyInstanceUID": "1"}}
@@ -35,6 +36,10 @@ class OrthancDouble:
         self.queries: list[Any] = []
         self.sop_instance_uid = "1.2.3"  # of the instance being asked about
 
+    def call(self, method: str, uri: str, body: bytes | str | None = None, headers: Any = None) -> Answer:
+        answer = self.get_json(uri) if method == "GET" else self.post_json(uri, json.loads(body or "null"))
+        return Answer(json.dumps(answer).encode())
+
     def get_json(self, uri: str) -> Any:
         if uri.startswith("/instances/"):
             return {"ParentSeries": "se", "MainDicomTags": {"SOPInstanceUID": self.sop_instance_uid}}
@@ -44,24 +49,24 @@ class OrthancDouble:
             return STUDY
         if uri == "/queries/q1/answers":
             return self.answers
-        raise RestError(f"GET {uri}", 404)
+        raise OrthancNotFound(f"GET {uri}")
 
     def post_json(self, uri: str, body: Any) -> Any:
         if uri.endswith("/query"):
             self.queries.append(body)
             if self.query_fails:
-                raise RestError(f"POST {uri}: {self.refusal}")
+                raise OrthancError(f"POST {uri}: {self.refusal}")
             return {"ID": "q1", "Path": "/queries/q1"}
         if uri.endswith("/echo"):
             if self.echo_fails:
-                raise RestError(f"POST {uri}: {self.refusal}")
+                raise OrthancError(f"POST {uri}: {self.refusal}")
             return {}
-        raise RestError(f"POST {uri}", 404)
+        raise OrthancNotFound(f"POST {uri}")
 
 
 def test_a_modality_is_asked_by_c_find_at_image_level() -> None:
     orthanc = OrthancDouble()
-    lookup = DestinationLookup(orthanc, {})
+    lookup = OrthancClient(orthanc)
     assert lookup.holds(Destination("modality", "ai"), "i") is False
     orthanc.answers = ["0"]
     assert lookup.holds(Destination("modality", "ai"), "i") is True
@@ -73,19 +78,19 @@ def test_a_modality_without_c_find_is_told_apart_from_a_down_one_by_c_echo() -> 
     orthanc = OrthancDouble()
     orthanc.query_fails = True
     with pytest.raises(CannotAsk):
-        DestinationLookup(orthanc, {}).holds(Destination("modality", "ai"), "i")
+        OrthancClient(orthanc).holds(Destination("modality", "ai"), "i")
     orthanc.echo_fails = True
     with pytest.raises(Unreachable):
-        DestinationLookup(orthanc, {}).holds(Destination("modality", "ai"), "i")
+        OrthancClient(orthanc).holds(Destination("modality", "ai"), "i")
     # a storage-only SCP: it accepts the association, refuses both services, so it is up
     orthanc.refusal = "DicomUserConnection: No acceptable presentation context for modality"
     with pytest.raises(CannotAsk):
-        DestinationLookup(orthanc, {}).holds(Destination("modality", "ai"), "i")
+        OrthancClient(orthanc).holds(Destination("modality", "ai"), "i")
 
 
 def test_dicomweb_servers_cannot_be_asked() -> None:
     with pytest.raises(CannotAsk):
-        DestinationLookup(OrthancDouble(), {}).holds(Destination("dicomweb", "w"), "i")
+        OrthancClient(OrthancDouble()).holds(Destination("dicomweb", "w"), "i")
 
 
 class PeerHandler(BaseHTTPRequestHandler):
@@ -131,7 +136,7 @@ def test_a_peer_is_asked_by_tools_lookup_with_its_credentials(peer_url: str) -> 
     peers = peers_from_config({"OrthancPeers": {"ai": [peer_url, "router", "secret"],
                                                 "anonymous": {"Url": peer_url}}})
     orthanc = OrthancDouble()
-    lookup = DestinationLookup(orthanc, peers)
+    lookup = OrthancClient(orthanc, peers)
     assert lookup.holds(Destination("peer", "ai"), "i") is True
     orthanc.sop_instance_uid = "9.9.9"
     assert lookup.holds(Destination("peer", "ai"), "i") is False
@@ -141,9 +146,28 @@ def test_a_peer_is_asked_by_tools_lookup_with_its_credentials(peer_url: str) -> 
 
 def test_a_peer_that_is_down_or_failing_is_unreachable(peer_url: str) -> None:
     PeerHandler.refuse_with = 503
-    lookup = DestinationLookup(OrthancDouble(), {"ai": PeerAccess(peer_url, "router", "secret")})
+    lookup = OrthancClient(OrthancDouble(), {"ai": HttpAccess(peer_url, "router", "secret")})
     with pytest.raises(Unreachable):
         lookup.holds(Destination("peer", "ai"), "i")
-    down = DestinationLookup(OrthancDouble(), {"ai": PeerAccess("http://127.0.0.1:9/")}, timeout=2)
+    down = OrthancClient(OrthancDouble(), {"ai": HttpAccess("http://127.0.0.1:9/")})
     with pytest.raises(Unreachable):
         down.holds(Destination("peer", "ai"), "i")
+
+
+def test_each_kind_sends_through_its_own_orthanc_route() -> None:
+    table = kinds()
+    assert table["modality"].store_request("ai", ["i"]) == ("/modalities/ai/store",
+                                                            {"Resources": ["i"], "Asynchronous": True})
+    assert table["peer"].store_request("p", ["i"])[0] == "/peers/p/store"
+    assert table["dicomweb"].store_request("w", ["i", "j"]) == ("/dicom-web/servers/w/stow",
+                                                                {"Resources": ["i", "j"], "Synchronous": False})
+
+
+def test_modalities_and_peers_are_probed_a_dicomweb_server_is_not() -> None:
+    orthanc = OrthancDouble()
+    client = OrthancClient(orthanc)
+    assert client.probe(Destination("modality", "ai")) is True
+    assert client.probe(Destination("dicomweb", "w")) is False
+    orthanc.echo_fails = True
+    with pytest.raises(OrthancError):
+        client.probe(Destination("modality", "ai"))
