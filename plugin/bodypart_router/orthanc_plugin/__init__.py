@@ -7,7 +7,7 @@ Map of the package:
 - :mod:`.workers`     classification threads (fetch, decode, classify, write results)
 - :mod:`.forwarding`  the thread driving the core's Forwarder (jobs, retries, breaker)
 - :mod:`.results`     metadata and labels
-- :mod:`.rest_api`    the plugin's REST routes
+- :mod:`.rest_api`    the plugin's REST routes; :mod:`.routes` the one helper every route goes through
 - :mod:`.explorer`    Orthanc Explorer panel (explorer.js)
 - :mod:`.extensions`  optional modules; they follow the typed events of :mod:`bodypart_router.forwarding.events`
 - :mod:`.host`        the in-process implementation of :mod:`bodypart_router.orthanc_api`
@@ -21,6 +21,7 @@ May import: imaging, inference, routing, config, forwarding, ops, errors, logs, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orthanc  # type: ignore[import-not-found]  # provided by Orthanc's Python plugin
 
@@ -33,6 +34,8 @@ _app: RouterApp | None = None
 def install(config_dir: Path) -> RouterApp:
     """Create the router and register it with Orthanc. Called once by ``bootstrap/orthanc_bootstrap.py``,
     which already found ``config_dir``, the directory of the Orthanc configuration."""
+    from .app import RouterApp
+
     global _app
     if _app is None:
         orthanc_log.install(orthanc)

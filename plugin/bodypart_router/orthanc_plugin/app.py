@@ -46,7 +46,7 @@ from . import explorer, footprint, rest_api
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
 from .host import OrthancRest
-from .http_answers import Unavailable
+from .routes import Unavailable
 from .ingest import Recorder
 from .results import ResultWriter
 from .series_decider import SeriesDecider
@@ -120,6 +120,12 @@ class RouterApp:
     @property
     def enabled(self) -> bool:
         return self.config is not None and self.config.enabled and self.error is None
+
+    def disabled_reason(self) -> str | None:
+        """Why the router's routes cannot be served (they answer 503), or None when they can."""
+        if self.enabled and self.store is not None:
+            return None
+        return self.error or "BodyPartRouter.Enabled is false"
 
     # -- 1. load ------------------------------------------------------------------------
     def load(self) -> None:

@@ -27,16 +27,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-import orthanc  # type: ignore[import-not-found]
-
-from ..ops.request_body import RequestRefused, check_same_origin, read_json_object
-from ..forwarding.backfill import CHECKPOINT_NAME, DELETED, KNOWN, BackfillBusy, BackfillRunner, Checkpoint, Scope
+from ..forwarding.backfill import CHECKPOINT_NAME, DELETED, KNOWN, BackfillBusy, BackfillError, BackfillRunner, Checkpoint, Scope
 from ..forwarding.events import InstanceReceived
 from ..forwarding.store import Received
 from ..states import InstanceState
-from .http_answers import send_json, send_status
 from .ingest import policy_from_index
 from .monitoring import BACKFILL_THREAD_PREFIX, metrics_for
+from .rest_api import route
+from .routes import HttpError, Request
 from .workers import ClassifyWorker
 
 LOGGER = logging.getLogger(__name__)
@@ -85,25 +83,9 @@ class _Processor:
         return after.state if after else DELETED
 
 
-def handle(runner: BackfillRunner, method: str, request: dict[str, Any]) -> tuple[int, Any]:
-    """One request to ``/bodypart-router/backfill`` -> (HTTP status, JSON body or message).
-    A POST body must be a JSON object (``{}`` for everything), see :mod:`bodypart_router.ops.request_body`."""
-    if method == "GET":
-        return 200, runner.progress()
-    try:
-        if method == "DELETE":
-            check_same_origin(request.get("headers"))
-            return 200, {"Cancelled": runner.cancel(), "Progress": runner.progress()}
-        return 200, runner.start(Scope.from_request(read_json_object(request)))
-    except RequestRefused as exc:
-        return exc.status, f"backfill: {exc}"
-    except ValueError as exc:  # BackfillError
-        return 400, f"backfill: {exc}"
-    except BackfillBusy as exc:
-        return 409, str(exc)
-
-
 def register(app: "RouterApp") -> None:
+    """``/bodypart-router/backfill``: GET the progress, POST to start (a JSON object, ``{}`` for
+    everything), DELETE to cancel; 503 while the router is disabled (the route helper's check)."""
     runner: BackfillRunner | None = None
     if app.enabled and app.config is not None and app.store is not None:
         runner = BackfillRunner(
@@ -114,25 +96,25 @@ def register(app: "RouterApp") -> None:
             thread_name=BACKFILL_THREAD_PREFIX,
         )
 
-    def callback(output: Any, uri: str, **request: Any) -> None:
-        method = request.get("method", "GET")
-        if method not in ("GET", "POST", "DELETE"):
-            output.SendMethodNotAllowed("GET,POST,DELETE")
-            return
-        if runner is None:
-            send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
-            return
-        try:
-            status, body = handle(runner, method, request)
-        except Exception as exc:  # never let a route crash the host
-            LOGGER.exception(f"{method} {uri}: {exc!r}")
-            status, body = 500, "internal error, see the Orthanc log"
-        if status == 200:
-            send_json(output, body)
-        else:
-            send_status(output, status, body)
+    def the_runner() -> BackfillRunner:
+        assert runner is not None, "a disabled router answers 503 before any handler runs"
+        return runner
 
-    orthanc.RegisterRestCallback("/bodypart-router/backfill", callback)
+    def progress(app: "RouterApp", request: Request) -> Any:
+        return the_runner().progress()
+
+    def start(app: "RouterApp", request: Request) -> Any:
+        try:
+            return the_runner().start(Scope.from_request(request.json_body()))
+        except BackfillError as exc:
+            raise HttpError(400, f"backfill: {exc}") from exc
+        except BackfillBusy as exc:
+            raise HttpError(409, str(exc)) from exc
+
+    def cancel(app: "RouterApp", request: Request) -> Any:
+        return {"Cancelled": the_runner().cancel(), "Progress": the_runner().progress()}
+
+    route(app, "/bodypart-router/backfill", GET=progress, POST=start, DELETE=cancel)
     if runner is not None:
         _hook_up(app, runner)
 

@@ -21,12 +21,11 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orthanc  # type: ignore[import-not-found]
-
 from ..config import Destination
 from ..orthanc_api import OrthancError
 from ..states import OUTSTANDING, DeliveryState
-from .http_answers import send_json, send_status
+from .rest_api import route, static_files
+from .routes import HttpError, Request
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,34 +73,14 @@ def summary(app: "RouterApp", level: str, resource_id: str) -> dict[str, Any]:
             "Classes": dict(classes.most_common()), "States": dict(states.most_common()), "Items": items}
 
 
-def _serve(name: str, mime: str) -> Any:
-    def callback(output: Any, uri: str, **request: Any) -> None:
-        if request.get("method", "GET") != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
-        output.AnswerBuffer((PAGE_DIR / name).read_bytes(), mime)
-
-    return callback
+def on_summary(app: "RouterApp", request: Request) -> Any:
+    level, resource_id = request.groups
+    try:
+        return summary(app, level, resource_id)
+    except OrthancError as exc:
+        raise HttpError(404 if exc.status == 404 else 502, f"{level}/{resource_id}: {exc}") from exc
 
 
 def register(app: "RouterApp") -> None:
-    for name, mime in FILES.items():
-        orthanc.RegisterRestCallback(f"/bodypart-router/{name.replace('.', '[.]')}", _serve(name, mime))
-
-    def on_summary(output: Any, uri: str, **request: Any) -> None:
-        if request.get("method", "GET") != "GET":
-            output.SendMethodNotAllowed("GET")
-            return
-        level, resource_id = request["groups"]
-        if app.store is None:
-            send_status(output, 503, f"the router is disabled: {app.error or 'BodyPartRouter.Enabled is false'}")
-            return
-        try:
-            send_json(output, summary(app, level, resource_id))
-        except OrthancError as exc:
-            send_status(output, 404 if exc.status == 404 else 502, f"{level}/{resource_id}: {exc}")
-        except Exception as exc:  # never let a route crash the host
-            LOGGER.exception(f"GET {uri}: {exc!r}")
-            send_status(output, 500, "internal error, see the Orthanc log")
-
-    orthanc.RegisterRestCallback(f"/bodypart-router/({'|'.join(LEVELS)})/([0-9a-f-]+)/summary", on_summary)
+    static_files(app, PAGE_DIR, FILES)
+    route(app, f"/bodypart-router/({'|'.join(LEVELS)})/([0-9a-f-]+)/summary", GET=on_summary)

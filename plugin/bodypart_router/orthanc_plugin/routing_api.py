@@ -30,11 +30,12 @@ from ..config import Destination, destination_list, known_destinations
 from ..orthanc_api import OrthancError
 from ..forwarding.store import delivery_json
 from ..forwarding.events import InstanceStateChanged
-from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, read_json_object, string_list
+from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, string_list
 from ..routing.decision import RoutingDecision, decide_evidence
 from ..states import InstanceState
 from .evidence import InstanceHeader, read_header, rule_keywords
 from .rest_api import route
+from .routes import Request
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ def _shown_tags(app: "RouterApp", tags: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def explain(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
-    body = read_json_object(request)
+def explain(app: "RouterApp", request: Request) -> Any:
+    body = request.json_body()
     only_keys(body, ("Instance",))
     instance_id = body.get("Instance")
     if not isinstance(instance_id, str) or not ORTHANC_ID.match(instance_id):
@@ -207,11 +208,13 @@ def _since(value: Any) -> float:
     return when.timestamp()
 
 
-def reroute(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
+def reroute_progress(app: "RouterApp", request: Request) -> Any:
+    return {"Reroute": app.rerouter.progress}  # type: ignore[attr-defined]
+
+
+def reroute(app: "RouterApp", request: Request) -> Any:
     rerouter: Rerouter = app.rerouter  # type: ignore[attr-defined]
-    if method == "GET":
-        return {"Reroute": rerouter.progress}
-    body = read_json_object(request)
+    body = request.json_body()
     only_keys(body, ("Instances", "Studies", "Since", "Destinations"))
     instances = string_list(body, "Instances", pattern=ORTHANC_ID, what="Orthanc instance IDs")
     studies = string_list(body, "Studies", pattern=ORTHANC_ID, what="Orthanc study IDs")
@@ -243,8 +246,8 @@ def reroute(app: "RouterApp", method: str, request: dict[str, Any]) -> Any:
 
 def register(app: "RouterApp") -> None:
     app.rerouter = Rerouter(app)  # type: ignore[attr-defined]
-    route(app, "/bodypart-router/explain", ("POST",), explain)
-    route(app, "/bodypart-router/reroute", ("GET", "POST"), reroute)
+    route(app, "/bodypart-router/explain", POST=explain)
+    route(app, "/bodypart-router/reroute", GET=reroute_progress, POST=reroute)
     app.status_sections["Reroute"] = lambda: app.rerouter.progress  # type: ignore[attr-defined]
     app.on_stopping.append(app.rerouter.stop)  # type: ignore[attr-defined]
 
