@@ -31,6 +31,7 @@ TOP_LEVEL_RULES: dict[str, set[str]] = {
     "retry": set(),
     "errors": {"states"},
     "logs": set(),
+    "service_thread": set(),
     "cli": {"imaging", "inference", "routing", "config", "errors", "logs"},
     "__main__": {"cli"},
 }

@@ -12,5 +12,5 @@ Orthanc is reached through :class:`bodypart_router.orthanc_api.Orthanc` (in proc
 plugin, ``FakeOrthanc`` in the unit tests); asking a destination whether it already holds an
 instance before resending is :mod:`bodypart_router.orthanc_api.destinations`.
 
-May import: routing, inference, imaging, config, errors, logs, states, retry, orthanc_api.
+May import: routing, inference, imaging, config, errors, logs, states, retry, orthanc_api, service_thread.
 """

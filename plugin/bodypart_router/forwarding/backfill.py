@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import BodyPartRouterError
 from ..orthanc_api import Orthanc
+from ..service_thread import OneShotThread
 
 LOGGER = logging.getLogger(__name__)
 
@@ -370,7 +371,7 @@ class BackfillRunner:
         self._live_depth, self._clock = live_queue_depth, clock
         self._thread_name = thread_name
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: OneShotThread | None = None
         self._stop = threading.Event()
         self._meter = RateMeter(clock=clock)
         self._yielded = 0.0
@@ -414,13 +415,12 @@ class BackfillRunner:
     def stop(self, timeout: float = 5.0) -> None:
         """Halt the thread (Orthanc is stopping) but keep the checkpoint, so it resumes later."""
         self._stop.set()
-        thread = self._thread
-        if thread and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.running
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the thread ends; ``True`` if it did (for tests and the CLI)."""
@@ -429,10 +429,10 @@ class BackfillRunner:
         return not self.running
 
     def _launch(self) -> None:
-        self._stop = threading.Event()
         self._meter = RateMeter(clock=self._clock)
         self._yielded = 0.0
-        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+        self._thread = OneShotThread(self._thread_name, lambda thread: self._run())
+        self._stop = self._thread.stop_event  # set by cancel() and stop(), read between instances
         self._thread.start()
 
     # ---- status ------------------------------------------------------------------------

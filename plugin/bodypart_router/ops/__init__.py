@@ -6,5 +6,5 @@
 - :mod:`.request_body`  one reader for the bodies of the router's REST requests (size, nesting,
   same-origin checks, typed fields)
 
-May import: routing, inference, imaging, config, errors, logs, states.
+May import: routing, inference, imaging, config, errors, logs, states, service_thread.
 """

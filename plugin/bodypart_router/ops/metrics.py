@@ -93,6 +93,7 @@ from ..routing.audit import AGREE, DISAGREE, NO_HEADER, StationTally
 from ..inference.classes import CLASS_NAMES, UNCERTAIN
 from ..routing.image_facts import ImageFacts, QualityTally
 from ..states import CircuitState, InstanceState, Kind
+from ..service_thread import ServiceThread
 
 PREFIX = "bodypart_router"
 
@@ -429,7 +430,7 @@ class RouterMetrics:
         return len(values)
 
 
-class MetricsPublisher:
+class MetricsPublisher(ServiceThread):
     """A thread that calls :meth:`RouterMetrics.publish` every ``interval`` seconds.
 
     It is a daemon thread *and* must be stopped at ``ORTHANC_STOPPED``: Orthanc waits for
@@ -447,29 +448,21 @@ class MetricsPublisher:
         on_error: Callable[[BaseException], None] = lambda e: None,
         sources: Callable[[], dict[str, Any]] = dict,
     ) -> None:
-        self._metrics, self._setter, self._interval, self._on_error = metrics, setter, interval, on_error
+        super().__init__("bodypart-router-metrics", interval=interval)
+        self._metrics, self._setter, self._on_error = metrics, setter, on_error
         self._sources = sources
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bodypart-router-metrics", daemon=True)
 
-    def start(self) -> "MetricsPublisher":
-        self._thread.start()
+    def start(self) -> "MetricsPublisher":  # type: ignore[override]
+        super().start()
         return self
 
-    def _run(self) -> None:
-        while True:
-            try:
-                self._metrics.publish(self._setter, **self._sources())
-            except Exception as exc:  # a metrics failure must never take the router down
-                self._on_error(exc)
-            if self._stop.wait(self._interval):
-                return
+    def step(self) -> bool:
+        try:
+            self._metrics.publish(self._setter, **self._sources())
+        except Exception as exc:  # a metrics failure must never take the router down
+            self._on_error(exc)
+        return False
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def stop(self, timeout: float = 2.0) -> None:  # type: ignore[override]
+        super().stop()
+        self.join(timeout)

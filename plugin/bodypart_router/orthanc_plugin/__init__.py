@@ -15,7 +15,7 @@ Map of the package:
 - ``bootstrap/``      the script Orthanc's ``PythonScript`` names (``orthanc_bootstrap.py``) and
   the ``LuaScripts`` shutdown hook; package data, not modules (``bodypart-router bootstrap-path``)
 
-May import: imaging, inference, routing, config, forwarding, ops, errors, logs, states, retry, orthanc_api.
+May import: imaging, inference, routing, config, forwarding, ops, errors, logs, states, retry, orthanc_api, service_thread.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The forwarding thread: drives :class:`~bodypart_router.forwarding.delivery.Forwarder`, whose events Orthanc's
-metadata follows."""
+metadata follows.
+
+It reaches Orthanc only through the :class:`~bodypart_router.orthanc_api.Orthanc` it is given,
+so it runs in the unit tests against ``FakeOrthanc``.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,19 @@ from ..config import RouterConfig
 from ..forwarding.delivery import Forwarder, Lookup
 from ..forwarding.events import Dispatcher
 from ..forwarding.store import Store
-from ..ops.health import Health
 from ..inference.resources import IdleTrim
+from ..ops.health import Health
 from ..orthanc_api import Orthanc
+from ..service_thread import ServiceThread
 
 LOGGER = logging.getLogger(__name__)
 
 
-class ForwardingThread:
+class ForwardingThread(ServiceThread):
     def __init__(self, config: RouterConfig, store: Store, orthanc: Orthanc,
                  events: Dispatcher, wake: threading.Event, stop: threading.Event,
                  lookup: Lookup | None = None) -> None:
-        self.wake = wake
-        self.stop = stop
+        super().__init__("bodypart-forwarder", interval=config.job_poll_seconds, stop=stop, wake=wake)
         self.forwarder = Forwarder(
             store=store,
             orthanc=orthanc,
@@ -31,43 +35,30 @@ class ForwardingThread:
             events=events,  # the writer and the metrics follow the forwards there
             lookup=lookup,
         )
-        self.poll_seconds = config.job_poll_seconds
         #: Set by the app at shutdown: until when the thread may wait for running forwards.
         self.drain_until = 0.0
         #: Hands Orthanc's free heap back once the router is idle (see footprint.py).
         self.idle_trim: IdleTrim | None = None
         #: Where the thread reports what stops forwarding (the status's ``Health``).
         self.health = Health()
-        self.thread = threading.Thread(target=self._run, name="bodypart-forwarder", daemon=True)
 
-    def _run(self) -> None:
-        try:
-            self.forwarder.recover()  # forwards a crash left in flight: verified, not blindly resent
-        except Exception as exc:
-            LOGGER.exception(f"forwarder: recovery of in-flight forwards failed: {exc!r}")
-        while not self.stop.is_set():
-            try:
-                changed = self.forwarder.step()
-                self.health.clear("forwarder")
-                if changed:
-                    if self.idle_trim is not None:
-                        self.idle_trim.busy()
-                    continue
-                if self.idle_trim is not None:
-                    self.idle_trim.idle()
-            except Exception as exc:
-                LOGGER.exception(f"forwarder: {exc!r}")
-                self.health.problem("forwarder", f"forwarding stopped by an error: {exc}")
-                self.stop.wait(1.0)
-            self.wake.wait(self.poll_seconds)
-            self.wake.clear()
+    def before(self) -> None:
+        self.forwarder.recover()  # forwards a crash left in flight: verified, not blindly resent
+
+    def step(self) -> bool:
+        busy = bool(self.forwarder.step())
+        self.health.clear("forwarder")
+        if self.idle_trim is not None:
+            self.idle_trim.busy() if busy else self.idle_trim.idle()
+        return busy
+
+    def failed(self, exc: Exception) -> None:
+        self.health.problem("forwarder", f"forwarding stopped by an error: {exc}")
+
+    def after(self) -> None:
         if time.time() >= self.drain_until:
             return  # stopping without REST calls (see RouterApp.stopped)
-        try:
-            unresolved = self.forwarder.drain(self.drain_until)
-        except Exception as exc:
-            LOGGER.warning(f"forwarder: drain at shutdown failed: {exc!r}", exc_info=True)
-            return
+        unresolved = self.forwarder.drain(self.drain_until)
         if unresolved:
-            LOGGER.warning(f"{unresolved} forward(s) still running at shutdown; "
-                           "they are checked again at the next start")
+            LOGGER.warning("%d forward(s) still running at shutdown; they are checked again at the next start",
+                           unresolved)

@@ -61,6 +61,7 @@ from ..forwarding.events import Dispatcher, InstanceReceived
 from ..forwarding.store import Received, Store
 from ..routing.ingest_headers import header_tags
 from ..states import InstanceState, Kind
+from ..service_thread import ServiceThread
 
 LOGGER = logging.getLogger(__name__)
 
@@ -127,11 +128,12 @@ def policy_from_index(rest: OrthancRest, config: RouterConfig, instance_id: str)
                          meta.get("SopClassUid"))
 
 
-class Recorder:
+class Recorder(ServiceThread):
     """Owns the in-memory hand-off queue and the thread that makes ingest durable."""
 
     def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 events: Dispatcher, wake_workers: threading.Event) -> None:
+                 events: EventBus, wake_workers: threading.Event) -> None:
+        super().__init__("bodypart-recorder", interval=config.changes_poll_seconds)
         self.config = config
         self.store = store
         self.rest = rest
@@ -145,6 +147,7 @@ class Recorder:
         self.headers: HeaderCache | None = HeaderCache(config.queue_size)
         self._deleted: collections.deque[str] = collections.deque()
         self._last_lease_pass = 0.0
+        self._last_poll = 0.0
         #: The changes log held something the fast path had missed (or a read failed): read it often.
         self._needs_catch_up = True
         #: Set by the app: the state database is new but the router ran on this index before,
@@ -152,9 +155,6 @@ class Recorder:
         self.rebuild = False
         #: Where the recorder reports what goes wrong (the status's ``Health``).
         self.health = Health()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="bodypart-recorder", daemon=True)
 
     # -- the OnStoredInstance callback (runs on Orthanc's ingest path: keep it tiny) -------
     def on_stored_instance(self, dicom: Any, instance_id: str) -> None:
@@ -176,21 +176,14 @@ class Recorder:
                 self._overflowing = True
                 LOGGER.warning(f"ingest queue full ({self.config.queue_size}); new instances are picked up "
                                "from Orthanc's changes log instead (raise BodyPartRouter.QueueSize?)")
-        self._wake.set()
+        self.wake_event.set()
 
     def on_deleted(self, instance_id: str) -> None:
         """Orthanc deleted an instance (``OnChange`` thread): forget it on the recorder's thread."""
         self._deleted.append(instance_id)
-        self._wake.set()
+        self.wake_event.set()
 
     # -- thread ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
     def _poll_interval(self) -> float:
         """How long between two reads of the changes log. A single node whose ``OnStoredInstance``
         delivers everything reads it only as a safety net, ``SAFETY_NET_FACTOR`` times less often
@@ -201,33 +194,26 @@ class Recorder:
             return self.config.changes_poll_seconds * SAFETY_NET_FACTOR
         return self.config.changes_poll_seconds
 
-    def _run(self) -> None:
-        last_poll = 0.0
-        while not self._stop.is_set():
-            try:
-                if not self.queue.empty():
-                    # a burst of stores: let a few more arrive, so that one commit records them all
-                    self._stop.wait(RECORD_BATCH_SECONDS)
-                self._drain()
-                self._forget_deleted()
-                self._leases()
-                now = time.monotonic()
-                if now - last_poll >= self._poll_interval():
-                    last_poll = now
-                    self._needs_catch_up = self.catch_up()
-                self.health.clear("recorder")
-            except Exception as exc:  # keep the thread alive through transient errors
-                LOGGER.exception(f"recorder: {exc!r}")
-                self.health.problem("recorder", f"new instances are not being recorded: {exc}")
-                self._needs_catch_up = True
-                self._stop.wait(1.0)
-            self._wake.wait(self.config.changes_poll_seconds)
-            self._wake.clear()
-        try:
-            self._drain()  # what is already queued at shutdown is still made durable
-        except Exception as exc:
-            LOGGER.warning(f"recorder: final drain failed ({exc!r}); the changes log will catch up at next start",
-                           exc_info=True)
+    def step(self) -> bool:
+        if not self.queue.empty():
+            # a burst of stores: let a few more arrive, so that one commit records them all
+            self.stop_event.wait(RECORD_BATCH_SECONDS)
+        self._drain()
+        self._forget_deleted()
+        self._leases()
+        now = time.monotonic()
+        if now - self._last_poll >= self._poll_interval():
+            self._last_poll = now
+            self._needs_catch_up = self.catch_up()
+        self.health.clear("recorder")
+        return False  # wait for the next store (wake) or poll
+
+    def failed(self, exc: Exception) -> None:
+        self.health.problem("recorder", f"new instances are not being recorded: {exc}")
+        self._needs_catch_up = True  # a read failed: read the changes log at the configured pace
+
+    def after(self) -> None:
+        self._drain()  # what is already queued at shutdown is still made durable (else: the changes log)
 
     def _drain(self) -> None:
         batch: list[Received] = []
@@ -249,7 +235,7 @@ class Recorder:
         self.renew_leases()
         taken = 0
         for instance_id, claim in self.store.elsewhere_due(time.time() - lease):
-            if self._stop.is_set():
+            if self.stop_event.is_set():
                 break
             taken += self._look_again(instance_id, claim)
         if taken:
@@ -264,7 +250,7 @@ class Recorder:
         if not isinstance(claims, Claims):
             return
         for instance_id in self.store.unfinished():
-            if self._stop.is_set() or claims.renew(instance_id):
+            if self.stop_event.is_set() or claims.renew(instance_id):
                 continue
             seen = claims.read(instance_id)
             if seen is not None:
@@ -367,7 +353,7 @@ class Recorder:
                 return False
         since = int(checkpoint)
         recovered = False
-        while not self._stop.is_set():
+        while not self.stop_event.is_set():
             answer = self.rest.get_json(f"/changes?since={since}&limit=500")
             changes = answer.get("Changes", [])
             new_ids = [c["ID"] for c in changes if c.get("ChangeType") == "NewInstance"]

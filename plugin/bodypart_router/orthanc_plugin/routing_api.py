@@ -33,6 +33,7 @@ from ..forwarding.events import InstanceStateChanged
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, string_list
 from ..routing.decision import RoutingDecision, decide_evidence
 from ..states import InstanceState
+from ..service_thread import OneShotThread
 from .evidence import InstanceHeader, read_header, rule_keywords
 from .rest_api import route
 from .routes import Request
@@ -126,29 +127,26 @@ class Rerouter:
     def __init__(self, app: "RouterApp") -> None:
         self.app = app
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._thread: OneShotThread | None = None
         self.progress: dict[str, Any] | None = None
 
     def start(self, instances: list[str], only: tuple[Destination, ...] | None, description: str) -> dict[str, Any]:
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._thread is not None and self._thread.running:
                 raise RequestRefused(409, "a re-route is running; wait for it to finish")
             self.progress = {"State": "running", "Description": description, "Total": len(instances), "Done": 0,
                              "Forwards": 0, "AlreadySent": 0, "NotClassified": 0, "OtherNode": 0, "Errors": 0,
                              "Destinations": {}, "StartedAt": _iso(time.time()), "FinishedAt": None}
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, args=(instances, only),
-                                            name="bodypart-reroute", daemon=True)
+            self._thread = OneShotThread("bodypart-reroute", lambda thread: self._run(instances, only, thread))
             self._thread.start()
             return dict(self.progress)
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
+            self._thread.stop()
             self._thread.join(2.0)
 
-    def _run(self, instances: list[str], only: tuple[Destination, ...] | None) -> None:
+    def _run(self, instances: list[str], only: tuple[Destination, ...] | None, thread: OneShotThread) -> None:
         assert self.progress is not None
         p = self.progress
         store = self.app.require_store()
@@ -156,7 +154,7 @@ class Rerouter:
         shadow = self.app.config.shadow_mode
         allowed = None if only is None else {d.key for d in only}
         for instance_id in instances:
-            if self._stop.is_set():
+            if thread.stopping:
                 p["State"] = "interrupted"
                 break
             try:

@@ -29,6 +29,7 @@ from ..retry import Retry
 from ..routing.decision import SECONDARY, RoutingDecision, decide_evidence, outcome_evidence
 from ..forwarding.store import Store
 from ..states import InstanceState
+from ..service_thread import ServiceThread
 from . import footprint
 from .evidence import HeaderCache, InstanceHeader, read_header, rule_keywords
 from .header_audit import audit_value
@@ -45,13 +46,14 @@ CLASSIFY_RETRY = Retry(max_attempts=3, backoff_seconds=0.0, max_backoff_seconds=
 ENGINE_RETRY_SECONDS = 10.0
 
 
-class ClassifyWorker:
+class ClassifyWorker(ServiceThread):
     """One thread; several may run (``Workers``), they share the store's queue."""
 
     def __init__(self, index: int, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
                  engine: Engine, files: StorageFiles, events: Dispatcher,
                  wake: threading.Event, wake_forwarder: threading.Event, stop: threading.Event,
                  *, in_process: bool = False) -> None:
+        super().__init__(f"bodypart-classify-{index}", interval=0.5, stop=stop, wake=wake)
         self.config = config
         self.store = store
         self.rest = rest
@@ -59,12 +61,9 @@ class ClassifyWorker:
         self.engine = engine
         self.files = files
         self.events = events
-        self.wake = wake
         self.wake_forwarder = wake_forwarder
-        self.stop = stop
         #: The engine decodes in this process: lower this thread's priority and trim the heap.
         self.in_process = in_process
-        self.thread = threading.Thread(target=self._run, name=f"bodypart-classify-{index}", daemon=True)
         #: DICOM keywords the rules test (read from the file when Orthanc does not index them).
         self.rule_keywords = rule_keywords(config)
         #: ``DecisionLevel: series``: decides stable series between batches (set by the app).
@@ -84,39 +83,38 @@ class ClassifyWorker:
         #: as soon as the store lets us, never left ``processing`` until the next start.
         self._held: list[str] = []
 
-    def _run(self) -> None:
+    def before(self) -> None:
         if self.in_process:
             footprint.lower_thread_priority()  # ingest first: see footprint.py
-        while not self.stop.is_set():
-            try:
-                self._release_held()
-                if self.yield_to_ingest is not None and self.store.queued_count():
-                    waited = self.yield_to_ingest.wait(self.stop)
-                    if waited:
-                        self.events.publish(YieldedToIngest(waited))
-                if self.series is not None and self.series.run(self):
-                    continue
-                ids = self.store.claim_queued(self.config.batch_size)
-                if ids:
-                    self._held = ids
-                    self.process(ids)
-                    self._held = []
-                    self.health.clear(self._health_key)
-                    if self.in_process:
-                        footprint.release_free_memory()  # bounded RSS: see footprint.py
-                    if self.idle_trim is not None:
-                        self.idle_trim.busy()
-                    continue
-                self.health.clear(self._health_key)
-                if self.idle_trim is not None:
-                    self.idle_trim.idle()
-            except Exception as exc:
-                LOGGER.exception(f"classification worker: {exc!r}")
-                self.health.problem(self._health_key, f"classification stopped by an error: {exc}")
-                self._release_held()
-                self.stop.wait(1.0)
-            self.wake.wait(0.5)
-            self.wake.clear()
+
+    def step(self) -> bool:
+        """One batch (or one stable series); True when there was one."""
+        self._release_held()
+        if self.yield_to_ingest is not None and self.store.queued_count():
+            waited = self.yield_to_ingest.wait(self.stop_event)
+            if waited:
+                self.events.emit("yielded_to_ingest", seconds=waited)
+        if self.series is not None and self.series.run(self):
+            return True
+        ids = self.store.claim_queued(self.config.batch_size)
+        if ids:
+            self._held = ids
+            self.process(ids)
+            self._held = []
+            self.health.clear(self._health_key)
+            if self.in_process:
+                footprint.release_free_memory()  # bounded RSS: see footprint.py
+            if self.idle_trim is not None:
+                self.idle_trim.busy()
+            return True
+        self.health.clear(self._health_key)
+        if self.idle_trim is not None:
+            self.idle_trim.idle()
+        return False
+
+    def failed(self, exc: Exception) -> None:
+        self.health.problem(self._health_key, f"classification stopped by an error: {exc}")
+        self._release_held()
 
     def _release_held(self) -> None:
         if not self._held:
@@ -133,7 +131,7 @@ class ClassifyWorker:
         t0 = time.perf_counter()
         located: list[tuple[str, Source]] = []
         for instance_id in instance_ids:
-            if self.stop.is_set():
+            if self.stop_event.is_set():
                 self.store.requeue(instance_id, "interrupted by shutdown")
                 continue
             if not self._claim(instance_id):
@@ -156,7 +154,7 @@ class ClassifyWorker:
             LOGGER.error(f"classifier unavailable, {len(located)} instance(s) wait in the queue: {exc}")
             self.health.problem("classifier", f"the classifier cannot start: {exc}")
             self.store.release([i for i, _ in located], f"classifier unavailable: {exc}")
-            self.stop.wait(ENGINE_RETRY_SECONDS)
+            self.stop_event.wait(ENGINE_RETRY_SECONDS)
             return
         self.health.clear("classifier")
         classified = [(i, o) for (i, _), o in zip(located, result.outcomes, strict=True) if o.classified]
@@ -165,7 +163,7 @@ class ClassifyWorker:
             if outcome.classified:
                 self._classified(instance_id, outcome, seconds, len(classified), result.inference_seconds)
             elif outcome.state == "retry":
-                if self.stop.is_set():
+                if self.stop_event.is_set():
                     self.store.requeue(instance_id, outcome.detail)
                 else:
                     self._transient(instance_id, outcome.detail)
