@@ -11,10 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bodypart_router.config import parse
-from bodypart_router.orthanc_plugin.forwarding import ForwardingThread
-from bodypart_router.forwarding.store import FORWARDED, Received, Store
+from support import fake_orthanc
 from support.fake_orthanc import FakeOrthanc
+
+fake_orthanc.install()  # the adapter package imports orthanc; the forwarding thread itself does not
+
+from bodypart_router.config import parse  # noqa: E402
+from bodypart_router.forwarding.store import FORWARDED, Received, Store  # noqa: E402
+from bodypart_router.orthanc_plugin.forwarding import ForwardingThread  # noqa: E402
 
 WAIT = 20.0  # bounds a hang; measures nothing
 

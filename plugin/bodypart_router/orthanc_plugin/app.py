@@ -122,10 +122,8 @@ class RouterApp:
         return self.config is not None and self.config.enabled and self.error is None
 
     def disabled_reason(self) -> str | None:
-        """Why the router's routes cannot be served (they answer 503), or None when they can."""
-        if self.enabled and self.store is not None:
-            return None
-        return self.error or "BodyPartRouter.Enabled is false"
+        """Why the router's routes answer 503 now, or None when they can be served."""
+        return None if self.enabled and self.store is not None else (self.error or "BodyPartRouter.Enabled is false")
 
     # -- 1. load ------------------------------------------------------------------------
     def load(self) -> None:
