@@ -17,25 +17,27 @@ from support.fake_orthanc import FakeOrthanc
 fake_orthanc.install()  # the adapter package imports orthanc; the forwarding thread itself does not
 
 from bodypart_router.config import parse  # noqa: E402
-from bodypart_router.forwarding.store import FORWARDED, Received, Store  # noqa: E402
+from bodypart_router.forwarding.events import DeliveryForwarded, Dispatcher, InstanceStateChanged  # noqa: E402
+from bodypart_router.forwarding.store import Received, Store  # noqa: E402
+from bodypart_router.states import InstanceState  # noqa: E402
 from bodypart_router.orthanc_plugin.forwarding import ForwardingThread  # noqa: E402
 
 WAIT = 20.0  # bounds a hang; measures nothing
 
 
 class Recording:
-    """The event bus and the result writer: what the thread mirrors into Orthanc."""
+    """What the thread publishes: the result writer and the metrics subscribe to these events."""
 
     def __init__(self) -> None:
-        self.events: list[str] = []
-        self.states: list[tuple[str, str, list[str]]] = []
+        self.dispatcher = Dispatcher()
+        self.states: list[tuple[str, InstanceState]] = []
+        self.forwarded: list[DeliveryForwarded] = []
         self.changed = threading.Event()
+        self.dispatcher.subscribe(InstanceStateChanged, self._state)
+        self.dispatcher.subscribe(DeliveryForwarded, self.forwarded.append)
 
-    def emit(self, name: str, **fields: Any) -> None:
-        self.events.append(name)
-
-    def forwarded(self, instance_id: str, state: str, delivered: list[str]) -> None:
-        self.states.append((instance_id, state, delivered))
+    def _state(self, event: InstanceStateChanged) -> None:
+        self.states.append((event.instance_id, event.state))
         self.changed.set()
 
 
@@ -45,7 +47,7 @@ def setup(tmp_path: Path, orthanc: FakeOrthanc, verify: bool = True) -> tuple[St
                       "UserMetadata": {"BodyPartResult": 1024, "BodyPart": 1025}, "BodyPartRouter": section}
     config = parse(section, orthanc_config, base_dir=tmp_path, check_paths=False)
     store, seen = Store(tmp_path / "s.sqlite"), Recording()
-    thread = ForwardingThread(config, store, orthanc, seen, seen, threading.Event(), threading.Event(),  # type: ignore[arg-type]
+    thread = ForwardingThread(config, store, orthanc, seen.dispatcher, threading.Event(), threading.Event(),
                               orthanc if verify else None)
     return store, thread, seen
 
@@ -59,7 +61,7 @@ def classify(store: Store, *instances: str) -> None:
 
 def wait_until_forwarded(seen: Recording, count: int) -> None:
     deadline = time.monotonic() + WAIT
-    while sum(1 for _, s, _ in seen.states if s == FORWARDED) < count:
+    while sum(1 for _, s in seen.states if s == InstanceState.FORWARDED) < count:
         assert time.monotonic() < deadline, seen.states
         seen.changed.wait(0.5)
         seen.changed.clear()
@@ -75,8 +77,8 @@ def test_forwards_are_sent_as_one_job_followed_to_success_and_mirrored(tmp_path:
     thread.stop()
     assert thread.join(WAIT)
     assert orthanc.submitted == [("/modalities/ai-spine/store", ["a", "b"])] and sorted(orthanc.arrived) == ["a", "b"]
-    assert {(i, s) for i, s, _ in seen.states} == {("a", FORWARDED), ("b", FORWARDED)}
-    assert seen.events.count("delivered") == 2
+    assert set(seen.states) == {("a", InstanceState.FORWARDED), ("b", InstanceState.FORWARDED)}
+    assert len(seen.forwarded) == 2
 
 
 def test_after_a_crash_the_destination_is_asked_before_anything_is_sent_again(tmp_path: Path) -> None:
