@@ -15,6 +15,7 @@ May import: config, errors.
 
 from . import destinations
 from .client import OrthancClient
+from .destinations import peers_from_config
 from .errors import (
     CannotAsk,
     OrthancConflict,
@@ -31,5 +32,5 @@ from .transport import Answer, Transport
 __all__ = [
     "Answer", "CannotAsk", "HttpAccess", "HttpClient", "InstanceUids", "Job", "Metadata", "Orthanc",
     "OrthancClient", "OrthancConflict", "OrthancError", "OrthancNotFound", "OrthancRejected",
-    "OrthancUnavailable", "Transport", "Unreachable", "destinations",
+    "OrthancUnavailable", "Transport", "Unreachable", "destinations", "peers_from_config",
 ]

@@ -40,8 +40,7 @@ from ..inference.resources import IdleTrim
 from ..forwarding.events import Dispatcher, InstanceStateChanged
 from ..forwarding.store import Delivery, Store
 from ..forwarding.transitions import after_resubmit
-from ..orthanc_api import OrthancClient
-from ..orthanc_api.destinations import peers_from_config
+from ..orthanc_api import OrthancClient, peers_from_config
 from . import explorer, footprint, rest_api
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
@@ -120,10 +119,6 @@ class RouterApp:
     @property
     def enabled(self) -> bool:
         return self.config is not None and self.config.enabled and self.error is None
-
-    def disabled_reason(self) -> str | None:
-        """Why the router's routes answer 503 now, or None when they can be served."""
-        return None if self.enabled and self.store is not None else (self.error or "BodyPartRouter.Enabled is false")
 
     # -- 1. load ------------------------------------------------------------------------
     def load(self) -> None:
@@ -286,9 +281,8 @@ class RouterApp:
             w.thread.start()
         if not self.config.shadow_mode:
             orthanc = OrthancClient(self.rest.transport, peers_from_config(self.orthanc_config))
-            self.forwarder = ForwardingThread(self.config, self.store, orthanc, self.events,
-                                              self.wake_forwarder, self.stop_event,
-                                              orthanc if self.config.verify_before_resend else None)
+            self.forwarder = ForwardingThread(self.config, self.store, orthanc, self.events, self.wake_forwarder,
+                                              self.stop_event, orthanc if self.config.verify_before_resend else None)
             self.forwarder.idle_trim = idle_trim
             self.forwarder.health = self.health
             self.forwarder.thread.start()

@@ -56,7 +56,13 @@ def route(app: RouterApp, pattern: str, *, needs_router: bool = True, **handlers
     Orthanc takes it. ``needs_router``: answer 503 while the router is disabled."""
     bound = {method: functools.partial(handler, app) for method, handler in handlers.items()}
     return routes.register(orthanc.RegisterRestCallback,
-                           Route(pattern, bound, app.disabled_reason if needs_router else (lambda: None)))
+                           Route(pattern, bound, functools.partial(disabled_reason, app) if needs_router
+                                 else (lambda: None)))
+
+
+def disabled_reason(app: RouterApp) -> str | None:
+    """Why the router's routes answer 503 now, or None when they can be served."""
+    return None if app.enabled and app.store is not None else (app.error or "BodyPartRouter.Enabled is false")
 
 
 def static_files(app: RouterApp, directory: Path, files: Mapping[str, str]) -> None:
