@@ -35,9 +35,8 @@ deleted, emptied, or set aside as corrupt: :attr:`Recorder.rebuild`) is rebuilt 
 instance still owed a classification or a forward. Instances whose ``BodyPartState`` says
 they were done (forwarded, skipped, failed) are recorded as such, not handled again.
 
-The fast path reads Modality and SOP Class UID from a JSON of the dataset whose long values
-are left out (:data:`MAX_TAG_CHARS`): the whole simplified JSON of a file with a 300 MB text
-element took 15 s to build, during which every other store waited.
+The fast path reads the header without decoding long values (:func:`ingest_tags`), since every
+other store waits while ``OnStoredInstance`` runs (figures in docs/security.md, "Ingest").
 """
 
 from __future__ import annotations
@@ -79,9 +78,9 @@ SAFETY_NET_FACTOR = 10
 #: UT, long sequences of text) are left out; every tag the router reads is shorter.
 MAX_TAG_CHARS = 1024
 #: Above this size the header is parsed from the file's bytes (:func:`header_tags`), which skips
-#: long values unread, instead of Orthanc's JSON, which decodes them first (about 25 MB/s, so a
-#: dataset of this size holds at most about 1.3 s of such text). Below it, copying the file's
-#: bytes would cost more than the JSON of an ordinary X-ray's header (docs/security.md).
+#: long values unread, instead of Orthanc's JSON, which decodes them first. Below it, copying
+#: the file's bytes would cost more than the JSON of an ordinary X-ray's header (figures in
+#: docs/security.md, "Ingest").
 JSON_MAX_INSTANCE_BYTES = 32 << 20
 #: Kinds of ``BodyPartState`` that need nothing more from the router (``forwarded`` does not either).
 DONE_KINDS = (Kind.SKIPPED, Kind.FAILED)
