@@ -291,10 +291,6 @@ KEYS: Final[tuple[Key, ...]] = (
 )
 
 
-def key_names(keys: tuple[Key, ...] = KEYS) -> list[str]:
-    return [k.name for k in keys]
-
-
 def key(name: str, keys: tuple[Key, ...] = KEYS) -> Key:
     """The key called ``name`` (``"Retry.MaxAttempts"`` for an object's key)."""
     head, _, rest = name.partition(".")
