@@ -344,3 +344,17 @@ def test_a_state_database_of_version_0_1_0_reads_back_in_the_state_vocabulary(tm
     assert [d.instance_id for d in store.failed()] and {d.state for d in store.failed()} == {DeliveryState.DEAD}
     store.resubmit(instance_ids=["held-dead"])
     assert store.instance("held-dead").state is InstanceState.CLASSIFIED  # type: ignore[union-attr]
+
+
+def test_the_write_ahead_log_stays_small(tmp_path: Path) -> None:
+    """A nearly full StateDirectory must keep room for the checkpoint that shrinks the log."""
+    from bodypart_router.forwarding.store import WAL_CHECKPOINT_PAGES, WAL_SIZE_LIMIT_BYTES
+
+    store = Store(tmp_path / "s.sqlite")
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_PAGES
+    assert store._db.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT_BYTES
+    for i in range(400):
+        store.set_setting(f"key-{i}", "x" * 2000)
+    wal = tmp_path / "s.sqlite-wal"
+    assert wal.stat().st_size <= WAL_CHECKPOINT_PAGES * 4096 * 2
+    store.close()

@@ -47,6 +47,11 @@ from .store_schema import (SCHEMA, SCHEMA_VERSION, TAKEN_OVER, Delivery, Instanc
                            delivery_json, record_of)
 from .transitions import after_classification, after_reroute, new_delivery
 
+#: Pages (4 KiB) the write-ahead log may reach before SQLite copies it into the database.
+WAL_CHECKPOINT_PAGES = 128
+#: Size the write-ahead log is cut back to after a checkpoint.
+WAL_SIZE_LIMIT_BYTES = 1 << 20
+
 
 def _set_aside(path: Path) -> Path:
     """Rename a corrupt database (and its WAL files) out of the way; returns its new name."""
@@ -113,6 +118,11 @@ class Store(DeliveryLedger, StoreReports):
         self._db = db
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
+        # A small write-ahead log, checkpointed often and cut back after: on a nearly full
+        # StateDirectory, SQLite's default (4 MB before a checkpoint) can take all the space
+        # freed, leaving none for the checkpoint that would shrink it.
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
         problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
