@@ -135,46 +135,6 @@ class Store(DeliveryLedger, StoreReports):
         with self._lock:
             self._db.close()
 
-    # -- plumbing ---------------------------------------------------------------------
-    class _Tx:
-        def __init__(self, store: Store) -> None:
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.store._lock.acquire()
-            try:
-                self.store._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                self.store._lock.release()
-                raise self.store._error(exc) from exc
-            return self.store._db
-
-        def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-            try:
-                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
-            except sqlite3.Error as error:
-                if exc_type is None:
-                    try:
-                        self.store._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                    raise self.store._error(error) from error
-            finally:
-                self.store._lock.release()
-            if isinstance(exc, sqlite3.Error):
-                raise self.store._error(exc) from exc
-            return False
-
-    def _tx(self) -> Store._Tx:
-        return Store._Tx(self)
-
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-
     # -- settings (e.g. the changes-log checkpoint) -----------------------------------
     def get_setting(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
