@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Final
 
 #: Output order of the shipped model. ``models/labels.json`` fixes the same order.
@@ -73,3 +75,19 @@ ROTATIONS: Final[tuple[int, ...]] = (0, 90, 180, 270)
 def region_classes(region: str) -> tuple[str, ...]:
     """The class(es) a region belongs to, e.g. ``pelvis_hip`` -> ``("others",)``."""
     return tuple(REGION_CLASS[region].split("|"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecondaryOutputs:
+    """Secondary outputs of a model that has them (``None`` for a five-class-only model): the
+    fine anatomical region, ``frontal``/``lateral``, the clockwise turn in degrees that would
+    make the film upright, and whether its polarity is wrong (bone dark)."""
+
+    region: str | None = None
+    region_score: float | None = None
+    view: str | None = None
+    view_score: float | None = None
+    rotation: int | None = None
+    rotation_score: float | None = None
+    inverted: bool | None = None
+    inverted_score: float | None = None

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
+from .classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES, SecondaryOutputs
 from ..errors import BodyPartRouterError, NotClassifiable, Reason
 from ..imaging.preprocess import INPUT_SIZE
 
@@ -45,23 +45,12 @@ class ModelLoadError(BodyPartRouterError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(SecondaryOutputs):
     """The class of one image, its probability and all class probabilities."""
 
     class_name: str
     score: float
     scores: dict[str, float] = field(default_factory=dict)
-    #: Secondary outputs of a model that has them (``None`` for a five-class-only model):
-    #: the fine anatomical region, ``frontal``/``lateral``, the clockwise turn in degrees that
-    #: would make the film upright, and whether its polarity is wrong (bone dark).
-    region: str | None = None
-    region_score: float | None = None
-    view: str | None = None
-    view_score: float | None = None
-    rotation: int | None = None
-    rotation_score: float | None = None
-    inverted: bool | None = None
-    inverted_score: float | None = None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -34,6 +34,7 @@ from ..errors import BodyPartRouterError, Reason
 from ..imaging.xray_policy import XrayPolicy
 from ..states import InstanceState
 from .batch import Classified, Prepared, classify_batches, prepare
+from .classes import SecondaryOutputs
 from .resources import available_cores
 
 LOGGER = logging.getLogger(__name__)
@@ -74,21 +75,12 @@ def child_inference_threads(workers: int, cores: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Outcome(SecondaryOutputs):
     """What became of one source: a prediction, or the state and reason why there is none."""
 
     class_name: str | None = None
     score: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
-    #: The model's secondary outputs (see :class:`~bodypart_router.inference.classifier.Prediction`).
-    region: str | None = None
-    region_score: float | None = None
-    view: str | None = None
-    view_score: float | None = None
-    rotation: int | None = None
-    rotation_score: float | None = None
-    inverted: bool | None = None
-    inverted_score: float | None = None
     #: ``skipped:<reason>`` / ``failed:<reason>`` when not classified; ``retry`` for a transient error.
     state: str | None = None
     detail: str = ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SEPARATE_METADATA
+from ..inference.classes import SecondaryOutputs
 from .audit import MAX_STATIONS, NO_AET, OTHER_AETS
 
 #: Metadata names, in the order they are written (declared in ``UserMetadata``; see config/schema.py).
@@ -23,17 +24,8 @@ METADATA_NAMES: tuple[str, ...] = (REGION_METADATA, VIEW_METADATA, ROTATION_META
 
 
 @dataclass(frozen=True)
-class ImageFacts:
+class ImageFacts(SecondaryOutputs):
     """The model's secondary outputs for one film; ``None`` where the model has no such output."""
-
-    region: str | None = None
-    region_score: float | None = None
-    view: str | None = None
-    view_score: float | None = None
-    rotation: int | None = None
-    rotation_score: float | None = None
-    inverted: bool | None = None
-    inverted_score: float | None = None
 
     @classmethod
     def of(cls, result: Any) -> "ImageFacts":
