@@ -201,6 +201,8 @@ def format_table(results: dict) -> str:
         lines.append(f"PostgreSQL index per stored instance: {tx['with_router']} transactions / {rows['with_router']} "
                      f"rows written with the router, {tx['without_router']} / {rows['without_router']} without; "
                      f"ingest {rate['with_router']} vs {rate['without_router']} instances/s")
+        for purpose, per_instance in index.get("transactions_by_purpose", {}).items():
+            lines.append(f"  {per_instance:5.2f}  {purpose}")
     elif index:
         lines.append(f"PostgreSQL index: skipped ({index['skipped']})")
     if results.get("targets"):

@@ -23,9 +23,12 @@ from support.orthanc import peer_config
 from support.postgres import POSTGRESQL_INDEX_PLUGIN, PostgresCluster, unavailable
 
 from . import corpus
+from .index_breakdown import LOG_LINE_PREFIX, breakdown
 from .servers import DEFAULT_SENDERS, PEER, make_payload, orthanc_config, running, store_all, wait_until_drained
 
 VARIANTS = ("with_router", "without_router")
+#: Instances of the run that says what each transaction does.
+BREAKDOWN_INSTANCES = 100
 #: Time for a closed connection's statistics to reach pg_stat_database.
 STATS_FLUSH_SECONDS = 1.0
 
@@ -39,6 +42,37 @@ def _activity(pg: PostgresCluster) -> tuple[int, int]:
                   f"WHERE datname = '{pg.database}'")
     commits, rows = out.split("|")
     return int(commits), int(rows)
+
+
+def _node_config(model: Path | None, peer, pg: PostgresCluster) -> dict:
+    """The node's configuration on ``pg``'s index: with the router (``model`` given) every class
+    goes to the peer, so that what is counted is a routed X-ray; without it, plain Orthanc."""
+    config = (orthanc_config(model, peers={PEER: peer}, routes={c: [PEER] for c in CLASS_NAMES},
+                             router={"UncertainRoutes": [PEER]}) if model else orthanc_config(None))
+    config["Plugins"].append(POSTGRESQL_INDEX_PLUGIN)
+    config.update(pg.orthanc_config())
+    return config
+
+
+def _by_purpose(model: Path, work: Path, items: list[bytes]) -> dict[str, float]:
+    """One more run with the router, PostgreSQL logging every statement: transactions per
+    instance by what they do (:mod:`bench.index_breakdown`). Apart from the counts, so that the
+    logging does not slow the measured runs."""
+    with PostgresCluster() as pg, running(peer_config(PEER), "scale-breakdown-peer",
+                                          work / "orthanc" / "scale-breakdown-peer", router=False) as peer:
+        config = _node_config(model, peer, pg)
+        workdir = work / "orthanc" / "scale-breakdown"
+        with running(config, "scale-breakdown", workdir, router=True):
+            pass  # Orthanc's schema, not counted
+        pg.log_every_statement(LOG_LINE_PREFIX)
+        time.sleep(STATS_FLUSH_SECONDS)
+        start = len(pg.log_text())
+        with running(config, "scale-breakdown", workdir, router=True) as node:
+            store_all(node, items, "rest", DEFAULT_SENDERS)
+            wait_until_drained(node, len(items), forwarded=True)
+        time.sleep(STATS_FLUSH_SECONDS)
+        names = {int(v): k for k, v in config.get("UserMetadata", {}).items()}
+        return breakdown(pg.log_text()[start:], len(items), names)
 
 
 def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 300, rounds: int = 2,
@@ -57,11 +91,7 @@ def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 30
             with_router = variant == "with_router"
             with PostgresCluster() as pg, running(peer_config(PEER), f"scale-{variant}-peer",
                                                   work / "orthanc" / f"scale-{variant}-peer", router=False) as peer:
-                # with the router, every class goes to the peer: what is counted is a routed X-ray
-                config = (orthanc_config(model, peers={PEER: peer}, routes={c: [PEER] for c in CLASS_NAMES},
-                                         router={"UncertainRoutes": [PEER]}) if with_router else orthanc_config(None))
-                config["Plugins"].append(POSTGRESQL_INDEX_PLUGIN)
-                config.update(pg.orthanc_config())
+                config = _node_config(model if with_router else None, peer, pg)
                 workdir = work / "orthanc" / f"scale-{variant}"
                 # A first start creates Orthanc's schema, so that it is not counted below.
                 with running(config, f"scale-{variant}", workdir, router=with_router):
@@ -81,6 +111,7 @@ def measure(data: corpus.Corpus, model: Path, work: Path, *, instances: int = 30
             rates[variant].append(instances / seconds)
     return {
         "instances": instances,
+        "transactions_by_purpose": _by_purpose(model, work, items[:BREAKDOWN_INSTANCES]),
         "index": "PostgreSQL 15 (fsync off), orthanc-postgresql index plugin",
         "index_transactions_per_instance": {v: round(statistics.median(commits[v]), 1) for v in VARIANTS},
         "index_rows_written_per_instance": {v: round(statistics.median(rows[v]), 1) for v in VARIANTS},

@@ -217,3 +217,36 @@ def test_shipped_orthanc_config_is_read_despite_comments(tmp_path: Path) -> None
 def test_derived_uids_do_not_collide_across_tags() -> None:
     assert corpus.derived_uid("rss-1", "10") != corpus.derived_uid("rss-11", "0")
     assert corpus.derived_uid("a", "1") == corpus.derived_uid("a", "1")
+
+
+def test_index_breakdown_files_each_transaction_under_what_it_did() -> None:
+    from bench.index_breakdown import breakdown
+
+    def tx(pid: str, *statements: str, params: str | None = None) -> list[str]:
+        lines = [f"2026-12-07 14:12:35.788 UTC {pid} 3/1 LOG:  statement: BEGIN",
+                 f"2026-12-07 14:12:35.788 UTC {pid} 3/1 LOG:  statement: SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"]
+        for sql in statements:
+            lines.append(f"2026-12-07 14:12:35.789 UTC {pid} 3/1 LOG:  execute 7fb1: {sql}")
+            if params and sql.startswith("INSERT INTO Metadata"):
+                lines.append(f"2026-12-07 14:12:35.789 UTC {pid} 3/1 DETAIL:  parameters: {params}")
+        return lines + [f"2026-12-07 14:12:35.790 UTC {pid} 3/1 LOG:  statement: COMMIT",
+                        f"2026-12-07 14:12:35.790 UTC {pid} 3/2 LOG:  statement: DEALLOCATE \"7fb1\""]
+
+    lookup = "SELECT internalId, resourceType FROM Resources WHERE publicId=$1"
+    log = [
+        *tx("10", "SELECT * FROM CreateInstance($1, $2, $3, $4)", "INSERT INTO Changes VALUES(DEFAULT, $1, $2, $3, $4)"),
+        *tx("11", lookup, "DELETE FROM Metadata WHERE id=$1 AND type=$2", "INSERT INTO Metadata VALUES ($1, $2, $3, $4)",
+            params="$1 = '7', $2 = '1024', $3 = 'spine', $4 = '1'"),
+        *tx("10", lookup, "INSERT INTO Metadata VALUES ($1, $2, $3, $4)", params="$1 = '7', $2 = '1099', $3 = 'x'"),
+        *tx("12", lookup, "SELECT uuid, uncompressedSize, compressionType FROM AttachedFiles WHERE id=$1"),
+        *tx("11", lookup, "INSERT INTO Changes VALUES(DEFAULT, $1, $2, $3, $4)"),
+        *tx("12", "SELECT * FROM Changes WHERE seq>$1 ORDER BY seq LIMIT $2"),
+        *tx("10", lookup),
+        "2026-12-07 14:12:35.791 UTC 13 3/9 LOG:  statement: SELECT 1",
+    ]
+    got = breakdown("\n".join(log), instances=2, metadata_names={1024: "BodyPart"})
+    assert got == {"store the instance (Orthanc)": 0.5, "metadata write: BodyPart": 0.5, "metadata write: type 1099": 0.5,
+                   "attachment lookup (where the file is / the forward job reads it)": 0.5,
+                   "change event (Orthanc: stable series, study...)": 0.5, "changes log read": 0.5,
+                   "resource lookup (forward job submission)": 0.5, "other (start-up, shutdown, properties)": 0.5,
+                   "total": 4.0}

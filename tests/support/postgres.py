@@ -147,6 +147,12 @@ class PostgresCluster:
         return self._run("psql", "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", self.database,
                          "-At", "-c", sql).strip()
 
+    def log_every_statement(self, line_prefix: str) -> None:
+        """From now on, log every statement with ``line_prefix`` (e.g. backend and transaction)."""
+        self.psql("ALTER SYSTEM SET log_statement = 'all'")
+        self.psql(f"ALTER SYSTEM SET log_line_prefix = '{line_prefix}'")
+        self.psql("SELECT pg_reload_conf()")
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.workdir and self.log_path.exists() else ""
 
