@@ -26,7 +26,7 @@ from training.data import SPLITS, read_manifest, split_by_group  # noqa: E402
 from training.features import View, view_input  # noqa: E402
 from training.metrics import confusion, macro_f1, report, wilson  # noqa: E402
 from training.model import EfficientNetLite0, _same_pad, load_imagenet, normalise_gray  # noqa: E402
-from training.views import augmented_views, turned_views, view_seed, views_per_image  # noqa: E402
+from training.views import augmented_views, quarter_views, turned_views, view_seed, views_per_image  # noqa: E402
 
 
 def _write_manifest(root: Path, rows: list[dict]) -> None:
@@ -219,6 +219,22 @@ def test_scarce_films_get_more_views_and_views_are_reproducible() -> None:
     assert view_seed(1, 2, 3) == view_seed(1, 2, 3) != view_seed(1, 2, 4)
     turned = turned_views([0, 1], seed=3)
     assert [(v.turns > 0, v.inverted) for v in turned] == [(True, False), (False, True)] * 2
+
+
+def test_quarter_views_turn_every_upright_film_outside_the_chest_by_every_quarter() -> None:
+    samples = [_sample("kermany_pediatric_224", "pediatric_chest", i=0),
+               _sample("unifesp_bodypart_xray", "others", "region=pelvis_hip", i=1),
+               _sample("mura_humerus_64px", "others", i=2),
+               _sample("unifesp_bodypart_xray", "spine", "region=cervical_spine;orient=rotated90", i=3)]
+    views = quarter_views(samples, seed=1)
+    assert views == quarter_views(samples, seed=1)
+    assert not [v for v in views if v.sample == 0]  # chests have thousands of upright films already
+    assert sorted(v.turns for v in views if v.sample == 1) == [1, 2, 3]  # upright: every quarter
+    for stored_any_way in (2, 3):  # no rotation target: once each way of polarity
+        assert sorted(v.inverted for v in views if v.sample == stored_any_way) == [False, True]
+    assert all(v.seed is not None for v in views)  # augmented, like every training view
+    aug_seeds = {v.seed for v in augmented_views(samples, seed=1)}
+    assert not aug_seeds & {v.seed for v in views}
 
 
 def test_a_turned_view_is_fixed_by_the_clockwise_rotation_it_is_labelled_with() -> None:

@@ -163,7 +163,13 @@ def _recipe(m: dict) -> list[str]:
         "   inverted (25 %), and those become the rotation and polarity targets.",
         f"3. Views per image: 1 for most; more for scarce films (abdominal 24; the version 2 hospital's",
         "   pediatric chests 16, spines and pelvis 8, lateral chests 6, others 4). Cached views: "
-        + ", ".join(f"{k} {v}" for k, v in t["views"].items()) + f"; the shipped heads train on {t['fit_views']}.",
+        + ", ".join(f"{k} {v}" for k, v in t["views"].items()) + ".",
+        f"   The class and region members train on {t['fit_views']} of them (`aug`, train and validation splits).",
+        "   The orientation members (view, rotation, polarity) also train on the `quarters` views: every film",
+        "   outside the chest, augmented, turned by 90, 180 and 270 degrees where it is stored upright, or once",
+        "   more each way of polarity where no upright is known (MURA, periapicals): "
+        f"{t.get('orientation_fit_views', t['fit_views'])} views in all.",
+        "   Where a chest is upright is learned from thousands of chests, where a hand or a hip is from few.",
         f"4. Each member trains {h['epochs']} epochs: AdamW (lr {h['lr']}, one-cycle, weight decay",
         f"   {h['weight_decay']}), batch {h['batch_size']}, dropout {h['dropout']}, label smoothing {h['label_smoothing']}.",
         "   Loss = sum over heads of weight x cross-entropy, unknown targets masked; the class loss is",
@@ -316,6 +322,13 @@ def _test(m: dict) -> list[str]:
         f"{_f(tt['inverted']['inverted_accuracy'])} | {_f(tt['inverted']['view_accuracy'])} |",
         "",
         "Rotation is scored only on films stored upright (MURA exports and periapical films are not).",
+        "",
+        "Rotation of the turned copies by kind of film (the worst first):",
+        "",
+        "| kind of film | n | rotation accuracy |",
+        "|---|---|---|",
+        *[f"| {g} | {r['n']} | {r['accuracy']:.3f} |" for g, r in
+          sorted(tt.get("rotation_by_group", {}).items(), key=lambda item: (item[1]["accuracy"], item[0]))],
         "",
         "### Shortcut check",
         "",

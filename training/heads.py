@@ -100,6 +100,10 @@ class Targets:
     def subset(self, idx: np.ndarray) -> "Targets":
         return Targets(*(getattr(self, f)[idx] for f in ("cls", "region", "view", "rotation", "inverted")))
 
+    def concat(self, other: "Targets") -> "Targets":
+        return Targets(*(np.concatenate([getattr(self, f), getattr(other, f)])
+                         for f in ("cls", "region", "view", "rotation", "inverted")))
+
     def by_head(self) -> dict[str, np.ndarray]:
         return {"class": self.cls, "region": self.region, "view": self.view, "rotation": self.rotation,
                 "inverted": self.inverted}
