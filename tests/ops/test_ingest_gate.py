@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bodypart_router.ops.ingest_gate import HostCpu, IngestGate, default_busy_cores, thread_cpu_seconds
+from bodypart_router.ops.ingest_gate import ArrivalRate, HostCpu, IngestGate, default_busy_cores, thread_cpu_seconds
 
 
 class Load:
@@ -119,3 +119,50 @@ def test_host_cpu_leaves_out_the_routers_threads() -> None:
     assert host_used < router_used / 2  # ...and it is not counted as the host's
     assert thread_cpu_seconds(router) is None  # an ended thread has no clock
     assert host() >= 0.0  # and the reading it left is kept, so it never counts as the host's
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_arrival_rate_counts_the_last_half_second() -> None:
+    clock = Clock()
+    rate = ArrivalRate(window=0.5, clock=clock)
+    assert rate.per_second() == 0.0
+    for _ in range(10):  # 10 stores 20 ms apart: 50 a second
+        rate.note()
+        clock.now += 0.02
+    assert rate.per_second() == pytest.approx(20.0)  # all 10 within the last 0.5 s: 10 / 0.5
+    clock.now += 0.4
+    assert rate.per_second() == pytest.approx(10.0, abs=2.0)  # only the last five remain
+    clock.now += 1.0
+    assert rate.per_second() == 0.0
+
+
+def test_arrival_rate_is_bounded() -> None:
+    clock = Clock()
+    rate = ArrivalRate(window=0.5, clock=clock, capacity=8)
+    for _ in range(100):
+        rate.note()
+    assert rate.per_second() == 16.0  # the newest 8, not an ever-growing list
+
+
+def test_a_burst_of_arrivals_holds_the_batch_even_with_the_cpu_idle() -> None:
+    """C-STORE senders wait for each response: Orthanc's CPU stays low while a burst arrives."""
+    arriving = {"rate": 60.0}
+    gate = IngestGate(1.0, 5.0, cpu=Load(0.1), window=0.01, quiet=0.1, max_age=0.2,
+                      arrivals=lambda: arriving["rate"], busy_arrivals_per_s=20.0)
+    threading.Timer(0.3, lambda: arriving.update(rate=5.0)).start()
+    waited = gate.wait(threading.Event())
+    assert 0.25 <= waited < 2.0
+
+
+def test_a_trickle_of_arrivals_or_the_test_turned_off_does_not_hold_the_batch() -> None:
+    for rate, threshold in ((10.0, 20.0), (500.0, 0.0)):
+        gate = IngestGate(1.0, 5.0, cpu=Load(0.1), window=0.01, max_age=0.2,
+                          arrivals=lambda: rate, busy_arrivals_per_s=threshold)
+        assert gate.wait(threading.Event()) == 0.0

@@ -240,11 +240,13 @@ KEYS: Final[tuple[Key, ...]] = (
        "in-memory hand-off queue behind `OnStoredInstance`; overflow is caught up from Orthanc's changes log, "
        "never lost"),
     _k("YieldToIngest", json_object, None,
-       "while Orthanc's own threads use `BusyCores` cores or more (a burst of stores), each classification batch "
-       "waits until they have stayed below it for 0.3 s, at most `MaxWaitSeconds`; `0` never waits",
-       field=None, shown='`{"BusyCores": <cores / 4, at least 0.5>, "MaxWaitSeconds": 10}`',
+       "while Orthanc's own threads use `BusyCores` cores or more, or instances arrive at `BusyArrivalsPerSecond` "
+       "or more (a burst of stores), each classification batch waits until both have stayed below for 0.3 s, at "
+       "most `MaxWaitSeconds`; `MaxWaitSeconds` `0` never waits, `BusyArrivalsPerSecond` `0` looks at the CPU only",
+       field=None, shown='`{"BusyCores": <cores / 4, at least 0.5>, "BusyArrivalsPerSecond": 20, "MaxWaitSeconds": 10}`',
        keys=(
            _k("BusyCores", number(0.05, 1024), None, "", field="yield_busy_cores", example=OMIT),
+           _k("BusyArrivalsPerSecond", number(0, 100_000), 20.0, "", field="yield_busy_arrivals_per_s"),
            _k("MaxWaitSeconds", number(0, 3600), 10.0, "", field="yield_max_wait_seconds"),
        )),
     _k("Retry", json_object, None,

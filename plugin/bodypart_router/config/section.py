@@ -94,6 +94,7 @@ class RouterConfig:
     classify_in_child_process: bool = default("ClassifyInChildProcess")
     #: None: a quarter of the machine's cores (see ingest_gate.py).
     yield_busy_cores: float | None = default("YieldToIngest.BusyCores")
+    yield_busy_arrivals_per_s: float = default("YieldToIngest.BusyArrivalsPerSecond")
     yield_max_wait_seconds: float = default("YieldToIngest.MaxWaitSeconds")
     mark_skipped: bool = default("MarkSkipped")
     claim_lease_seconds: float = default("ClaimLeaseSeconds")

@@ -6,19 +6,22 @@ priority: its result writes go through Orthanc's index, and decoding competes fo
 bandwidth. Holding it back until the burst is over keeps ingest at its full rate (the figures:
 ``docs/decisions.md``, "Hold classification back while Orthanc stores").
 
-"Busy" is measured rather than guessed from arrivals: the CPU time of Orthanc's own threads
-(this process's CPU time minus the router's threads; the classifier child is another process)
-over the last fraction of a second. Once it was busy, it must stay quiet for
-:data:`QUIET_SECONDS` before a batch goes, because the lulls between the stores of a burst are
-short. Where ingest leaves cores idle (a sender-bound modality, a large machine), classification
-goes ahead at once. A batch never waits longer than ``max_wait_seconds``,
-so a flood that never stops is still classified, slowly.
+"Busy" is measured two ways. The CPU time of Orthanc's own threads (this process's CPU time minus
+the router's threads; the classifier child is another process) over the last fraction of a
+second catches the bursts that load the machine. The rate of arrivals over the last half second
+catches the bursts that do not: C-STORE senders wait for each response, so Orthanc uses little
+CPU while any delay per store (an index write of the router's between two stores) costs their
+rate directly. Once it was busy, it must stay quiet for :data:`QUIET_SECONDS` before a batch
+goes, because the lulls between the stores of a burst are short. A steady trickle (a few films
+a second) is classified at once. A batch never waits longer than ``max_wait_seconds``, so a
+flood that never stops is still classified, slowly.
 
 Nothing here imports ``orthanc``: the adapter hands in the threads to leave out.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,7 +38,38 @@ SAMPLE_MAX_AGE_SECONDS = 0.5
 #: Default busy threshold, as a share of the cores this process may run on (at least half a core).
 BUSY_SHARE_OF_CORES = 0.25
 
+#: Window over which the arrival rate is counted (seconds).
+ARRIVAL_WINDOW_SECONDS = 0.5
+#: Default arrival rate from which Orthanc counts as busy (instances per second).
+BUSY_ARRIVALS_PER_SECOND = 20.0
+
 CpuClock = Callable[[], float]
+
+
+class ArrivalRate:
+    """Instances stored per second over the last :data:`ARRIVAL_WINDOW_SECONDS`.
+
+    :meth:`note` runs on Orthanc's ingest path (``OnStoredInstance``): one append to a bounded
+    deque, no lock (a deque's append is atomic).
+    """
+
+    def __init__(self, window: float = ARRIVAL_WINDOW_SECONDS, clock: CpuClock = time.monotonic,
+                 capacity: int = 4096) -> None:
+        self.window = window
+        self._clock = clock
+        self._times: collections.deque[float] = collections.deque(maxlen=capacity)
+
+    def note(self) -> None:
+        self._times.append(self._clock())
+
+    def per_second(self) -> float:
+        since = self._clock() - self.window
+        recent = 0
+        for stamp in reversed(tuple(self._times)):  # a copy: the callback may append meanwhile
+            if stamp < since:
+                break
+            recent += 1
+        return recent / self.window
 
 
 def default_busy_cores(cores: int | None = None) -> float:
@@ -75,16 +109,20 @@ class HostCpu:
 
 
 class IngestGate:
-    """``wait(stop)`` returns once Orthanc uses fewer than ``busy_cores`` (or after ``max_wait_seconds``);
-    once it was seen busy, it must stay below that for ``quiet`` seconds.
+    """``wait(stop)`` returns once Orthanc uses fewer than ``busy_cores`` and instances arrive at
+    fewer than ``busy_arrivals_per_s`` (``arrivals`` given; 0 turns that test off), or after
+    ``max_wait_seconds``; once it was seen busy, it must stay below both for ``quiet`` seconds.
 
     ``max_wait_seconds`` 0 turns yielding off. Thread-safe: several workers may wait at once.
     """
 
     def __init__(self, busy_cores: float, max_wait_seconds: float, *, cpu: CpuClock,
                  clock: CpuClock = time.monotonic, window: float = SAMPLE_WINDOW_SECONDS,
-                 quiet: float = QUIET_SECONDS, max_age: float = SAMPLE_MAX_AGE_SECONDS) -> None:
+                 quiet: float = QUIET_SECONDS, max_age: float = SAMPLE_MAX_AGE_SECONDS,
+                 arrivals: Callable[[], float] | None = None, busy_arrivals_per_s: float = 0.0) -> None:
         self.busy_cores = busy_cores
+        self._arrivals = arrivals
+        self.busy_arrivals_per_s = busy_arrivals_per_s
         self.max_wait_seconds = max_wait_seconds
         self._cpu, self._clock = cpu, clock
         self._window, self._quiet, self._max_age = window, quiet, max_age
@@ -121,9 +159,14 @@ class IngestGate:
         deadline = start + self.max_wait_seconds
         busy = False
         while not stop.is_set():
-            if self.load(stop, self._quiet if busy else None) < self.busy_cores:
+            if self.load(stop, self._quiet if busy else None) < self.busy_cores and not self._arriving():
                 break
             busy = True
             if self._clock() >= deadline:
                 break
         return self._clock() - start if busy else 0.0
+
+    def _arriving(self) -> bool:
+        """Whether instances arrive at the busy rate (a burst that leaves the CPU idle)."""
+        return (self._arrivals is not None and self.busy_arrivals_per_s > 0
+                and self._arrivals() >= self.busy_arrivals_per_s)

@@ -35,7 +35,7 @@ from ..inference.classifier import file_sha256
 from ..inference.engine import (ChildEngine, Engine, EngineStartError, LocalEngine, ModelInfo, child_inference_threads,
                       python_for_child)
 from ..ops.health import Health, HealthState, summarize
-from ..ops.ingest_gate import HostCpu, IngestGate, default_busy_cores
+from ..ops.ingest_gate import ArrivalRate, HostCpu, IngestGate, default_busy_cores
 from ..inference.resources import IdleTrim
 from ..forwarding.events import Dispatcher, InstanceStateChanged
 from ..forwarding.store import Delivery, Store
@@ -160,7 +160,9 @@ class RouterApp:
                            'packed "BodyPartResult", to store what decided each class (pixels, pixels+header, '
                            "header, conflict)")
         busy = config.yield_busy_cores if config.yield_busy_cores is not None else default_busy_cores()
-        self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads))
+        arrivals = ArrivalRate()
+        self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads),
+                                      arrivals=arrivals.per_second, busy_arrivals_per_s=config.yield_busy_arrivals_per_s)
         self.writer.mark_skipped = config.mark_skipped
         self.store = Store(config.state_directory / STATE_DB)
         if self.store.set_aside is not None:
@@ -169,6 +171,7 @@ class RouterApp:
                          "changes log")
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
         self.recorder.claims = claims_for_node(orthanc_config, self.store)
+        self.recorder.arrivals = arrivals
         self.recorder.health = self.health
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
             LOGGER.warning(f"LuaScripts does not list {Path(__file__).parent / 'bootstrap' / 'shutdown.lua'}: on Orthanc 1.10 "

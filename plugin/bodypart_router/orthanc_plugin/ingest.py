@@ -56,6 +56,7 @@ from ..config import RouterConfig
 from ..orthanc_api import OrthancError
 from ..errors import NotClassifiable
 from ..ops.health import Health
+from ..ops.ingest_gate import ArrivalRate
 from ..forwarding.events import Dispatcher, InstanceReceived
 from ..forwarding.store import Received, Store
 from ..routing.ingest_headers import header_tags
@@ -142,6 +143,8 @@ class Recorder(ServiceThread):
         self.queue: queue.Queue[Received] = queue.Queue(maxsize=config.queue_size)
         self._overflowing = False
         self.claims: Claims | NoClaims = NoClaims()  # the app sets Claims when nodes share an index
+        #: Counts what arrives, for the ingest gate (the app sets it).
+        self.arrivals: ArrivalRate | None = None
         #: Headers of received X-rays, handed to the workers (evidence.py); None: read from the index.
         self.headers: HeaderCache | None = HeaderCache(config.queue_size)
         self._deleted: collections.deque[str] = collections.deque()
@@ -157,6 +160,8 @@ class Recorder(ServiceThread):
 
     # -- the OnStoredInstance callback (runs on Orthanc's ingest path: keep it tiny) -------
     def on_stored_instance(self, dicom: Any, instance_id: str) -> None:
+        if self.arrivals is not None:
+            self.arrivals.note()
         try:
             tags = ingest_tags(dicom)
             item = _policy_state(instance_id, self.config, tags.get("Modality"), tags.get("SOPClassUID"))
