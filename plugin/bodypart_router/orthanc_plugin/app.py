@@ -170,8 +170,7 @@ class RouterApp:
                          f"set aside as {self.store.set_aside.name} and a new one is rebuilt from Orthanc's "
                          "changes log")
         self.recorder = Recorder(config, self.store, self.rest, self.writer, self.events, self.wake_workers)
-        self.recorder.claims = claims_for_node(orthanc_config, self.store)
-        self.recorder.arrivals = arrivals
+        self.recorder.claims, self.recorder.arrivals = claims_for_node(orthanc_config, self.store), arrivals
         self.recorder.health = self.health
         if not any(str(p).endswith("shutdown.lua") for p in orthanc_config.get("LuaScripts") or []):
             LOGGER.warning(f"LuaScripts does not list {Path(__file__).parent / 'bootstrap' / 'shutdown.lua'}: on Orthanc 1.10 "
