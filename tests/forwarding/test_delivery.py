@@ -18,6 +18,7 @@ from bodypart_router.forwarding.delivery import Forwarder
 from bodypart_router.orthanc_api import CannotAsk, Job, Unreachable
 from bodypart_router.forwarding.store import Received, Store, StoreError
 from bodypart_router.states import CircuitState, DeliveryState, InstanceState
+from support.clock import Clock
 from support.fake_orthanc import FakeOrthanc
 
 
@@ -36,13 +37,6 @@ class LookupDouble:
         return instance_id in self.held
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time() + 1  # the store stamps new deliveries with the real time
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture()
 def world(tmp_path: Path, router_logs: list[tuple[str, str]]):
@@ -55,7 +49,7 @@ def world(tmp_path: Path, router_logs: list[tuple[str, str]]):
                    ["BodyPart", "BodyPartScore", "BodyPartModel", "BodyPartState", "BodyPartForwarded"])},
                "BodyPartRouter": section}
     config = parse(section, orthanc, base_dir=tmp_path, check_paths=False)
-    store, jobs, clock = Store(tmp_path / "s.sqlite"), FakeOrthanc(), Clock()
+    store, jobs, clock = Store(tmp_path / "s.sqlite"), FakeOrthanc(), Clock(time.time() + 1)  # the store stamps with the real time
     logs = router_logs
     states: list[tuple[str, str, list[str]]] = []
     events = Dispatcher()

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 from bodypart_router.inference.resources import IdleTrim
+from support.clock import Clock
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_idle_trim_waits_for_a_quiet_second_then_trims_once() -> None:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from bodypart_router.ops.ingest_gate import ArrivalRate, HostCpu, IngestGate, default_busy_cores, thread_cpu_seconds
+from support.clock import Clock
 
 
 class Load:
@@ -120,13 +121,6 @@ def test_host_cpu_leaves_out_the_routers_threads() -> None:
     assert thread_cpu_seconds(router) is None  # an ended thread has no clock
     assert host() >= 0.0  # and the reading it left is kept, so it never counts as the host's
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_arrival_rate_counts_the_last_half_second() -> None:
