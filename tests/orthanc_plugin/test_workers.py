@@ -17,7 +17,7 @@ fake_orthanc.install()
 from bodypart_router.config import parse  # noqa: E402
 from bodypart_router.inference.engine import BatchResult, EngineStartError, ModelInfo, Outcome  # noqa: E402
 from bodypart_router.orthanc_plugin import workers  # noqa: E402
-from bodypart_router.forwarding.events import Dispatcher  # noqa: E402
+from bodypart_router.forwarding.events import Dispatcher, YieldedToIngest  # noqa: E402
 from bodypart_router.forwarding.store import Received, Store, StoreError  # noqa: E402
 from bodypart_router.states import InstanceState  # noqa: E402
 
@@ -117,3 +117,26 @@ def test_a_classifier_that_cannot_start_fails_nothing_and_says_so(world, monkeyp
     engine.error = None  # the file is back
     _until(lambda: store.counts()["instances"] == {InstanceState.CLASSIFIED: 3}, "classified once the classifier starts")
     _until(lambda: "classifier" not in worker.health.problems(), "the health clears")
+
+
+class BusyOnce:
+    """An ingest gate that holds the first batch back for 0.2 s, then lets everything through."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def wait(self, stop: threading.Event) -> float:
+        self.waits += 1
+        return 0.2 if self.waits == 1 else 0.0
+
+
+def test_a_batch_held_back_for_ingest_is_published_and_then_classified(world) -> None:
+    store, engine, worker = world
+    worker.yield_to_ingest = BusyOnce()
+    yielded: list[float] = []
+    worker.events.subscribe(YieldedToIngest, lambda e: yielded.append(e.seconds))
+    store.add_received([Received(f"i{n}") for n in range(3)])
+    worker.thread.start()
+    _until(lambda: store.counts()["instances"] == {InstanceState.CLASSIFIED: 3}, "classified after the wait")
+    assert yielded == [0.2]
+    assert worker.health.problems() == {}, "waiting for ingest is not a problem"

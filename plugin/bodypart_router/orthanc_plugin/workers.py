@@ -93,7 +93,7 @@ class ClassifyWorker(ServiceThread):
         if self.yield_to_ingest is not None and self.store.queued_count():
             waited = self.yield_to_ingest.wait(self.stop_event)
             if waited:
-                self.events.emit("yielded_to_ingest", seconds=waited)
+                self.events.publish(YieldedToIngest(waited))
         if self.series is not None and self.series.run(self):
             return True
         ids = self.store.claim_queued(self.config.batch_size)
