@@ -11,7 +11,6 @@ C-STORE (one association per sender, the file streamed from disk as a modality w
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil

@@ -21,6 +21,7 @@ stopped at the end, also on failure.
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def disabled(runtime: object, model: Path, profile: Path) -> None:
 
 def orthanc_112(files: list[Path], model: Path) -> None:
     """One study's result page (what Orthanc Explorer 2's buttons open) and Explorer's labels, on 1.12."""
-    import support.trixie  # noqa: F401  (registers the runtime)
+    importlib.import_module("support.trixie")  # registers the runtime
 
     runtime = get_runtime("trixie")
     if reason := runtime.unavailable():

@@ -7,7 +7,6 @@ import io
 import logging
 import pickle
 
-import pytest
 from bodypart_router import logs
 
 

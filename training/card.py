@@ -92,7 +92,7 @@ def _model(m: dict) -> list[str]:
         "",
         f"Calibration (chosen on the held-out runs below): temperature {cal['temperature']}, region weight",
         f"{cal['region_weight']} (class probability = (1 - w) x class head + w x class implied by the region",
-        f"head, the chest mass split by age as the class head says), `others` log-probability offset",
+        "head, the chest mass split by age as the class head says), `others` log-probability offset",
         f"{cal['others_bias']}.",
         "",
         "Why frozen: every training view then costs one backbone pass, ever, and the heads train in",
@@ -161,7 +161,7 @@ def _recipe(m: dict) -> list[str]:
         "   contrast and gamma, small films in a large grey field, down-and-up resampling, blur, noise.",
         "2. Then each view is turned by a quarter (40 % upright, 20 % each of 90, 180, 270 degrees) and",
         "   inverted (25 %), and those become the rotation and polarity targets.",
-        f"3. Views per image: 1 for most; more for scarce films (abdominal 24; the version 2 hospital's",
+        "3. Views per image: 1 for most; more for scarce films (abdominal 24; the version 2 hospital's",
         "   pediatric chests 16, spines and pelvis 8, lateral chests 6, others 4). Cached views: "
         + ", ".join(f"{k} {v}" for k, v in t["views"].items()) + ".",
         f"   The class and region members train on {t['fit_views']} of them (`aug`, train and validation splits).",
@@ -175,7 +175,7 @@ def _recipe(m: dict) -> list[str]:
         "   Loss = sum over heads of weight x cross-entropy, unknown targets masked; the class loss is",
         "   weighted by inverse class frequency, the others by its square root. Head weights: "
         + ", ".join(f"{k} {v}" for k, v in h["head_weights"].items()) + ".",
-        f"   Known targets among the training views: " + ", ".join(f"{k} {v}" for k, v in t["targets_known"].items()) + ".",
+        "   Known targets among the training views: " + ", ".join(f"{k} {v}" for k, v in t["targets_known"].items()) + ".",
         "5. Leave-one-source-out and leave-one-region-out runs choose the calibration (next section).",
         f"6. Export to ONNX; ONNX Runtime and PyTorch agree to {m['export']['onnx_vs_torch_max_abs_diff']:.1e}",
         "   (max abs difference over every output).",
@@ -255,7 +255,7 @@ def _heldout(m: dict) -> list[str]:
     sm = ho["single_member"]
     lines += [
         "",
-        f"Ensemble against one member (pooled held-out films, same calibration): ensemble accuracy",
+        "Ensemble against one member (pooled held-out films, same calibration): ensemble accuracy",
         f"{sm['ensemble']['accuracy']:.3f}, routed {sm['ensemble']['coverage']:.1%}, wrong among routed",
         f"{sm['ensemble']['routed_wrong']:.1%}; one member {sm['one_member']['accuracy']:.3f}, routed",
         f"{sm['one_member']['coverage']:.1%}, wrong among routed {sm['one_member']['routed_wrong']:.1%}.",

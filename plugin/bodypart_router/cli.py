@@ -29,7 +29,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from tqdm import tqdm
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (0 done, 2 bad usage or unusable model)."""
     args = build_parser().parse_args(argv)
-    logs.log_to_stderr(getattr(args, "verbose", False), stream=_AboveProgressBar())
+    logs.log_to_stderr(getattr(args, "verbose", False), stream=cast(TextIO, _AboveProgressBar()))
     if args.command == "bootstrap-path":
         print(SHUTDOWN_LUA if args.lua else BOOTSTRAP_SCRIPT)
         return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from bodypart_router.config import ConfigError, RetryPolicy, RouterConfig, metadata_problems, parse
-from bodypart_router.config.schema import CLASSIC_METADATA, KEYS, METADATA, METADATA_NAMES, SEPARATE_METADATA
+from bodypart_router.config.schema import CLASSIC_METADATA, KEYS, METADATA_NAMES, SEPARATE_METADATA
 from bodypart_router.config.section import ASSEMBLED_FIELDS
 
 

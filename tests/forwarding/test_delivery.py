@@ -13,7 +13,6 @@ import pytest
 from bodypart_router.config import Destination, parse
 from bodypart_router.forwarding.events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, DeliverySubmitted,
                                     Dispatcher, InstanceStateChanged)
-from bodypart_router.retry import Retry
 from bodypart_router.forwarding.delivery import Forwarder
 from bodypart_router.orthanc_api import CannotAsk, Job, Unreachable
 from bodypart_router.forwarding.store import Received, Store, StoreError

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bodypart_router.forwarding.store import Delivery, Received, Store, StoreError
+from bodypart_router.forwarding.store import Received, Store, StoreError
+from bodypart_router.forwarding.store_schema import Delivery
 from bodypart_router.states import DeliveryState, InstanceState
 
 

@@ -8,7 +8,6 @@ against exactly its own certificate, whatever name that was issued for.
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import ssl
 import subprocess

@@ -28,18 +28,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..config import Destination, RouterConfig
-from ..errors import BodyPartRouterError
 from ..retry import Retry
 from ..states import CircuitState, DeliveryState, InstanceState
 from .circuit import CircuitBreaker
 from .events import (CircuitChanged, DeadLettered, DeliveryFailed, DeliveryForwarded, DeliverySubmitted, Dispatcher,
                      InstanceStateChanged)
-from ..orthanc_api import CannotAsk, Orthanc, OrthancError, OrthancNotFound, Unreachable
+from ..orthanc_api import CannotAsk, Orthanc, OrthancError
 from ..orthanc_api.interface import NOT_STARTED_JOB_STATES, Job
-from .store import Delivery, Store
+from .store import Store
+from .store_schema import Delivery
 from .transitions import after_failure, after_lost_attempt, after_unanswered
 
 LOGGER = logging.getLogger(__name__)

@@ -44,8 +44,11 @@ from ..states import DeliveryState, InstanceState
 from .store_deliveries import DeliveryLedger
 from .store_reports import StoreReports
 from .store_schema import (SCHEMA, SCHEMA_VERSION, TAKEN_OVER, Delivery, InstanceRecord, Received, StoreError, chunks,
-                           delivery_json, record_of)
+                           record_of)
 from .transitions import after_classification, after_reroute, new_delivery
+
+#: The store and the records it hands out (defined in store_schema.py, imported from here).
+__all__ = ["Delivery", "InstanceRecord", "Received", "Store", "StoreError", "WAL_CHECKPOINT_PAGES", "WAL_SIZE_LIMIT_BYTES"]
 
 #: Pages (4 KiB) the write-ahead log may reach before SQLite copies it into the database.
 WAL_CHECKPOINT_PAGES = 128

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..config import Destination
 from ..errors import BodyPartRouterError
@@ -145,7 +145,7 @@ class Database:
                 raise self.database._error(exc) from exc
             return self.database._db
 
-        def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        def __exit__(self, exc_type: object, exc: object, tb: object) -> Literal[False]:
             try:
                 self.database._db.execute("ROLLBACK" if exc_type else "COMMIT")
             except sqlite3.Error as error:

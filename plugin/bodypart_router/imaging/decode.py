@@ -232,7 +232,7 @@ def _raise_for_unreadable(fileobj: object, exc: Exception, policy: XrayPolicy | 
     if isinstance(fileobj, io.BytesIO):
         fileobj.seek(0)
     try:
-        header = pydicom.dcmread(fileobj, force=True, stop_before_pixels=True)
+        header = pydicom.dcmread(fileobj, force=True, stop_before_pixels=True)  # type: ignore[arg-type]  # a path or a file
     except Exception:
         header = None
     if header is None or len(header) == 0 or "Rows" not in header:
@@ -259,7 +259,7 @@ def _pixel_data(ds: Dataset, backing: bytes | None) -> bytes | memoryview:
     tell = getattr(element, "value_tell", None)
     if backing is None or getattr(element, "value", b"") is not None or tell is None:
         return ds.PixelData
-    return memoryview(backing)[tell : tell + int(element.length)]
+    return memoryview(backing)[tell : tell + int(element.length)]  # type: ignore[attr-defined]  # deferred: a RawDataElement
 
 
 def _decode_and_render(ds: Dataset, g: Geometry, pixel_data: "bytes | memoryview", target: int) -> tuple[np.ndarray, int, str]:

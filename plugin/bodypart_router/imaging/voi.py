@@ -59,7 +59,7 @@ def first_number(value: object) -> float | None:
     if isinstance(value, (list, tuple, MultiValue)):
         value = value[0] if len(value) else None
     try:
-        return float(value) if value is not None and value != "" else None
+        return float(value) if value is not None and value != "" else None  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
 

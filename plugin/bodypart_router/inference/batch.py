@@ -118,7 +118,7 @@ def classify_batches(prepared: Iterable[tuple[Key, Prepared]], classifier: Any, 
             share = (time.perf_counter() - t0) / len(ready)
         given = iter(predictions) if isinstance(predictions, list) else None
         for key, p in pending:
-            common = {"decode_seconds": p.decode_seconds, "messages": p.messages}
+            common: dict[str, Any] = {"decode_seconds": p.decode_seconds, "messages": p.messages}
             if p.model_input is None:
                 yield key, Classified(error=p.error, retry=p.retry, **common)
             elif given is None:

@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,7 @@ class Classifier:
         row = rows[OUTPUT_NAME]
         best = int(np.argmax(row))
         scores = {name: round(float(p), 6) for name, p in zip(self.labels, row)}
-        extra: dict[str, object] = {}
+        extra: dict[str, Any] = {}
         for name, (field_name, order) in (("region_probabilities", ("region", REGION_NAMES)),
                                           ("view_probabilities", ("view", VIEW_NAMES)),
                                           ("rotation_probabilities", ("rotation", ROTATIONS)),

@@ -101,7 +101,9 @@ def prepare(path: Path, policy: XrayPolicy | None, capture_messages: bool = Fals
             raise NotClassifiable(Reason.NOT_DICOM, "no such file")
         return decode_file(path, policy=policy)
 
-    with native_stderr_captured() if capture_messages else contextlib.nullcontext([]) as messages:
+    captured: contextlib.AbstractContextManager[list[str]] = (
+        native_stderr_captured() if capture_messages else contextlib.nullcontext([]))
+    with captured as messages:
         prepared = prepare_source(decode, str(path))
     return dataclasses.replace(prepared, messages=tuple(messages)) if messages else prepared
 

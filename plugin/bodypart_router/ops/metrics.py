@@ -393,8 +393,8 @@ class RouterMetrics:
             out[metric_name("uptime_seconds")] = round(self._clock() - self._started, 1)
         if depth is not None:
             out[metric_name("queue_depth")] = depth
-        for aet, counts in self.quality.stations().items():
-            for finding, n in counts.items():
+        for aet, findings in self.quality.stations().items():
+            for finding, n in findings.items():
                 name = "films_checked_total" if finding == "Films" else f"films_{finding.lower()}_total"
                 out[metric_name(name, station=aet)] = n
         for region, n in self.quality.regions().items():

@@ -21,7 +21,6 @@ May import: imaging, inference, routing, config, forwarding, ops, errors, logs, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orthanc  # type: ignore[import-not-found]  # provided by Orthanc's Python plugin
 

@@ -22,7 +22,6 @@ workers never pick that state up, and after a restart the resumed backfill takes
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 from typing import TYPE_CHECKING, Any

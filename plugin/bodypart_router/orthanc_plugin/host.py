@@ -10,7 +10,6 @@ raw calls the adapter's own modules make.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from typing import Any
 

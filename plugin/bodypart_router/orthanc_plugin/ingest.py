@@ -132,7 +132,7 @@ class Recorder(ServiceThread):
     """Owns the in-memory hand-off queue and the thread that makes ingest durable."""
 
     def __init__(self, config: RouterConfig, store: Store, rest: OrthancRest, writer: ResultWriter,
-                 events: EventBus, wake_workers: threading.Event) -> None:
+                 events: Dispatcher, wake_workers: threading.Event) -> None:
         super().__init__("bodypart-recorder", interval=config.changes_poll_seconds)
         self.config = config
         self.store = store

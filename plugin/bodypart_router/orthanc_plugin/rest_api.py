@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import orthanc  # type: ignore[import-not-found]
 
-from ..errors import BodyPartRouterError
 from ..forwarding.events import InstanceStateChanged
-from ..forwarding.store import Delivery, delivery_json
+from ..forwarding.store_schema import Delivery, delivery_json
 from ..ops.request_body import ORTHANC_ID, RequestRefused, boolean, integer_list, only_keys, string_list
 from ..states import InstanceState, Kind
 from .monitoring import metrics_for

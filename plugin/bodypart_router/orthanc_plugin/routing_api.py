@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..routing.audit import REGION_TAGS, age_in_years
 from ..config import Destination, destination_list, known_destinations
 from ..orthanc_api import OrthancError
-from ..forwarding.store import delivery_json
+from ..forwarding.store_schema import delivery_json
 from ..forwarding.events import InstanceStateChanged
 from ..ops.request_body import ORTHANC_ID, RequestRefused, only_keys, string_list
 from ..routing.decision import RoutingDecision, decide_evidence

@@ -121,7 +121,8 @@ def parse_condition(value: Any, key: str, problems: Problems, *, numeric: bool =
         return _bad(problems, f"{key}.Regex: invalid regular expression {arg!r}: {exc}")
 
 
-def _bad(problems: Problems, message: str) -> None:
+def _bad(problems: Problems, message: str) -> Condition | None:
+    """Note the problem; always None (no condition), so that a parser can ``return _bad(...)``."""
     problems.append(message)
     return None
 

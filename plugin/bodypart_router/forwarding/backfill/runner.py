@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any, Callable
 
 from ...errors import BodyPartRouterError
+from ...orthanc_api import Orthanc
 from ...service_thread import OneShotThread
 from ...states import InstanceState
 from .checkpoint import Checkpoint
