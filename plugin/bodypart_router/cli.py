@@ -139,7 +139,7 @@ def _classify(args: argparse.Namespace, classifier: Classifier) -> int:
             tqdm.write(_table_row(result, width), file=sys.stdout)
             for message in result.messages:  # on its own line, above the progress bar, with the file
                 tqdm.write(f"{result.path}: decoder: {message}", file=sys.stderr)
-            counts[result.prediction.class_name if result.prediction else "error: " + result.error.reason.value] += 1
+            counts[result.label] += 1
             bar.update()
     _print_summary(counts, file=sys.stderr)
     return 0
@@ -157,7 +157,7 @@ def _sort(args: argparse.Namespace, classifier: Classifier) -> int:
         for result in classify_paths(files, classifier, workers=args.jobs, capture_messages=True):
             for message in result.messages:
                 tqdm.write(f"{result.path}: decoder: {message}", file=sys.stderr)
-            folder = result.prediction.class_name if result.prediction else f"{UNCLASSIFIABLE_DIR}/{result.error.reason.value}"
+            folder = result.prediction.class_name if result.prediction else f"{UNCLASSIFIABLE_DIR}/{result.reason}"
             relative = result.path.relative_to(src) if src_is_dir else Path(result.path.name)
             target = args.dst / folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -269,7 +269,7 @@ def parse(
     storage = orthanc_config.get("StorageDirectory", "OrthancStorage")
     state_dir = values["StateDirectory"]
     env = values["PythonEnvironment"]
-    by_field = {key.field: values[path] for path, key in _fields()}
+    by_field = {key.field: values[path] for path, key in _fields() if key.field}
     return RouterConfig(
         **by_field,
         model_path=model_path,

@@ -190,7 +190,7 @@ def _open_dicom(
         if size > MAX_FILE_BYTES:
             raise NotClassifiable(Reason.IMAGE_TOO_LARGE, f"the file has {size} bytes, over the {MAX_FILE_BYTES} byte limit")
         data = read_bytes(source)
-    head, backing = data[:132], data
+    head = data[:132]
     fileobj = io.BytesIO(data)  # shares ``data``: no copy
     if not data:
         raise NotClassifiable(Reason.EMPTY_FILE, "the file is empty (0 bytes)")
@@ -207,8 +207,8 @@ def _open_dicom(
         _raise_for_unreadable(fileobj, ValueError("no DICOM data elements could be read"), policy)
     _ensure_transfer_syntax(ds)
     if ds.file_meta.TransferSyntaxUID == uids.DeflatedExplicitVRLittleEndian:
-        backing = None  # offsets refer to the inflated stream, not to the file
-    return ds, backing
+        return ds, None  # offsets refer to the inflated stream, not to the file
+    return ds, data
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:

@@ -92,11 +92,9 @@ def apply_voi_or_window(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, st
     low, high = np.percentile(sample, (0.5, 99.5))
     if high <= low:
         low, high = float(x.min()), float(x.max())
-    window_ok = center is not None and width is not None and width > (1.0 if function == "LINEAR" else 0.0)
-    if window_ok and (center + width / 2 < low or center - width / 2 > high):
-        # A window entirely outside the pixel values (a wrong or stale header) would give a blank image.
-        window_ok = False
-    if window_ok:
+    if (center is not None and width is not None and width > (1.0 if function == "LINEAR" else 0.0)
+            # a window entirely outside the pixel values (a wrong or stale header) would give a blank image
+            and not (center + width / 2 < low or center - width / 2 > high)):
         return window(x, center, width, function), f"window {center:g}/{width:g}"
     if high <= low:
         return np.zeros_like(x), "flat"

@@ -49,6 +49,16 @@ class Result:
     def ok(self) -> bool:
         return self.prediction is not None
 
+    @property
+    def reason(self) -> str:
+        """Why there is no prediction (a :class:`~bodypart_router.errors.Reason` value)."""
+        return self.error.reason.value if self.error is not None else "unknown"
+
+    @property
+    def label(self) -> str:
+        """The class, or ``error: <reason>`` (what the CLI's summary counts)."""
+        return self.prediction.class_name if self.prediction is not None else "error: " + self.reason
+
 
 def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Every file under ``paths``: files as given, folders walked recursively in sorted order.

@@ -167,8 +167,9 @@ class ClassifyWorker(ServiceThread):
                     self.store.requeue(instance_id, outcome.detail)
                 else:
                     self._transient(instance_id, outcome.detail)
-            else:
-                self._not_classified(instance_id, InstanceState(outcome.state), outcome.detail)
+            else:  # not classified: the engine always gives the state (model-error if it did not)
+                state = InstanceState(outcome.state or InstanceState.FAILED_MODEL_ERROR)
+                self._not_classified(instance_id, state, outcome.detail)
         if classified:
             self.wake_forwarder.set()
 
