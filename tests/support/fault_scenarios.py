@@ -225,6 +225,11 @@ class Context:
                 hits += find_phi(text, birth_dates)
         return hits, lines
 
+    def count_in_logs(self, needle: str) -> int:
+        """Lines of every Orthanc log of the scenario that contain ``needle``."""
+        return sum(line.count(needle) for path in self.all_logs if path.exists()
+                   for line in path.read_text(errors="replace").splitlines())
+
 
 def states(proc: OrthancProcess, instance_ids: list[str]) -> dict[str, str]:
     """``BodyPartState`` of each instance ("" when not set yet); for a skipped instance, which
@@ -757,6 +762,8 @@ def run_scenario(name: str, sizes: Sizes = FULL, *, runtime: str | Runtime = "ho
         hits, lines = ctx.scan_logs(_birth_dates())
         result.phi_in_logs = len(hits)
         result.details["log_lines_scanned"] = lines
+        # a router thread whose pass raised (service_thread.py logs "<thread>: step failed")
+        result.details["failed_steps"] = ctx.count_in_logs(": step failed")
         result.seconds = round(time.monotonic() - t0, 1)
         if keep:
             result.details["workdir"] = str(workdir)
