@@ -41,7 +41,7 @@ from ..forwarding.events import Dispatcher, InstanceStateChanged
 from ..forwarding.store import Delivery, Store
 from ..forwarding.transitions import after_resubmit
 from ..orthanc_api import OrthancClient, peers_from_config
-from . import explorer, footprint, rest_api
+from . import explorer, footprint, rest_api, thread_state
 from .extensions import EXTENSIONS
 from .forwarding import ForwardingThread
 from .host import OrthancRest
@@ -130,10 +130,10 @@ class RouterApp:
             if not isinstance(exc, BodyPartRouterError):  # not one of ours, whose message says it all
                 LOGGER.exception(f"could not start: {exc!r}")
             self._disable("it could not start", [str(exc)])
-        orthanc.RegisterOnChangeCallback(self._on_change)
+        orthanc.RegisterOnChangeCallback(thread_state.keeping_thread_state(self._on_change))
         if self.enabled:
             assert self.recorder is not None
-            orthanc.RegisterOnStoredInstanceCallback(self.recorder.on_stored_instance)
+            orthanc.RegisterOnStoredInstanceCallback(thread_state.keeping_thread_state(self.recorder.on_stored_instance))
         rest_api.register(self)
         explorer.register()
         for name in EXTENSIONS:
