@@ -644,6 +644,11 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
     """Three Orthancs share one PostgreSQL index; one is killed with SIGKILL mid-stream and never
     comes back. Its claimed, unfinished instances must be taken over by the others once its
     lease (``ClaimLeaseSeconds``) has run out: every instance classified and forwarded, once.
+
+    So that the victim surely dies owing work, the other two are paused (SIGSTOP) while the first
+    ``dies_at`` instances go to it, and the destination is down until the kill: the victim claims
+    them and holds their forwards. The others then resume, the stream goes on round-robin, and the
+    victim is killed in the middle of it.
     """
     result = ScenarioResult("node_dies_for_good")
     scp = RecordingSCP("AI_DEST")  # down until the kill: the victim surely holds claimed, unfinished work
@@ -651,23 +656,41 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
     # the shipped metadata layout: the result packed in BodyPartResult (the watchers read its state)
     nodes = _cluster(ctx, scp, ("node-a", "node-b", "node-c"), {"ClaimLeaseSeconds": sizes.dies_lease_seconds},
                      user_metadata={"BodyPartResult": 1031, "BodyPart": 1024, CLAIM_METADATA: 1030})
-    victim = nodes[2]
+    victim, others = nodes[2], nodes[:2]
     base = SCENARIO_INDEX_BASE["node_dies_for_good"]
     datasets = [xray(base + i) for i in range(sizes.dies_instances)]
     acked: dict[str, str] = {}
     lock = threading.Lock()
 
+    def victim_holds_forwards() -> int:
+        deliveries = victim.get_json("/bodypart-router/status").get("Counts", {}).get("deliveries", {})
+        return sum(deliveries.get(k, 0) for k in ("pending", "submitted", "verify"))
+
+    for node in others:
+        node.pause()
+    try:
+        for ds in datasets[:sizes.dies_at]:
+            acked[str(ds.SOPInstanceUID)] = victim.upload(to_bytes(ds))
+        held = 0
+        deadline = time.monotonic() + sizes.settle_seconds
+        while time.monotonic() < deadline and not (held := victim_holds_forwards()):
+            time.sleep(0.1)
+    finally:
+        for node in others:
+            node.resume()
+    rest = datasets[sizes.dies_at:]
+
     def sender(node_index: int) -> None:
         """Round-robin over the nodes, skipping the dead one (as a load balancer would)."""
-        for n, ds in enumerate(datasets[node_index::3]):
+        for n, ds in enumerate(rest[node_index::3]):
             target = nodes[node_index]
             if not target.running():
-                target = nodes[n % 2]
+                target = others[n % 2]
             try:
                 iid = target.upload(to_bytes(ds))
             except requests.RequestException:
                 try:
-                    iid = nodes[n % 2].upload(to_bytes(ds))  # refused by the dying node: sent elsewhere
+                    iid = others[n % 2].upload(to_bytes(ds))  # refused by the dying node: sent elsewhere
                 except requests.RequestException:
                     continue
             with lock:
@@ -678,18 +701,9 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
         deadline = time.monotonic() + sizes.settle_seconds
         while time.monotonic() < deadline and not all(f.done() for f in futures):
             with lock:
-                if len(acked) >= sizes.dies_at:
+                if len(acked) >= sizes.dies_at + min(10, len(rest) // 2):  # the stream is under way
                     break
             time.sleep(0.02)
-
-        def victim_holds_forwards() -> int:
-            deliveries = victim.get_json("/bodypart-router/status").get("Counts", {}).get("deliveries", {})
-            return sum(deliveries.get(k, 0) for k in ("pending", "submitted", "verify"))
-
-        held = 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (held := victim_holds_forwards()):
-            time.sleep(0.1)
         victim.kill()
         with lock:
             result.details["acknowledged_at_kill"] = len(acked)
@@ -697,14 +711,13 @@ def node_dies_for_good(ctx: Context, sizes: Sizes) -> ScenarioResult:
         for f in futures:
             f.result()
     scp.start()
-    alive = nodes[:2]
     result.sent = len(acked)
-    final = settle(alive, list(acked.values()), scp, set(acked), sizes.settle_seconds)
+    final = settle(others, list(acked.values()), scp, set(acked), sizes.settle_seconds)
     count(result, acked, final, scp, must_arrive=set(acked))
     result.details["nodes"] = len(nodes)
     result.details["lease_seconds"] = sizes.dies_lease_seconds
-    result.details["taken_over"] = sum(node.log_text().count("taken over from") for node in alive)
-    result.orthanc_alive = alive_probe(alive, scp, SCENARIO_INDEX_BASE["alive_probe"] + 8)
+    result.details["taken_over"] = sum(node.log_text().count("taken over from") for node in others)
+    result.orthanc_alive = alive_probe(others, scp, SCENARIO_INDEX_BASE["alive_probe"] + 8)
     return result
 
 

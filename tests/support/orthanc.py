@@ -367,6 +367,13 @@ class OrthancProcess:
             self._proc.wait(timeout=10)
         self._proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP (Orthanc and its children): it answers nothing until :meth:`resume`."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
     def cleanup(self) -> None:
         """Stop and delete the work directory if this object created it."""
         self.stop()
