@@ -47,6 +47,8 @@ Source = str | bytes
 CHILD_PRIORITY: int | str = "idle"
 #: Seconds the child may take to import its libraries and load the model.
 CHILD_START_TIMEOUT = 120.0
+#: How long to wait for a child killed with SIGKILL to be reaped before leaving it to exit alone.
+KILLED_CHILD_WAIT_S = 10.0
 #: The child hands its freed memory back to the system after this long without work.
 IDLE_TRIM_SECONDS = 1.0
 #: State of an instance whose decoding crashed the child process.
@@ -301,7 +303,11 @@ class ChildEngine:
             process.wait(2.0)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(2.0)
+            try:  # at SCHED_IDLE on busy cores, even a killed child may wait a while to be scheduled to exit
+                process.wait(KILLED_CHILD_WAIT_S)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("classifier child %d has not exited %.0f s after SIGKILL; it is left to exit on its own",
+                               process.pid, KILLED_CHILD_WAIT_S)
 
     def shutdown(self) -> None:
         """Ask the child to exit after the batch it is on (from any thread, without waiting):
