@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from bodypart_router.inference import polarity, rotation
 from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES
 
 from .data import SPLITS, Sample
@@ -223,6 +224,7 @@ def _heldout(m: dict) -> list[str]:
     ]
     for g in sorted(ho["by_group"], key=lambda g: -g["confidently_wrong"]):
         lines.append(f"| {g['group']} | {g['n']} | {g['accuracy']:.3f} | {_pct(g['coverage'])} | {_pct(g['confidently_wrong'])} |")
+    lines += _heldout_orientation(ho)
     base = {(r["kind"], r["name"]): r for r in ho["rows_uncalibrated_class_head_only"]}
     lines += [
         "",
@@ -282,6 +284,49 @@ def _heldout(m: dict) -> list[str]:
     return lines
 
 
+def _second_looks_on_test(tt: dict) -> list[str]:
+    pol, rot = tt.get("polarity_alone_and_served"), tt.get("rotation_alone_and_served")
+    if not pol or not rot:
+        return []
+    return ["", "The same test films by the heads alone and as served (second look where unsure):", "",
+            "| | polarity as stored | polarity inverted | asked twice | rotation as stored | rotation turned | asked again |",
+            "|---|---|---|---|---|---|---|",
+            f"| head alone | {pol['alone_as_stored']:.3f} | {pol['alone_inverted']:.3f} | | "
+            f"{rot['alone_as_stored']:.3f} | {rot['alone_turned']:.3f} | |",
+            f"| served | {pol['served_as_stored']:.3f} | {pol['served_inverted']:.3f} | {pol['second_pass']:.0%} | "
+            f"{rot['served_as_stored']:.3f} | {rot['served_turned']:.3f} | {rot['second_pass']:.0%} |"]
+
+
+def _heldout_orientation(ho: dict) -> list[str]:
+    rows = ho.get("orientation")
+    if not rows:
+        return []
+    lines = ["", "### Polarity and rotation at other hospitals", "",
+             "Leave one source out for the image checks: an orientation member trained without the whole",
+             "source scores its films as stored and inverted (polarity), and its upright films as stored and",
+             "turned by 90, 180 and 270 degrees (rotation), by the heads alone and as served (the second look",
+             "where the first answer is unsure). The worst rows first.", "",
+             "| held out | n | polarity inverted, alone / served | as stored, alone / served | rotation n | turned, alone / served | as stored, alone / served |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: min(r["polarity"]["served_inverted"], r.get("rotation", {}).get("served_turned", 1.0))):
+        p, q = r["polarity"], r.get("rotation")
+        rot = (f"{q['n']} | {q['alone_turned']:.3f} / {q['served_turned']:.3f} | "
+               f"{q['alone_as_stored']:.3f} / {q['served_as_stored']:.3f}") if q else "0 | | "
+        lines.append(f"| {r['name']} | {r['n']} | {p['alone_inverted']:.3f} / {p['served_inverted']:.3f} | "
+                     f"{p['alone_as_stored']:.3f} / {p['served_as_stored']:.3f} | {rot} |")
+    n = sum(r["n"] for r in rows)
+    nr = sum(r["rotation"]["n"] for r in rows if "rotation" in r)
+
+    def pooled(kind: str, key: str, weight: str) -> float:
+        return sum(r[kind][key] * (r["n"] if weight == "n" else r[kind]["n"]) for r in rows if kind in r) / (
+            n if weight == "n" else nr)
+
+    lines += ["", f"Pooled over the held-out films: inverted copies recognised {pooled('polarity', 'alone_inverted', 'n'):.3f}",
+              f"by the head alone, {pooled('polarity', 'served_inverted', 'n'):.3f} as served ({n} films); turned copies",
+              f"{pooled('rotation', 'alone_turned', 'r'):.3f} alone, {pooled('rotation', 'served_turned', 'r'):.3f} as served ({nr} upright films)."]
+    return lines
+
+
 def _test(m: dict) -> list[str]:
     test = m["test"]
     th = m["test_heads"]
@@ -322,6 +367,12 @@ def _test(m: dict) -> list[str]:
         f"{_f(tt['inverted']['inverted_accuracy'])} | {_f(tt['inverted']['view_accuracy'])} |",
         "",
         "Rotation is scored only on films stored upright (MURA exports and periapical films are not).",
+        "Polarity and rotation are scored as served. Where the polarity head's first answer is unsure",
+        f"(between {1 - polarity.SURE:.2f} and {polarity.SURE:.2f}), the router asks it about the film's negative too, and the film is",
+        "inverted when it looks more inverted than its negative (`bodypart_router/inference/polarity.py`).",
+        f"Where the rotation head's top answer is below {rotation.SURE:.2f}, the film's three quarter turns vote",
+        "with it (`bodypart_router/inference/rotation.py`).",
+        *_second_looks_on_test(tt),
         "",
         "Rotation of the turned copies by kind of film (the worst first):",
         "",
@@ -372,6 +423,12 @@ def _limits(m: dict) -> list[str]:
         f"per image; batch 1 on 2 threads, median {lat['onnxruntime_batch1_threads2_ms_median']:.1f} ms",
         f"(p90 {lat['onnxruntime_batch1_threads2_ms_p90']:.1f} ms). `to_model_input` on a 2000x2500 image:",
         f"{lat['preprocess_2000x2500_ms_median']:.1f} ms. The heads add well under 1 ms; DICOM decoding is extra.",
+        *(["As the router serves it (its classifier, batch 8, 1 thread, test films spread over the split), with",
+           f"the second looks: the negative for the {lat['served_polarity_second_look_share']:.0%} of films whose polarity was unsure,",
+           f"the three quarter turns for the {lat['served_rotation_second_look_share']:.0%} whose rotation was: median",
+           f"{lat['served_batch8_threads1_ms_per_image_median']:.1f} ms, mean {lat['served_batch8_threads1_ms_per_image_mean']:.1f} ms per image. "
+           "A film unsure of both costs five runs of the model instead of one."]
+          if "served_batch8_threads1_ms_per_image_median" in lat else []),
         "Measured on a shared 2-core machine.",
         "",
         "## Known limits",

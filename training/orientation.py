@@ -10,10 +10,15 @@ touch the class, so the calibration chosen on the held-out runs is not affected.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bodypart_router.inference import polarity, rotation
 
 from .heads import IGNORE, Ensemble, HeadConfig, Member, Projection, Targets, fit_member
 
@@ -46,9 +51,12 @@ class ServingEnsemble(Ensemble):
 
 
 def train_orientation(features: np.ndarray, t: Targets, projection: Projection, base: HeadConfig,
-                      seed: int) -> list[Member]:
-    """Fit the orientation members on the same projected features (class and region masked)."""
+                      seed: int, members: int | None = None) -> list[Member]:
+    """Fit the orientation members (``members``, default as configured) on the same projected
+    features (class and region masked)."""
     cfg = orientation_config(base)
+    if members is not None:
+        cfg = dataclasses.replace(cfg, members=members)
     with torch.no_grad():
         z = torch.cat([projection(torch.from_numpy(features[i:i + 8192].astype(np.float32)))
                        for i in range(0, len(features), 8192)]).numpy()
@@ -56,8 +64,7 @@ def train_orientation(features: np.ndarray, t: Targets, projection: Projection, 
     return [fit_member(z, masked, cfg, seed + 100 + k, label=f"orientation[{k}]") for k in range(cfg.members)]
 
 
-def predict_serving(ensemble: ServingEnsemble, features: np.ndarray, batch_size: int = 2048) -> dict[str, np.ndarray]:
-    """Every output of the shipped ensemble for cached features, as the exported graph computes it."""
+def _outputs(ensemble: ServingEnsemble, features: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     ensemble.eval()
     out: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
@@ -65,3 +72,20 @@ def predict_serving(ensemble: ServingEnsemble, features: np.ndarray, batch_size:
             for name, p in ensemble(torch.from_numpy(features[i:i + batch_size].astype(np.float32))).items():
                 out.setdefault(name, []).append(p.numpy())
     return {name: np.concatenate(v) for name, v in out.items()}
+
+
+def predict_serving(ensemble: ServingEnsemble, features: np.ndarray, negatives: np.ndarray,
+                    turns: Sequence[np.ndarray], batch_size: int = 2048) -> dict[str, np.ndarray]:
+    """Every output of the shipped model for cached features, as the router serves it: the
+    exported graph's outputs, with polarity settled by the negatives' features and rotation by
+    the quarter turns' (``turns``: the same views turned by 1, 2, 3 quarters) where the first
+    answer is unsure (:mod:`bodypart_router.inference.polarity`, :mod:`~bodypart_router.inference.rotation`)."""
+    probs = _outputs(ensemble, features, batch_size)
+    if "inverted" in probs:
+        p_negative = _outputs(ensemble, negatives, batch_size)["inverted"][:, 1]
+        p = polarity.decide(probs["inverted"][:, 1], p_negative)
+        probs["inverted"] = np.stack([1.0 - p, p], axis=1)
+    if "rotation" in probs:
+        copies = np.stack([_outputs(ensemble, f, batch_size)["rotation"] for f in turns])
+        probs["rotation"] = rotation.decide(probs["rotation"], copies)
+    return probs

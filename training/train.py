@@ -1,15 +1,18 @@
 """Reproduce the shipped model: ``python -m training.train --data ../shared/data/xray-bodypart --out models/``.
 
-Pipeline (about 25 minutes on a 2-core CPU):
+Pipeline (about 45 minutes on a 2-core CPU):
 
 1. split the manifest by ``group_key`` into train / val / test (:mod:`training.data`), and derive
    the region and view targets (:mod:`training.labels`);
 2. load ImageNet EfficientNet-Lite0 strictly and export it, frozen, as the feature backbone;
 3. cache backbone features of augmented, turned and inverted views of every image, of every
    image as stored, of turned and inverted test images, and more turned views of every film
-   outside the chest for the orientation members (:mod:`training.views`);
+   outside the chest for the orientation members (:mod:`training.views`); and of the negatives
+   and quarter turns of every film and test copy, which serving asks about where unsure
+   (:mod:`training.second_looks`);
 4. leave-one-source-out and leave-one-region-out runs (:mod:`training.heldout`), which choose the
-   calibration (temperature, region weight, open-set offset) on films unlike the training pool;
+   calibration (temperature, region weight, open-set offset) on films unlike the training pool,
+   and leave-one-source-out runs of the polarity and rotation rules (:mod:`training.second_looks`);
 5. train the shipped ensemble of heads on the train and validation splits (:mod:`training.heads`);
 6. export backbone + heads to ONNX and check it against PyTorch (:mod:`training.export`);
 7. evaluate the exported model: test split, turned and inverted copies, shortcut check, the
@@ -32,12 +35,13 @@ import numpy as np
 import torch
 
 from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
+from bodypart_router.inference.rotation import TURNS as ROTATION_TURNS
 
 from . import card
 from . import heads as heads_module
 from .cache import cached_features, views_key
 from .data import SPLITS, Sample, load_gray, read_manifest, split_by_group
-from .evaluate import OnnxModel, dicom_check, latency, shortcut_check
+from .evaluate import OnnxModel, dicom_check, latency, served_latency, shortcut_check
 from .export import export_onnx
 from .features import BackboneRunner, View, export_backbone, render_view
 from .heads import IGNORE, HeadConfig, Targets, fit_projection, member_logits, train_ensemble
@@ -45,7 +49,11 @@ from .heldout import Fold, FoldResult, choose_calibration, fold_table, run_folds
 from .labels import fine_group, targets
 from .metrics import macro_f1, report
 from .model import load_imagenet
+from . import orientation as orientation_module
+from . import second_looks as second_looks_module
 from .orientation import ServingEnsemble, orientation_config, predict_serving, train_orientation
+from .second_looks import (NegativeRunner, TurnedRunner, head_probabilities, heldout_orientation, polarity_accuracies,
+                           rotation_accuracies)
 from .views import augmented_views, clean_views, quarter_views, turned_views
 
 log = logging.getLogger("training")
@@ -138,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
              "aug": augmented_views(samples, args.seed), "quarters": quarter_views(samples, args.seed)}
     t0 = time.monotonic()
     feats = {name: cached_features(args.cache, name, runner, samples, v) for name, v in views.items()}
+    # the second looks serving takes where unsure: the negatives and the quarter turns of every
+    # film as stored and of the turned and inverted test copies
+    negatives = {name: cached_features(args.cache, f"negative-{name}", NegativeRunner(runner), samples, views[name])
+                 for name in ("clean", "turned")}
+    turns = {name: [cached_features(args.cache, f"turn{k}-{name}", TurnedRunner(runner, k), samples, views[name])
+                    for k in ROTATION_TURNS] for name in ("clean", "turned")}
     timing["features"] = time.monotonic() - t0
     aug_t = view_targets(samples, views["aug"])
     aug_sample = np.array([v.sample for v in views["aug"]])
@@ -169,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             "by_group": group_table(samples, results, calibration),
             "single_member": single_member_figures(samples, results, calibration),
         }
+        quarters_sample = np.array([v.sample for v in views["quarters"]], dtype=np.int64)
+        orientation_key = hashlib.sha256(f"{runs_key}:{views_key(samples, views['quarters'])}".encode()
+                                         + Path(orientation_module.__file__).read_bytes()
+                                         + Path(second_looks_module.__file__).read_bytes()).hexdigest()[:16]
+        heldout["orientation"] = heldout_orientation(
+            samples, np.concatenate([aug_sample, quarters_sample]), np.concatenate([feats["aug"], feats["quarters"]]),
+            aug_t.concat(view_targets(samples, views["quarters"])), feats["clean"], negatives["clean"], turns["clean"],
+            projection, cfg, args.seed, cache=args.cache / f"heldout-orientation-{orientation_key}.json")
         timing["heldout"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -194,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- evaluation of the shipped model -----------------------------------------------------
     test_idx = np.array(splits["test"])
+    test_upright = np.array([i for i in test_idx if targets(samples[i]).upright], dtype=np.int64)
     clean_t = view_targets(samples, views["clean"])
-    test_probs = predict_serving(ensemble, feats["clean"][test_idx])
+    test_probs = predict_serving(ensemble, feats["clean"][test_idx], negatives["clean"][test_idx],
+                                 [f[test_idx] for f in turns["clean"]])
     y_test = clean_t.cls[test_idx]
     test_report = report(y_test, test_probs["class"].argmax(1), [samples[i].group_key for i in test_idx], seed=args.seed)
     test_heads = head_report(test_probs, clean_t.subset(test_idx), MINIMUM_SCORE)
@@ -204,12 +228,18 @@ def main(argv: list[str] | None = None) -> int:
         m = np.array([samples[i].source == src for i in test_idx])
         by_source[src] = {"n": int(m.sum()), "accuracy": float((test_probs["class"].argmax(1)[m] == y_test[m]).mean())}
     turned_t = view_targets(samples, views["turned"])
-    turned_probs = predict_serving(ensemble, feats["turned"])
+    turned_probs = predict_serving(ensemble, feats["turned"], negatives["turned"], turns["turned"])
     turned = {"turned": head_report({k: v[0::2] for k, v in turned_probs.items()}, turned_t.subset(np.arange(0, len(views["turned"]), 2)), MINIMUM_SCORE),
               "inverted": head_report({k: v[1::2] for k, v in turned_probs.items()}, turned_t.subset(np.arange(1, len(views["turned"]), 2)), MINIMUM_SCORE),
               "upright_macro_f1": test_heads["macro_f1"],
               "upright_rotation_accuracy": test_heads["rotation_accuracy"],
-              "upright_inverted_accuracy": test_heads["inverted_accuracy"]}
+              "upright_inverted_accuracy": test_heads["inverted_accuracy"],
+              "polarity_alone_and_served": polarity_accuracies(
+                  *(head_probabilities(ensemble.projection, ensemble.orientation, f[test_idx], "inverted")[:, 1]
+                    for f in (feats["clean"], negatives["clean"]))),
+              "rotation_alone_and_served": rotation_accuracies(np.stack(
+                  [head_probabilities(ensemble.projection, ensemble.orientation, f[test_upright], "rotation")
+                   for f in (feats["clean"], *turns["clean"])], axis=1))}
     turned["rotation_by_group"] = rotation_by_group(samples, views["turned"][0::2], turned_t.subset(
         np.arange(0, len(views["turned"]), 2)), turned_probs["rotation"][0::2])
     log.info("test macro-F1 %.4f; heads %s; turned/inverted %s", test_report["macro_f1"], test_heads, turned)
@@ -235,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_accuracy_by_source": by_source,
         "test_turned_and_inverted": turned,
         "shortcut_check": shortcut_check(served, samples, list(test_idx), test_images),
-        "latency": latency(onnx_path, test_images[0]),
+        "latency": {**latency(onnx_path, test_images[0]), **served_latency(onnx_path, test_images)},
     }
     if heldout is not None:
         metrics["heldout"] = heldout

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
+from bodypart_router.inference import polarity
+from bodypart_router.inference import rotation as rotation_rule
 from bodypart_router.inference.classes import CLASS_NAMES
 from bodypart_router.inference.classifier import Classifier, ModelLoadError, file_sha256
 from bodypart_router.imaging.decode import decode_file
@@ -232,3 +234,51 @@ def test_the_tiny_models_view_follows_a_bright_spot(tiny_model_with_facts_path: 
         pixels = (np.frombuffer(ds.PixelData, np.uint16).reshape(64, 64) // 16).astype(np.uint8)
         p = clf.predict(to_model_input(pixels))
         assert (p.class_name, p.view) == ("pediatric_chest", "lateral" if spot else "frontal")
+
+
+def test_an_unsure_polarity_is_settled_by_the_films_negative(tmp_path: Path) -> None:
+    """A head that finds every bright image somewhat inverted: alone it calls both a film and
+    its inverted copy inverted; compared with their negatives, only the copy is."""
+    from support.tiny_model import POLARITY_CENTRE, POLARITY_GAIN, build_biased_polarity
+
+    path = tmp_path / "biased.onnx"
+    build_biased_polarity(path)
+    clf = Classifier(path)
+
+    def alone(mean: float) -> float:
+        return 1.0 / (1.0 + np.exp(-POLARITY_GAIN * (mean - POLARITY_CENTRE)))
+
+    film, copy = np.full((1, 224, 224), 0.4, np.float32), np.full((1, 224, 224), 0.6, np.float32)
+    assert alone(0.4) > 0.5 and alone(0.6) > 0.5  # the single answers would both say "inverted"
+    got_film, got_copy = clf.predict_batch([film, copy])
+    assert got_film.inverted is False and got_copy.inverted is True
+    assert got_copy.inverted_score == pytest.approx(polarity.paired_inverted(alone(0.6), alone(0.4)), abs=1e-4)
+    # a sure first answer is kept as it is, without the negative
+    bright = np.full((1, 224, 224), 0.95, np.float32)
+    assert alone(0.95) >= polarity.SURE
+    assert clf.predict(bright).inverted_score == pytest.approx(alone(0.95), abs=1e-4)
+
+
+def test_an_unsure_rotation_is_settled_by_the_films_quarter_turns(tmp_path: Path) -> None:
+    """A head that leans towards "upright": alone it calls a film that needs 90 degrees upright
+    (unsure); with the film's three quarter turns voting, the lean cancels out."""
+    from support.tiny_model import band_film, build_biased_rotation
+
+    path = tmp_path / "biased-rotation.onnx"
+    build_biased_rotation(path)
+    clf = Classifier(path)
+    first = ort_first_answer(path, "rotation_probabilities", band_film("left"))
+    assert first.argmax() == 0 and first.max() < rotation_rule.SURE  # alone: "upright", unsure
+    got = clf.predict_batch([band_film(w) for w in ("top", "left", "bottom", "right")])
+    assert [p.rotation for p in got] == [0, 90, 180, 270]
+    # the upright film's first answer is sure, and kept as it is
+    upright = ort_first_answer(path, "rotation_probabilities", band_film("top"))
+    assert upright.max() >= rotation_rule.SURE and got[0].rotation_score == pytest.approx(upright.max(), abs=1e-5)
+
+
+def ort_first_answer(path: Path, output: str, model_input: np.ndarray) -> np.ndarray:
+    """One output of a model for one input, straight from onnxruntime (no second look)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        [output], {"image": model_input[None]})[0][0]

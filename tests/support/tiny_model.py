@@ -124,3 +124,89 @@ def build(path: Path, secondary: bool = False, region_labels: list[str] | None =
     data = model.SerializeToString()
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
+
+
+#: The biased polarity head of :func:`build_biased_polarity`: log-odds of "inverted" are
+#: ``POLARITY_GAIN * (mean - POLARITY_CENTRE)`` of the model input.
+POLARITY_GAIN = 6.0
+POLARITY_CENTRE = 0.3
+
+
+def build_biased_polarity(path: Path) -> None:
+    """The tiny class model plus a polarity head biased the way a film from an unfamiliar
+    hospital can make the real one: every bright enough image looks somewhat inverted, so the
+    film and its negative both do, and only comparing the two tells them apart."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    build(path)
+    model = onnx.load(str(path))
+    g = model.graph
+    g.initializer.extend([numpy_helper.from_array(np.array([-POLARITY_CENTRE], np.float32), "pol_centre"),
+                          numpy_helper.from_array(np.array([POLARITY_GAIN], np.float32), "pol_gain"),
+                          numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "pol_select")])
+    g.node.extend([
+        helper.make_node("Add", ["mean", "pol_centre"], ["pol_shift"]),
+        helper.make_node("Mul", ["pol_shift", "pol_gain"], ["pol_logit"]),        # [N,1]
+        helper.make_node("Mul", ["pol_logit", "pol_select"], ["pol_logits"]),     # [N,2]: 0, logit
+        helper.make_node("Softmax", ["pol_logits"], ["inverted_probabilities"], axis=1),
+    ])
+    g.output.append(helper.make_tensor_value_info("inverted_probabilities", TensorProto.FLOAT, ["N", 2]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+#: The biased rotation head of :func:`build_biased_rotation`: logits ``ROTATION_GAIN`` x the mean
+#: of the top, left, bottom and right strips (``ROTATION_STRIP`` pixels wide), plus
+#: ``ROTATION_BIAS`` for "upright".
+ROTATION_GAIN = 10.0
+ROTATION_BIAS = 2.2
+ROTATION_STRIP = 20
+
+
+def build_biased_rotation(path: Path) -> None:
+    """The tiny class model plus a rotation head that reads where a bright band is (top: upright;
+    left: needs 90 degrees clockwise; bottom: 180; right: 270) but leans towards "upright", the
+    way the real head leans on films whose upright it learned from few examples: a faint band on
+    the left comes out "upright", unsure."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    build(path)
+    model = onnx.load(str(path))
+    g = model.graph
+    s, n = ROTATION_STRIP, 224
+    strips = {"top": (2, 0, s), "left": (3, 0, s), "bottom": (2, n - s, n), "right": (3, n - s, n)}
+    for name, (axis, lo, hi) in strips.items():
+        g.initializer.extend([numpy_helper.from_array(np.array([lo], np.int64), f"rot_{name}_lo"),
+                              numpy_helper.from_array(np.array([hi], np.int64), f"rot_{name}_hi"),
+                              numpy_helper.from_array(np.array([axis], np.int64), f"rot_{name}_axis")])
+        g.node.extend([
+            helper.make_node("Slice", ["image", f"rot_{name}_lo", f"rot_{name}_hi", f"rot_{name}_axis"], [f"rot_{name}"]),
+            helper.make_node("ReduceMean", [f"rot_{name}"], [f"rot_{name}_m4"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Reshape", [f"rot_{name}_m4", "flat_shape"], [f"rot_{name}_m"]),
+        ])
+    g.initializer.extend([numpy_helper.from_array(np.array([ROTATION_GAIN], np.float32), "rot_gain"),
+                          numpy_helper.from_array(np.array([ROTATION_BIAS, 0, 0, 0], np.float32), "rot_bias")])
+    g.node.extend([
+        helper.make_node("Concat", [f"rot_{k}_m" for k in strips], ["rot_means"], axis=1),
+        helper.make_node("Mul", ["rot_means", "rot_gain"], ["rot_scaled"]),
+        helper.make_node("Add", ["rot_scaled", "rot_bias"], ["rot_logits"]),
+        helper.make_node("Softmax", ["rot_logits"], ["rotation_probabilities"], axis=1),
+    ])
+    g.output.append(helper.make_tensor_value_info("rotation_probabilities", TensorProto.FLOAT, ["N", 4]))
+    props = {p.key: p.value for p in model.metadata_props}
+    props["rotation_labels"] = json.dumps(list(ROTATIONS))
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def band_film(where: str, level: float = 0.5, background: float = 0.3) -> np.ndarray:
+    """A ``(1, 224, 224)`` model input with a band of ``level`` along one edge."""
+    x = np.full((1, 224, 224), background, np.float32)
+    s = ROTATION_STRIP
+    {"top": lambda: x[:, :s, :].fill(level), "left": lambda: x[:, :, :s].fill(level),
+     "bottom": lambda: x[:, -s:, :].fill(level), "right": lambda: x[:, :, -s:].fill(level)}[where]()
+    return x

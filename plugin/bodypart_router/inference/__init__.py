@@ -2,6 +2,7 @@
 
 - :mod:`.classes`     the five groups and the model's secondary output vocabularies
 - :mod:`.classifier`  load the ONNX model once, check its labels, classify batches
+- :mod:`.polarity`    polarity from a film and its negative (the rule serving and training share)
 - :mod:`.modelcard`   a model must match the SHA-256 of its card
 - :mod:`.batch`       the one batch path: decode, classify, every failure a state (CLI and engines)
 - :mod:`.engine`      a batch of Orthanc's files through it, in this process or in a child process

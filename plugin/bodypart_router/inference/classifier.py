@@ -11,6 +11,8 @@ A model may also have ``region_probabilities``, ``view_probabilities``,
 ``rotation_probabilities`` and ``inverted_probabilities``; their orders
 (``region_labels``, ``view_labels``, ``rotation_labels`` metadata) are checked
 the same way. A model without them still serves: those fields are ``None``.
+Where the polarity or rotation answer is unsure, the negatives or the quarter turns of those
+images are run once more and the answers combined (:mod:`.polarity`, :mod:`.rotation`).
 """
 
 from __future__ import annotations
@@ -26,18 +28,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from . import polarity, rotation
 from .classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES, SecondaryOutputs
 from ..errors import BodyPartRouterError, NotClassifiable, Reason
 from ..imaging.preprocess import INPUT_SIZE
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+INVERTED_OUTPUT = "inverted_probabilities"
+ROTATION_OUTPUT = "rotation_probabilities"
 #: Optional outputs: name -> (metadata key of their order, the order this version expects).
 SECONDARY_OUTPUTS: dict[str, tuple[str | None, tuple]] = {
     "region_probabilities": ("region_labels", REGION_NAMES),
     "view_probabilities": ("view_labels", VIEW_NAMES),
-    "rotation_probabilities": ("rotation_labels", ROTATIONS),
-    "inverted_probabilities": (None, (False, True)),
+    ROTATION_OUTPUT: ("rotation_labels", ROTATIONS),
+    INVERTED_OUTPUT: (None, (False, True)),
 }
 
 
@@ -159,7 +164,38 @@ class Classifier:
         except Exception as exc:
             raise NotClassifiable(Reason.MODEL_ERROR, f"onnxruntime failed on a batch of {len(inputs)}: {exc}") from exc
         arrays = {name: np.asarray(r, dtype=np.float64) for name, r in zip(self._outputs, results, strict=True)}
+        self._second_looks(batch, arrays)
         return [self._prediction({name: a[k] for name, a in arrays.items()}) for k in range(len(inputs))]
+
+    def _second_looks(self, batch: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+        """Settle unsure polarity and rotation answers in ``arrays``: one more run, on the
+        negatives of the images whose polarity is unsure (:mod:`.polarity`) and on the quarter
+        turns of those whose rotation is unsure (:mod:`.rotation`)."""
+        ask_polarity = (np.flatnonzero(polarity.needs_negative(arrays[INVERTED_OUTPUT][:, 1]))
+                        if INVERTED_OUTPUT in arrays else np.zeros(0, dtype=np.int64))
+        ask_rotation = (np.flatnonzero(rotation.needs_turns(arrays[ROTATION_OUTPUT]))
+                        if ROTATION_OUTPUT in arrays else np.zeros(0, dtype=np.int64))
+        if not len(ask_polarity) and not len(ask_rotation):
+            return
+        inputs = [polarity.negative(batch[ask_polarity]),
+                  *(rotation.turned(batch[ask_rotation], k) for k in rotation.TURNS)]
+        wanted = [name for name in (INVERTED_OUTPUT, ROTATION_OUTPUT) if name in arrays]
+        try:
+            answers = self._session.run(wanted, {INPUT_NAME: np.concatenate(inputs)})
+        except Exception as exc:
+            raise NotClassifiable(Reason.MODEL_ERROR, f"onnxruntime failed on a second look at {len(ask_polarity)} "
+                                  f"negatives and {len(ask_rotation)} turned images: {exc}") from exc
+        second = {name: np.asarray(a, dtype=np.float64) for name, a in zip(wanted, answers, strict=True)}
+        if len(ask_polarity):
+            p_negative = np.zeros(len(batch))
+            p_negative[ask_polarity] = second[INVERTED_OUTPUT][:len(ask_polarity), 1]
+            p = polarity.decide(arrays[INVERTED_OUTPUT][:, 1], p_negative)
+            arrays[INVERTED_OUTPUT] = np.stack([1.0 - p, p], axis=1)
+        if len(ask_rotation):
+            copies = np.zeros((len(rotation.TURNS), len(batch), len(ROTATIONS)))
+            copies[:, ask_rotation] = second[ROTATION_OUTPUT][len(ask_polarity):].reshape(
+                len(rotation.TURNS), len(ask_rotation), len(ROTATIONS))
+            arrays[ROTATION_OUTPUT] = rotation.decide(arrays[ROTATION_OUTPUT], copies)
 
     def shrink_arena(self) -> None:
         """Hand the free chunks of onnxruntime's CPU memory arena back (one 1-image inference, ~20 ms).
@@ -187,8 +223,8 @@ class Classifier:
         extra: dict[str, Any] = {}
         for name, (field_name, order) in (("region_probabilities", ("region", REGION_NAMES)),
                                           ("view_probabilities", ("view", VIEW_NAMES)),
-                                          ("rotation_probabilities", ("rotation", ROTATIONS)),
-                                          ("inverted_probabilities", ("inverted", (False, True)))):
+                                          (ROTATION_OUTPUT, ("rotation", ROTATIONS)),
+                                          (INVERTED_OUTPUT, ("inverted", (False, True)))):
             if name in rows:
                 k = int(np.argmax(rows[name]))
                 extra[field_name] = order[k]
