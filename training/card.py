@@ -368,10 +368,10 @@ def _test(m: dict) -> list[str]:
         "",
         "Rotation is scored only on films stored upright (MURA exports and periapical films are not).",
         "Polarity and rotation are scored as served. Where the polarity head's first answer is unsure",
-        f"(between {1 - polarity.SURE:.2f} and {polarity.SURE:.2f}), the router asks it about the film's negative too, and the film is",
-        "inverted when it looks more inverted than its negative (`bodypart_router/inference/polarity.py`).",
-        f"Where the rotation head's top answer is below {rotation.SURE:.2f}, the film's three quarter turns vote",
-        "with it (`bodypart_router/inference/rotation.py`).",
+        f"(between {1 - polarity.SURE:.2f} and {polarity.SURE:.2f}) or the rotation head's top answer is below {rotation.SURE:.2f}, the router takes",
+        "a second look: the film's negative, turned by a quarter, in one more run of the model. The film",
+        "is inverted when it looks more inverted than that negative, and the turned copy's rotation",
+        "answer, shifted back by the quarter, votes with the film's (`bodypart_router/inference/second_look.py`).",
         *_second_looks_on_test(tt),
         "",
         "Rotation of the turned copies by kind of film (the worst first):",
@@ -424,10 +424,9 @@ def _limits(m: dict) -> list[str]:
         f"(p90 {lat['onnxruntime_batch1_threads2_ms_p90']:.1f} ms). `to_model_input` on a 2000x2500 image:",
         f"{lat['preprocess_2000x2500_ms_median']:.1f} ms. The heads add well under 1 ms; DICOM decoding is extra.",
         *(["As the router serves it (its classifier, batch 8, 1 thread, test films spread over the split), with",
-           f"the second looks: the negative for the {lat['served_polarity_second_look_share']:.0%} of films whose polarity was unsure,",
-           f"the three quarter turns for the {lat['served_rotation_second_look_share']:.0%} whose rotation was: median",
+           f"the second look for the {lat['served_second_look_share']:.0%} of films whose polarity or rotation was unsure: median",
            f"{lat['served_batch8_threads1_ms_per_image_median']:.1f} ms, mean {lat['served_batch8_threads1_ms_per_image_mean']:.1f} ms per image. "
-           "A film unsure of both costs five runs of the model instead of one."]
+           "A film costs at most two runs of the model."]
           if "served_batch8_threads1_ms_per_image_median" in lat else []),
         "Measured on a shared 2-core machine.",
         "",

@@ -157,26 +157,23 @@ def latency(model_path: Path, sample_image: np.ndarray, runs: int = 50) -> dict:
 
 def served_latency(model_path: Path, images: list[np.ndarray], batches: int = 24) -> dict:
     """Per image, as the router serves the model on one core: the router's classifier at batch 8
-    with one thread, including the second looks (negatives, quarter turns) for the films that
-    need them (test films spread evenly over the split, so the shares asked again are those of
-    ordinary films)."""
-    from bodypart_router.inference import polarity, rotation
+    with one thread, including the second look for the films that need one (test films spread
+    evenly over the split, so the share looked at twice is that of ordinary films)."""
+    from bodypart_router.inference import second_look
     from bodypart_router.inference.classifier import Classifier
 
     clf = Classifier(model_path, providers=["CPUExecutionProvider"], intra_op_threads=1)
     probe = cpu_session(model_path, 1)
     inputs = [to_model_input(im) for im in images[::max(1, len(images) // (8 * batches))][:8 * batches]]
     clf.predict_batch(inputs[:8])
-    times, negatives, turned = [], 0, 0
+    times, looked = [], 0
     for k in range(0, len(inputs) - 7, 8):
         batch = inputs[k:k + 8]
         t = time.perf_counter()
         clf.predict_batch(batch)
         times.append((time.perf_counter() - t) / 8)
         inverted, turn = probe.run(["inverted_probabilities", "rotation_probabilities"], {"image": np.stack(batch)})
-        negatives += int(polarity.needs_negative(inverted[:, 1]).sum())
-        turned += int(rotation.needs_turns(turn).sum())
-    n = 8 * len(times)
+        looked += int(second_look.needed(inverted[:, 1], turn).sum())
     return {"served_batch8_threads1_ms_per_image_median": 1000 * statistics.median(times),
             "served_batch8_threads1_ms_per_image_mean": 1000 * statistics.fmean(times),
-            "served_polarity_second_look_share": negatives / n, "served_rotation_second_look_share": turned / n}
+            "served_second_look_share": looked / (8 * len(times))}

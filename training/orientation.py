@@ -11,7 +11,6 @@ touch the class, so the calibration chosen on the held-out runs is not affected.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -74,18 +73,17 @@ def _outputs(ensemble: ServingEnsemble, features: np.ndarray, batch_size: int) -
     return {name: np.concatenate(v) for name, v in out.items()}
 
 
-def predict_serving(ensemble: ServingEnsemble, features: np.ndarray, negatives: np.ndarray,
-                    turns: Sequence[np.ndarray], batch_size: int = 2048) -> dict[str, np.ndarray]:
+def predict_serving(ensemble: ServingEnsemble, features: np.ndarray, looks: np.ndarray,
+                    batch_size: int = 2048) -> dict[str, np.ndarray]:
     """Every output of the shipped model for cached features, as the router serves it: the
-    exported graph's outputs, with polarity settled by the negatives' features and rotation by
-    the quarter turns' (``turns``: the same views turned by 1, 2, 3 quarters) where the first
-    answer is unsure (:mod:`bodypart_router.inference.polarity`, :mod:`~bodypart_router.inference.rotation`)."""
+    exported graph's outputs, with polarity and rotation settled by the second looks' features
+    (``looks``, one per view) where the first answer is unsure
+    (:mod:`bodypart_router.inference.second_look`)."""
     probs = _outputs(ensemble, features, batch_size)
+    second = _outputs(ensemble, looks, batch_size)
     if "inverted" in probs:
-        p_negative = _outputs(ensemble, negatives, batch_size)["inverted"][:, 1]
-        p = polarity.decide(probs["inverted"][:, 1], p_negative)
+        p = polarity.decide(probs["inverted"][:, 1], second["inverted"][:, 1])
         probs["inverted"] = np.stack([1.0 - p, p], axis=1)
     if "rotation" in probs:
-        copies = np.stack([_outputs(ensemble, f, batch_size)["rotation"] for f in turns])
-        probs["rotation"] = rotation.decide(probs["rotation"], copies)
+        probs["rotation"] = rotation.decide(probs["rotation"], second["rotation"])
     return probs

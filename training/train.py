@@ -7,8 +7,8 @@ Pipeline (about 45 minutes on a 2-core CPU):
 2. load ImageNet EfficientNet-Lite0 strictly and export it, frozen, as the feature backbone;
 3. cache backbone features of augmented, turned and inverted views of every image, of every
    image as stored, of turned and inverted test images, and more turned views of every film
-   outside the chest for the orientation members (:mod:`training.views`); and of the negatives
-   and quarter turns of every film and test copy, which serving asks about where unsure
+   outside the chest for the orientation members (:mod:`training.views`); and of every film
+   negated and turned by each quarter, with the second look serving takes at each where unsure
    (:mod:`training.second_looks`);
 4. leave-one-source-out and leave-one-region-out runs (:mod:`training.heldout`), which choose the
    calibration (temperature, region weight, open-set offset) on films unlike the training pool,
@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from bodypart_router.inference.classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES
-from bodypart_router.inference.rotation import TURNS as ROTATION_TURNS
+from bodypart_router.inference import polarity as polarity_rule
+from bodypart_router.inference import rotation as rotation_rule
 
 from . import card
 from . import heads as heads_module
@@ -52,8 +53,8 @@ from .model import load_imagenet
 from . import orientation as orientation_module
 from . import second_looks as second_looks_module
 from .orientation import ServingEnsemble, orientation_config, predict_serving, train_orientation
-from .second_looks import (NegativeRunner, TurnedRunner, head_probabilities, heldout_orientation, polarity_accuracies,
-                           rotation_accuracies)
+from .second_looks import (QUARTER_LOOKS, QUARTER_VIEWS, LookRunner, NegativeRunner, TurnedRunner, head_probabilities,
+                           heldout_orientation, polarity_accuracies, rotation_accuracies)
 from .views import augmented_views, clean_views, quarter_views, turned_views
 
 log = logging.getLogger("training")
@@ -146,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
              "aug": augmented_views(samples, args.seed), "quarters": quarter_views(samples, args.seed)}
     t0 = time.monotonic()
     feats = {name: cached_features(args.cache, name, runner, samples, v) for name, v in views.items()}
-    # the second looks serving takes where unsure: the negatives and the quarter turns of every
-    # film as stored and of the turned and inverted test copies
-    negatives = {name: cached_features(args.cache, f"negative-{name}", NegativeRunner(runner), samples, views[name])
-                 for name in ("clean", "turned")}
-    turns = {name: [cached_features(args.cache, f"turn{k}-{name}", TurnedRunner(runner, k), samples, views[name])
-                    for k in ROTATION_TURNS] for name in ("clean", "turned")}
+    # every film as stored, negated and turned by each quarter, and the second look serving takes
+    # at each of those where unsure; and the second looks of the turned and inverted test copies
+    runners = {"negative": NegativeRunner(runner), **{f"turn{k}": TurnedRunner(runner, k) for k in (1, 2, 3)}}
+    runners.update({"look": LookRunner(runner), "look-negative": LookRunner(runners["negative"]),
+                    **{f"look-turn{k}": LookRunner(runners[f"turn{k}"]) for k in (1, 2, 3)}})
+    film_views = {"clean": feats["clean"], **{f"{name}": cached_features(args.cache, f"{name}-clean", r, samples,
+                                                                         views["clean"]) for name, r in runners.items()}}
+    turned_looks = cached_features(args.cache, "look-turned", LookRunner(runner), samples, views["turned"])
     timing["features"] = time.monotonic() - t0
     aug_t = view_targets(samples, views["aug"])
     aug_sample = np.array([v.sample for v in views["aug"]])
@@ -184,13 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             "single_member": single_member_figures(samples, results, calibration),
         }
         quarters_sample = np.array([v.sample for v in views["quarters"]], dtype=np.int64)
-        orientation_key = hashlib.sha256(f"{runs_key}:{views_key(samples, views['quarters'])}".encode()
-                                         + Path(orientation_module.__file__).read_bytes()
-                                         + Path(second_looks_module.__file__).read_bytes()).hexdigest()[:16]
+        orientation_key = hashlib.sha256(f"{runs_key}:{views_key(samples, views['quarters'])}".encode() + b"".join(
+            Path(m.__file__).read_bytes() for m in (orientation_module, second_looks_module, polarity_rule, rotation_rule)
+        )).hexdigest()[:16]
         heldout["orientation"] = heldout_orientation(
             samples, np.concatenate([aug_sample, quarters_sample]), np.concatenate([feats["aug"], feats["quarters"]]),
-            aug_t.concat(view_targets(samples, views["quarters"])), feats["clean"], negatives["clean"], turns["clean"],
-            projection, cfg, args.seed, cache=args.cache / f"heldout-orientation-{orientation_key}.json")
+            aug_t.concat(view_targets(samples, views["quarters"])), film_views, projection, cfg, args.seed, cache=args.cache / f"heldout-orientation-{orientation_key}.json")
         timing["heldout"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -218,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     test_idx = np.array(splits["test"])
     test_upright = np.array([i for i in test_idx if targets(samples[i]).upright], dtype=np.int64)
     clean_t = view_targets(samples, views["clean"])
-    test_probs = predict_serving(ensemble, feats["clean"][test_idx], negatives["clean"][test_idx],
-                                 [f[test_idx] for f in turns["clean"]])
+    test_probs = predict_serving(ensemble, feats["clean"][test_idx], film_views["look"][test_idx])
     y_test = clean_t.cls[test_idx]
     test_report = report(y_test, test_probs["class"].argmax(1), [samples[i].group_key for i in test_idx], seed=args.seed)
     test_heads = head_report(test_probs, clean_t.subset(test_idx), MINIMUM_SCORE)
@@ -228,18 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         m = np.array([samples[i].source == src for i in test_idx])
         by_source[src] = {"n": int(m.sum()), "accuracy": float((test_probs["class"].argmax(1)[m] == y_test[m]).mean())}
     turned_t = view_targets(samples, views["turned"])
-    turned_probs = predict_serving(ensemble, feats["turned"], negatives["turned"], turns["turned"])
+    turned_probs = predict_serving(ensemble, feats["turned"], turned_looks)
     turned = {"turned": head_report({k: v[0::2] for k, v in turned_probs.items()}, turned_t.subset(np.arange(0, len(views["turned"]), 2)), MINIMUM_SCORE),
               "inverted": head_report({k: v[1::2] for k, v in turned_probs.items()}, turned_t.subset(np.arange(1, len(views["turned"]), 2)), MINIMUM_SCORE),
               "upright_macro_f1": test_heads["macro_f1"],
               "upright_rotation_accuracy": test_heads["rotation_accuracy"],
               "upright_inverted_accuracy": test_heads["inverted_accuracy"],
               "polarity_alone_and_served": polarity_accuracies(
-                  *(head_probabilities(ensemble.projection, ensemble.orientation, f[test_idx], "inverted")[:, 1]
-                    for f in (feats["clean"], negatives["clean"]))),
-              "rotation_alone_and_served": rotation_accuracies(np.stack(
-                  [head_probabilities(ensemble.projection, ensemble.orientation, f[test_upright], "rotation")
-                   for f in (feats["clean"], *turns["clean"])], axis=1))}
+                  *(head_probabilities(ensemble.projection, ensemble.orientation, film_views[k][test_idx], "inverted")[:, 1]
+                    for k in ("clean", "look", "negative", "look-negative"))),
+              "rotation_alone_and_served": rotation_accuracies(*(np.stack(
+                  [head_probabilities(ensemble.projection, ensemble.orientation, film_views[k][test_upright], "rotation")
+                   for k in keys], axis=1) for keys in (QUARTER_VIEWS, QUARTER_LOOKS)))}
     turned["rotation_by_group"] = rotation_by_group(samples, views["turned"][0::2], turned_t.subset(
         np.arange(0, len(views["turned"]), 2)), turned_probs["rotation"][0::2])
     log.info("test macro-F1 %.4f; heads %s; turned/inverted %s", test_report["macro_f1"], test_heads, turned)

@@ -259,9 +259,10 @@ def test_an_unsure_polarity_is_settled_by_the_films_negative(tmp_path: Path) -> 
     assert clf.predict(bright).inverted_score == pytest.approx(alone(0.95), abs=1e-4)
 
 
-def test_an_unsure_rotation_is_settled_by_the_films_quarter_turns(tmp_path: Path) -> None:
+def test_an_unsure_rotation_is_settled_by_the_second_look(tmp_path: Path) -> None:
     """A head that leans towards "upright": alone it calls a film that needs 90 degrees upright
-    (unsure); with the film's three quarter turns voting, the lean cancels out."""
+    (unsure); with the second look (the film's negative turned by a quarter) voting too, the
+    lean no longer decides."""
     from support.tiny_model import band_film, build_biased_rotation
 
     path = tmp_path / "biased-rotation.onnx"

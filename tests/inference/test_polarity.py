@@ -10,8 +10,8 @@ from bodypart_router.inference import polarity
 
 
 def test_only_unsure_answers_ask_for_the_negative() -> None:
-    assert polarity.SURE == 0.95
-    p = np.array([0.0, 0.03, 0.07, 0.5, 0.93, 0.97, 1.0])
+    assert polarity.SURE == 0.9
+    p = np.array([0.0, 0.07, 0.13, 0.5, 0.87, 0.93, 1.0])
     assert polarity.needs_negative(p).tolist() == [False, False, True, True, True, False, False]
 
 

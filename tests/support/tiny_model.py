@@ -156,19 +156,20 @@ def build_biased_polarity(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-#: The biased rotation head of :func:`build_biased_rotation`: logits ``ROTATION_GAIN`` x the mean
-#: of the top, left, bottom and right strips (``ROTATION_STRIP`` pixels wide), plus
-#: ``ROTATION_BIAS`` for "upright".
+#: The biased rotation head of :func:`build_biased_rotation`: logits ``ROTATION_GAIN`` x how far
+#: the mean of the top, left, bottom and right strips (``ROTATION_STRIP`` pixels wide) stands from
+#: the image's mean, either way (so that a negative gives the same answer), plus ``ROTATION_BIAS``
+#: for "upright".
 ROTATION_GAIN = 10.0
-ROTATION_BIAS = 2.2
+ROTATION_BIAS = 2.0
 ROTATION_STRIP = 20
 
 
 def build_biased_rotation(path: Path) -> None:
     """The tiny class model plus a rotation head that reads where a bright band is (top: upright;
-    left: needs 90 degrees clockwise; bottom: 180; right: 270) but leans towards "upright", the
-    way the real head leans on films whose upright it learned from few examples: a faint band on
-    the left comes out "upright", unsure."""
+    left: needs 90 degrees clockwise; bottom: 180; right: 270), bright or dark alike, but leans
+    towards "upright", the way the real head leans on films whose upright it learned from few
+    examples: a faint band on the left comes out "upright", unsure."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -184,7 +185,9 @@ def build_biased_rotation(path: Path) -> None:
         g.node.extend([
             helper.make_node("Slice", ["image", f"rot_{name}_lo", f"rot_{name}_hi", f"rot_{name}_axis"], [f"rot_{name}"]),
             helper.make_node("ReduceMean", [f"rot_{name}"], [f"rot_{name}_m4"], axes=[1, 2, 3], keepdims=1),
-            helper.make_node("Reshape", [f"rot_{name}_m4", "flat_shape"], [f"rot_{name}_m"]),
+            helper.make_node("Reshape", [f"rot_{name}_m4", "flat_shape"], [f"rot_{name}_raw"]),
+            helper.make_node("Sub", [f"rot_{name}_raw", "mean"], [f"rot_{name}_d"]),
+            helper.make_node("Abs", [f"rot_{name}_d"], [f"rot_{name}_m"]),
         ])
     g.initializer.extend([numpy_helper.from_array(np.array([ROTATION_GAIN], np.float32), "rot_gain"),
                           numpy_helper.from_array(np.array([ROTATION_BIAS, 0, 0, 0], np.float32), "rot_bias")])

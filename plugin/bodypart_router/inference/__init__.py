@@ -2,7 +2,8 @@
 
 - :mod:`.classes`     the five groups and the model's secondary output vocabularies
 - :mod:`.classifier`  load the ONNX model once, check its labels, classify batches
-- :mod:`.polarity`    polarity from a film and its negative (the rule serving and training share)
+- :mod:`.second_look` one more image where polarity or rotation is unsure, and the two rules that
+  read it: :mod:`.polarity` (film against its negative), :mod:`.rotation` (film and a turned copy)
 - :mod:`.modelcard`   a model must match the SHA-256 of its card
 - :mod:`.batch`       the one batch path: decode, classify, every failure a state (CLI and engines)
 - :mod:`.engine`      a batch of Orthanc's files through it, in this process or in a child process

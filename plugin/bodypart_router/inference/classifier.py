@@ -11,8 +11,8 @@ A model may also have ``region_probabilities``, ``view_probabilities``,
 ``rotation_probabilities`` and ``inverted_probabilities``; their orders
 (``region_labels``, ``view_labels``, ``rotation_labels`` metadata) are checked
 the same way. A model without them still serves: those fields are ``None``.
-Where the polarity or rotation answer is unsure, the negatives or the quarter turns of those
-images are run once more and the answers combined (:mod:`.polarity`, :mod:`.rotation`).
+Where the polarity or rotation answer is unsure, a second look at those images (their negatives,
+turned by a quarter) is run and the answers combined (:mod:`.second_look`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import polarity, rotation
+from . import polarity, rotation, second_look
 from .classes import CLASS_NAMES, REGION_NAMES, ROTATIONS, VIEW_NAMES, SecondaryOutputs
 from ..errors import BodyPartRouterError, NotClassifiable, Reason
 from ..imaging.preprocess import INPUT_SIZE
@@ -168,34 +168,26 @@ class Classifier:
         return [self._prediction({name: a[k] for name, a in arrays.items()}) for k in range(len(inputs))]
 
     def _second_looks(self, batch: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
-        """Settle unsure polarity and rotation answers in ``arrays``: one more run, on the
-        negatives of the images whose polarity is unsure (:mod:`.polarity`) and on the quarter
-        turns of those whose rotation is unsure (:mod:`.rotation`)."""
-        ask_polarity = (np.flatnonzero(polarity.needs_negative(arrays[INVERTED_OUTPUT][:, 1]))
-                        if INVERTED_OUTPUT in arrays else np.zeros(0, dtype=np.int64))
-        ask_rotation = (np.flatnonzero(rotation.needs_turns(arrays[ROTATION_OUTPUT]))
-                        if ROTATION_OUTPUT in arrays else np.zeros(0, dtype=np.int64))
-        if not len(ask_polarity) and not len(ask_rotation):
+        """Settle unsure polarity and rotation answers in ``arrays`` with one more run, on the
+        second-look images (:mod:`.second_look`) of the films that need one."""
+        p_inverted = arrays[INVERTED_OUTPUT][:, 1] if INVERTED_OUTPUT in arrays else None
+        ask = np.flatnonzero(second_look.needed(p_inverted, arrays.get(ROTATION_OUTPUT)))
+        if not len(ask):
             return
-        inputs = [polarity.negative(batch[ask_polarity]),
-                  *(rotation.turned(batch[ask_rotation], k) for k in rotation.TURNS)]
         wanted = [name for name in (INVERTED_OUTPUT, ROTATION_OUTPUT) if name in arrays]
         try:
-            answers = self._session.run(wanted, {INPUT_NAME: np.concatenate(inputs)})
+            answers = self._session.run(wanted, {INPUT_NAME: second_look.image(batch[ask])})
         except Exception as exc:
-            raise NotClassifiable(Reason.MODEL_ERROR, f"onnxruntime failed on a second look at {len(ask_polarity)} "
-                                  f"negatives and {len(ask_rotation)} turned images: {exc}") from exc
-        second = {name: np.asarray(a, dtype=np.float64) for name, a in zip(wanted, answers, strict=True)}
-        if len(ask_polarity):
-            p_negative = np.zeros(len(batch))
-            p_negative[ask_polarity] = second[INVERTED_OUTPUT][:len(ask_polarity), 1]
-            p = polarity.decide(arrays[INVERTED_OUTPUT][:, 1], p_negative)
-            arrays[INVERTED_OUTPUT] = np.stack([1.0 - p, p], axis=1)
-        if len(ask_rotation):
-            copies = np.zeros((len(rotation.TURNS), len(batch), len(ROTATIONS)))
-            copies[:, ask_rotation] = second[ROTATION_OUTPUT][len(ask_polarity):].reshape(
-                len(rotation.TURNS), len(ask_rotation), len(ROTATIONS))
-            arrays[ROTATION_OUTPUT] = rotation.decide(arrays[ROTATION_OUTPUT], copies)
+            raise NotClassifiable(Reason.MODEL_ERROR,
+                                  f"onnxruntime failed on the second look at {len(ask)} images: {exc}") from exc
+        for name, answer in zip(wanted, answers, strict=True):
+            look = np.zeros_like(arrays[name])
+            look[ask] = np.asarray(answer, dtype=np.float64)
+            if name == INVERTED_OUTPUT:
+                p = polarity.decide(arrays[name][:, 1], look[:, 1])
+                arrays[name] = np.stack([1.0 - p, p], axis=1)
+            else:
+                arrays[name] = rotation.decide(arrays[name], look)
 
     def shrink_arena(self) -> None:
         """Hand the free chunks of onnxruntime's CPU memory arena back (one 1-image inference, ~20 ms).

@@ -1,13 +1,12 @@
-"""Polarity from a film and its negative: the one rule that serving and training's evaluation share.
+"""Polarity from a film and its negative: the rule that serving and training's evaluation share.
 
 The polarity head alone is biased per hospital: a source whose films are processed unlike the
 training pool can look "inverted" as stored and still look inverted once negated. Asking the
-head about both the film and its negative (``1 - input``) and comparing the two answers cancels
-that bias: the film is inverted when it looks more inverted than its own negative. In the
-held-out-source runs this took inverted films of a held-out hospital from 0.89 to 0.99
-(``docs/decisions.md``, "Polarity from a film and its negative").
+head about both the film and its negative (``1 - input``, as part of the second look,
+:mod:`.second_look`) and comparing the two answers cancels that bias: the film is inverted when
+it looks more inverted than its own negative (``docs/decisions.md``, "Second looks").
 
-The second pass costs one more network run, so it is made only where the first answer is not
+The second look costs one more network run, so it is made only where the first answer is not
 already sure (:func:`needs_negative`).
 """
 
@@ -16,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 #: A first answer at or beyond this probability (either way) is taken without the negative.
-SURE = 0.95
+SURE = 0.9
 #: Probabilities are clipped this far from 0 and 1 before taking log-odds.
 _EPS = 1e-6
 
