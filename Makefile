@@ -97,8 +97,8 @@ faults: setup
 bench: setup
 	PYTHONPATH=tests $(PY) -m bench.run $(ARGS)
 
-# Reproduces models/ from ../shared/data/xray-bodypart (about 45 minutes on 2 CPU cores: backbone
-# features of ~173,000 views, 26 held-out runs and 18 of the image checks, the shipped heads,
+# Reproduces models/ from ../shared/data/xray-bodypart (about 55 minutes on 2 CPU cores: backbone
+# features of ~248,000 views, 26 held-out runs and 18 of the image checks, the shipped heads,
 # evaluation).
 train: setup
 	$(PY) -m pip install -q -e '.[train,test]'

@@ -1,6 +1,6 @@
 """Reproduce the shipped model: ``python -m training.train --data ../shared/data/xray-bodypart --out models/``.
 
-Pipeline (about 45 minutes on a 2-core CPU):
+Pipeline (about 55 minutes on a 2-core CPU):
 
 1. split the manifest by ``group_key`` into train / val / test (:mod:`training.data`), and derive
    the region and view targets (:mod:`training.labels`);
