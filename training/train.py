@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"negative": NegativeRunner(runner), **{f"turn{k}": TurnedRunner(runner, k) for k in (1, 2, 3)}}
     runners.update({"look": LookRunner(runner), "look-negative": LookRunner(runners["negative"]),
                     **{f"look-turn{k}": LookRunner(runners[f"turn{k}"]) for k in (1, 2, 3)}})
-    film_views = {"clean": feats["clean"], **{f"{name}": cached_features(args.cache, f"{name}-clean", r, samples,
-                                                                         views["clean"]) for name, r in runners.items()}}
+    film_views = {"clean": feats["clean"], **{name: cached_features(args.cache, f"{name}-clean", r, samples, views["clean"])
+                                              for name, r in runners.items()}}
     turned_looks = cached_features(args.cache, "look-turned", LookRunner(runner), samples, views["turned"])
     timing["features"] = time.monotonic() - t0
     aug_t = view_targets(samples, views["aug"])
