@@ -596,19 +596,25 @@ def two_nodes_postgres(ctx: Context, sizes: Sizes) -> ScenarioResult:
     datasets = [xray(base + i) for i in range(sizes.two_nodes_instances)]
     to_a = [ds for i, ds in enumerate(datasets) if i % 3 in (0, 2)]
     to_b = [ds for i, ds in enumerate(datasets) if i % 3 in (1, 2)]  # i % 3 == 2 goes to both
-    # node-a is paused while node-b takes its first instances, so that both surely do work (else
-    # the node whose worker wakes first may claim the whole short stream through the shared index)
-    first, to_b = to_b[:4], to_b[4:]
-    nodes[0].pause()
-    try:
-        ids = send_rest(nodes[1], first, workers=1)
-        deadline = time.monotonic() + sizes.settle_seconds
-        while time.monotonic() < deadline and not any(
-                nodes[1].request("GET", f"/instances/{iid}/metadata/{CLAIM_METADATA}").text.startswith("node-b")
-                for iid in ids.values()):
-            time.sleep(0.1)
-    finally:
-        nodes[0].resume()
+    # each node in turn takes its first instances while the other is paused, so that both surely
+    # do work (else the node whose worker wakes first may claim the whole short stream through the
+    # shared index)
+    ids: dict = {}
+    streams = {0: to_a, 1: to_b}
+    for taker, other in ((1, 0), (0, 1)):
+        first, streams[taker] = streams[taker][:4], streams[taker][4:]
+        nodes[other].pause()
+        try:
+            taken = send_rest(nodes[taker], first, workers=1)
+            ids.update(taken)
+            deadline = time.monotonic() + sizes.settle_seconds
+            while time.monotonic() < deadline and not any(
+                    nodes[taker].request("GET", f"/instances/{iid}/metadata/{CLAIM_METADATA}").text.startswith(
+                        nodes[taker].name) for iid in taken.values()):
+                time.sleep(0.1)
+        finally:
+            nodes[other].resume()
+    to_a, to_b = streams[0], streams[1]
     with ThreadPoolExecutor(2) as pool:
         fa = pool.submit(send_rest, nodes[0], to_a, workers=2)
         fb = pool.submit(send_rest, nodes[1], to_b, workers=2)
