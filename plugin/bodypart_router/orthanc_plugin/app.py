@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -47,7 +48,7 @@ from .forwarding import ForwardingThread
 from .host import OrthancRest
 from .routes import Unavailable
 from .ingest import Recorder
-from .results import ResultWriter
+from .results import ResultWriter, stored_values
 from .series_decider import SeriesDecider
 from .storage_files import StorageFiles
 from .workers import ClassifyWorker
@@ -58,8 +59,6 @@ LOGGER = logging.getLogger(__name__)
 #: and needs about 3 s of its own after this callback).
 SHUTDOWN_BUDGET_SECONDS = 5.5
 STATE_DB = "state.sqlite"
-#: Store setting listing instances whose results could not be written during the last shutdown.
-RESYNC_KEY = "metadata_resync"
 #: Orthanc global property (plugins use 1024 and above) set once the router has run on an index:
 #: a new state database next to it is then a lost one, rebuilt from the changes log.
 RAN_HERE_PROPERTY = 27351
@@ -165,6 +164,7 @@ class RouterApp:
                                       arrivals=arrivals.per_second, busy_arrivals_per_s=config.yield_busy_arrivals_per_s)
         self.writer.mark_skipped = config.mark_skipped
         self.store = Store(config.state_directory / STATE_DB)
+        self.writer.recall = functools.partial(stored_values, self.store)
         if self.store.set_aside is not None:
             LOGGER.error(f"the state database {self.store.path} was damaged ({self.store.corruption}); it was "
                          f"set aside as {self.store.set_aside.name} and a new one is rebuilt from Orthanc's "
@@ -251,7 +251,7 @@ class RouterApp:
         assert self.config and self.store and self.recorder
         self.writer.set_version(str(self.rest.get_json("/system").get("Version", "0")))
         self._detect_lost_state()
-        self._resync_results()
+        self.writer.resync(self.store)
         try:  # instances another node took over while this one was down are left to it
             self.recorder.renew_leases()
         except Exception as exc:
@@ -287,6 +287,7 @@ class RouterApp:
                                               self.stop_event, orthanc if self.config.verify_before_resend else None)
             self.forwarder.idle_trim = idle_trim
             self.forwarder.health = self.health
+            self.forwarder.after_step = self.writer.flush
             self.forwarder.thread.start()
         self.wake_workers.set()
         self.started_at = time.time()
@@ -318,18 +319,6 @@ class RouterApp:
         if self.enabled and self.started_at is not None and not self.stop_event.is_set():
             LOGGER.info("Orthanc is stopping (shutdown.lua): stopping the router's threads")
             self._stop_threads(drain=True)
-
-    def _resync_results(self) -> None:
-        """Write the results the last shutdown could not write (state, class, destinations)."""
-        assert self.store
-        pending = json.loads(self.store.get_setting(RESYNC_KEY) or "[]")
-        for instance_id in pending:
-            record = self.store.instance(instance_id)
-            if record is not None:
-                self.writer.rewrite(record, self.store.delivered_destinations(instance_id))
-        if pending:
-            self.store.set_setting(RESYNC_KEY, "[]")
-            LOGGER.info(f"rewrote the results of {len(pending)} instance(s) left unwritten at the last shutdown")
 
     def stopped(self) -> None:
         """ORTHANC_STOPPED. If ``prepare_stop`` did not run, stop the threads without any REST call:
@@ -371,9 +360,7 @@ class RouterApp:
         self.recorder.thread.join(max(0.0, deadline - time.monotonic()))
         for engine in self.engines:
             engine.close()
-        missed = self.writer.suspend()
-        if missed:
-            self.store.set_setting(RESYNC_KEY, json.dumps(sorted(missed)))
+        self.writer.close(self.store, flush=drain)
         alive = self._threads_alive()
         if alive:
             LOGGER.warning(f"stopping without waiting for {', '.join(alive)}; unfinished work resumes at next start")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from ..config import RouterConfig
 from ..forwarding.delivery import Forwarder, Lookup
@@ -41,12 +42,16 @@ class ForwardingThread(ServiceThread):
         self.idle_trim: IdleTrim | None = None
         #: Where the thread reports what stops forwarding (the status's ``Health``).
         self.health = Health()
+        #: Called after each step (the app sets it: packed results whose wait for their forwards is over).
+        self.after_step: Callable[[], object] | None = None
 
     def before(self) -> None:
         self.forwarder.recover()  # forwards a crash left in flight: verified, not blindly resent
 
     def step(self) -> bool:
         busy = bool(self.forwarder.step())
+        if self.after_step is not None:
+            self.after_step()
         self.health.clear("forwarder")
         if self.idle_trim is not None:
             self.idle_trim.busy() if busy else self.idle_trim.idle()

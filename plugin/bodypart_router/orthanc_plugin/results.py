@@ -16,6 +16,13 @@ goes into that one JSON value (``Class``, ``Score``, ``Model``, ``State``, ``For
 ``BodyPartRegion``...) is then written separately only where it is declared too, for
 Explorer, scripts or lookups that want that value alone. Without ``BodyPartResult`` the
 classic names are written one value each, as before.
+**One packed write per routed instance.** The separate values of a classified instance are
+written at once, but its packed result waits up to ``RESULT_WAIT_SECONDS`` for its forwards,
+so that one write carries both the classification and where the instance arrived. Forwards
+that take longer (a destination down) get the ``classified`` result written when the wait
+ends, and the forwarded one later. The wait is in memory: a shutdown writes (or, when REST is
+no longer allowed, records for the next start) what still waits, and after a crash the
+packed result is rebuilt from the router's store when the forwards finish.
 Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript extension of
 :mod:`.explorer` instead): ``bodypart-<class>`` on the series and the study, and
 ``bodypart-dead-letter`` on both when a forward was dead-lettered.
@@ -26,16 +33,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..inference.classes import label_for
 from ..config import CLASSIC_METADATA, RESULT_METADATA, SEPARATE_METADATA, Destination
 from ..orthanc_api import OrthancError
 from ..forwarding.events import Dispatcher, InstanceNotClassified, InstanceReceived, InstanceStateChanged
-from ..routing.decision import RoutingDecision
-from ..forwarding.store import InstanceRecord
+from ..routing.decision import SECONDARY, RoutingDecision
+from ..forwarding.store import InstanceRecord, Store
 from ..states import InstanceState, Kind
 from .host import OrthancRest
 
@@ -49,6 +57,10 @@ SEPARATE_NAMES = SEPARATE_METADATA
 CLASSIC_NAMES = frozenset(CLASSIC_METADATA)
 #: Packed results remembered for the next change of the same instance (else read back once).
 PACKED_CACHE_SIZE = 10_000
+#: Store setting: the instances whose results a shutdown could not write (:meth:`ResultWriter.resync`).
+RESYNC_KEY = "metadata_resync"
+#: How long a classified instance's packed result waits for its forwards (module docstring).
+RESULT_WAIT_SECONDS = 5.0
 
 
 def stored_state(metadata: Mapping[str, str]) -> str:
@@ -88,6 +100,12 @@ class ResultWriter:
         self.declared: frozenset[str] = CLASSIC_NAMES
         self._packed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._packed_lock = threading.Lock()
+        #: Packed results waiting for their instance's forwards: instance -> (due, values).
+        self._waiting: dict[str, tuple[float, dict[str, Any]]] = {}
+        #: What the router's store knows of an instance's result (:func:`stored_values`; set by the
+        #: app): the packed result's base when Orthanc has none (its write waited, then a crash).
+        self.recall: Callable[[str], dict[str, Any]] | None = None
+        self.clock: Callable[[], float] = time.monotonic
 
     def declare(self, names: Iterable[str]) -> None:
         """The ``UserMetadata`` names of the configuration (see the module docstring)."""
@@ -102,15 +120,50 @@ class ResultWriter:
         return SEPARATE_NAMES["Source"] in self.declared
 
     def suspend(self) -> set[str]:
-        """Stop writing (Orthanc is shutting down); returns the instances whose writes were skipped."""
+        """Stop writing (Orthanc is shutting down); returns the instances whose writes were skipped,
+        those whose packed result still waited for their forwards included."""
         self._suspended = True
+        with self._packed_lock:
+            self._missed.update(self._waiting)
+            self._waiting.clear()
         return set(self._missed)
+
+    def close(self, store: Store, *, flush: bool) -> None:
+        """At shutdown: write what still waits for its forwards (``flush``: REST calls are still
+        allowed), stop writing, and keep what was not written in the store for :meth:`resync`."""
+        if flush:
+            self.flush(everything=True)
+        missed = self.suspend()
+        if missed:
+            store.set_setting(RESYNC_KEY, json.dumps(sorted(missed)))
+
+    def resync(self, store: Store) -> None:
+        """At start-up: write the results the last shutdown could not write."""
+        pending = json.loads(store.get_setting(RESYNC_KEY) or "[]")
+        for instance_id in pending:
+            record = store.instance(instance_id)
+            if record is not None:
+                self.rewrite(record, store.delivered_destinations(instance_id))
+        if pending:
+            store.set_setting(RESYNC_KEY, "[]")
+            LOGGER.info(f"rewrote the results of {len(pending)} instance(s) left unwritten at the last shutdown")
+
+    def flush(self, *, everything: bool = False) -> int:
+        """Write the packed results whose wait for their forwards is over (all of them with
+        ``everything``, at an orderly shutdown). Returns how many were written."""
+        now = self.clock()
+        with self._packed_lock:
+            due = [i for i, (when, _) in self._waiting.items() if everything or when <= now]
+        for instance_id in due:
+            self._safely(instance_id, lambda i=instance_id: self._write(i, {}, merge=True, separate=False))
+        return len(due)
 
     def rewrite(self, record: InstanceRecord, delivered: list[str]) -> None:
         """Write everything the store knows about an instance (after a shutdown skipped it)."""
         if record.class_name is None and not self.writes(record.state):
             return
-        values: dict[str, Any] = {"State": record.state}
+        values: dict[str, Any] = dict(self.recall(record.instance_id)) if self.recall else {}
+        values["State"] = record.state
         if record.class_name is not None:
             values.update(Class=record.class_name, Score=round(record.score or 0, 4), Model=record.model or "")
         if delivered:
@@ -145,17 +198,20 @@ class ResultWriter:
             return "true" if value else "false"
         return str(value)
 
-    def _write(self, instance_id: str, values: Mapping[str, Any], *, merge: bool) -> None:
-        """One PUT per declared separate name, and one for the packed result. ``merge``: the values
-        change part of a result written before (else they are the whole result)."""
-        # the state last: whoever waits for it finds the other values already written
-        for field, value in sorted(values.items(), key=lambda item: item[0] == "State"):
-            name = SEPARATE_NAMES[field]
-            if name in self.declared:
-                self._meta(instance_id, name, self._separate_value(field, value))
+    def _write(self, instance_id: str, values: Mapping[str, Any], *, merge: bool, separate: bool = True) -> None:
+        """One PUT per declared separate name (unless ``separate`` is false), and one for the packed
+        result. ``merge``: the values change part of a result written before (else they are the
+        whole result); a packed result still waiting for its forwards is merged either way."""
+        if separate:
+            self._write_separate(instance_id, values)
         if not self.packed:
             return
-        result = dict(self._current(instance_id) if merge else {})
+        with self._packed_lock:
+            waiting = self._waiting.pop(instance_id, None)
+        if waiting is not None:
+            result = dict(waiting[1])
+        else:
+            result = dict(self._current(instance_id) if merge else {})
         result.update({k: v for k, v in values.items() if v is not None})
         self._meta(instance_id, RESULT_METADATA, json.dumps(result, sort_keys=True))
         with self._packed_lock:
@@ -163,6 +219,19 @@ class ResultWriter:
             self._packed.move_to_end(instance_id)
             while len(self._packed) > PACKED_CACHE_SIZE:
                 self._packed.popitem(last=False)
+
+    def _write_separate(self, instance_id: str, values: Mapping[str, Any]) -> None:
+        # the state last: whoever waits for it finds the other values already written
+        for field, value in sorted(values.items(), key=lambda item: item[0] == "State"):
+            name = SEPARATE_NAMES[field]
+            if name in self.declared:
+                self._meta(instance_id, name, self._separate_value(field, value))
+
+    def _wait(self, instance_id: str, values: Mapping[str, Any]) -> None:
+        """Keep a classified instance's packed result for its forwards (see :meth:`flush`)."""
+        result = {k: v for k, v in values.items() if v is not None}
+        with self._packed_lock:
+            self._waiting[instance_id] = (self.clock() + RESULT_WAIT_SECONDS, result)
 
     def _current(self, instance_id: str) -> dict[str, Any]:
         """The packed result written last (remembered, or read back once after a restart)."""
@@ -175,10 +244,12 @@ class ResultWriter:
         except OrthancError as exc:
             if exc.status != 404:
                 raise
-            return {}
+            value = None
         except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+            value = None
+        if isinstance(value, dict):
+            return value
+        return dict(self.recall(instance_id)) if self.recall else {}
 
     def follow(self, events: Dispatcher) -> None:
         """Mirror the lifecycle's transitions into Orthanc: each published state is written here."""
@@ -210,9 +281,11 @@ class ResultWriter:
         self._safely(instance_id, lambda: self._write(instance_id, {"State": state}, merge=True))
 
     def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: InstanceState, *,
-                   header_audit: str | None = None, secondary: Mapping[str, Any] | None = None) -> None:
-        """The result of a classification: one write of the packed result (and the declared
-        separate values). ``secondary``: the model's region, view, rotation and inverted."""
+                   header_audit: str | None = None, secondary: Mapping[str, Any] | None = None,
+                   forwards_pending: bool = False) -> None:
+        """The result of a classification: the declared separate values now, and one write of the
+        packed result, which waits for the forwards when ``forwards_pending`` (module docstring).
+        ``secondary``: the model's region, view, rotation and inverted."""
         values: dict[str, Any] = {"Class": decision.class_name, "Score": round(decision.score, 4),
                                   "Model": model_version, "State": state, "Source": decision.source}
         if header_audit is not None:
@@ -223,7 +296,11 @@ class ResultWriter:
                 values[field] = value
 
         def write() -> None:
-            self._write(instance_id, values, merge=False)
+            if forwards_pending and self.packed:
+                self._write_separate(instance_id, values)
+                self._wait(instance_id, values)
+            else:
+                self._write(instance_id, values, merge=False)
             if self.labels:
                 self._label_parents(instance_id, label_for(decision.class_name))
 
@@ -257,3 +334,22 @@ class ResultWriter:
                 LOGGER.info(f"instance {instance_id} was deleted before its results could be written")
             else:
                 LOGGER.warning(f"instance {instance_id}: could not write results: {exc}")
+
+
+def stored_values(store: Store, instance_id: str) -> dict[str, Any]:
+    """An instance's packed result as far as the router's store knows it: the class, score and
+    model, and the model's region, view, rotation and inverted (from the kept evidence)."""
+    record = store.instance(instance_id)
+    if record is None or record.class_name is None:
+        return {}
+    values: dict[str, Any] = {"Class": record.class_name, "Score": round(record.score or 0, 4),
+                              "Model": record.model or ""}
+    try:
+        evidence = json.loads(store.evidence(instance_id) or "{}")
+    except ValueError:
+        evidence = {}
+    if isinstance(evidence, dict):
+        for key in SECONDARY:
+            if evidence.get(key) is not None and key.capitalize() in SEPARATE_NAMES:
+                values[key.capitalize()] = evidence[key]
+    return values

@@ -210,9 +210,12 @@ class ClassifyWorker(ServiceThread):
         destinations = [d.key for d in decision.destinations]
         first_state = decision.state or InstanceState.CLASSIFIED
         secondary = json.loads(evidence) if evidence else {}
+        forwards_pending = (first_state == InstanceState.CLASSIFIED and bool(destinations)
+                            and not self.config.shadow_mode)
         self.writer.classified(instance_id, decision, model, first_state,
                                header_audit=audit_value(decision, header.tags),
-                               secondary={k: secondary.get(k) for k in SECONDARY})
+                               secondary={k: secondary.get(k) for k in SECONDARY},
+                               forwards_pending=forwards_pending)
         state = self.store.record_classification(
             instance_id, class_name=decision.class_name, score=decision.score, model=model,
             destinations=destinations, shadow=self.config.shadow_mode, evidence=evidence, held=decision.state)
