@@ -32,11 +32,21 @@ class Rest:
     def __init__(self) -> None:
         self.metadata: dict[tuple[str, str], str] = {}
         self.puts: list[tuple[str, str]] = []
+        self.labels: list[str] = []
+        self.lookups: list[str] = []
 
     def put(self, uri: str, value: str) -> None:
-        _, _, instance_id, _, name = uri.split("/")
-        self.metadata[(instance_id, name)] = value
-        self.puts.append((instance_id, name))
+        _, level, resource, kind, name = uri.split("/")
+        if kind == "labels":
+            self.labels.append(f"{level}/{resource}/{name}")
+            return
+        self.metadata[(resource, name)] = value
+        self.puts.append((resource, name))
+
+    def get_json(self, uri: str) -> dict[str, str]:
+        self.lookups.append(uri)
+        _, _, instance_id, relation = uri.split("/")
+        return {"ID": f"{relation}-of-{instance_id}"}
 
     def get(self, uri: str) -> str:
         _, _, instance_id, _, name = uri.split("/")
@@ -149,3 +159,41 @@ def test_after_a_crash_the_packed_result_is_rebuilt_from_the_store(world, tmp_pa
     assert packed["Class"] == "adult_chest" and packed["Score"] == 0.97 and packed["Region"] == "chest"
     assert packed["State"] == "forwarded" and packed["Forwarded"] == ["ai-chest"]
     store.close()
+
+
+@pytest.fixture()
+def orthanc_112(world) -> tuple[results.ResultWriter, Rest]:
+    writer, rest, _ = world
+    writer.set_version("1.12.7")
+    return writer, rest
+
+
+def test_labels_are_put_once_per_series_and_study_at_the_ids_the_header_gave(orthanc_112) -> None:
+    writer, rest = orthanc_112
+    for instance_id in ("i1", "i2", "i3"):
+        writer.classified(instance_id, chest(), "model@1", InstanceState.CLASSIFIED, parents=("s1", "st1"))
+    assert rest.labels == ["series/s1/bodypart-adult-chest", "studies/st1/bodypart-adult-chest"]
+    assert rest.lookups == []
+    writer.forget_labels()  # Orthanc deleted something: the series may be new again
+    writer.classified("i4", chest(), "model@1", InstanceState.CLASSIFIED, parents=("s1", "st1"))
+    assert len(rest.labels) == 4
+
+
+def test_without_the_header_the_parents_are_asked_of_the_index(orthanc_112) -> None:
+    writer, rest = orthanc_112
+    writer.classified("i1", chest(), "model@1", InstanceState.CLASSIFIED)
+    assert rest.labels == ["series/series-of-i1/bodypart-adult-chest", "studies/study-of-i1/bodypart-adult-chest"]
+
+
+def test_labels_false_writes_none(orthanc_112) -> None:
+    writer, rest = orthanc_112
+    writer.labels_wanted = False
+    writer.classified("i1", chest(), "model@1", InstanceState.CLASSIFIED, parents=("s1", "st1"))
+    writer.forwarded("i1", InstanceState.FAILED_DEAD_LETTER, [])
+    assert rest.labels == [] and rest.packed("i1")["State"] == "failed:dead-letter"
+
+
+def test_orthanc_1_10_gets_no_labels(world) -> None:
+    writer, rest, _ = world
+    writer.classified("i1", chest(), "model@1", InstanceState.CLASSIFIED, parents=("s1", "st1"))
+    assert rest.labels == [] and not writer.labels

@@ -276,6 +276,10 @@ KEYS: Final[tuple[Key, ...]] = (
        "`true`: write `BodyPartState = skipped:<reason>` on instances that are not X-rays (CT, MR, SR...); "
        "`false`: leave them exactly as Orthanc stored them (no metadata, no change in `/changes`), the reason is "
        "kept in the router's store (`GET /bodypart-router/instances/{id}`, the status page)"),
+    _k("Labels", boolean, True,
+       "Orthanc 1.12 and later: label each study and series `bodypart-<class>` (and `bodypart-dead-letter`), "
+       "for Explorer 2's filters and `/tools/find`; each label is written once per series and study (two index "
+       "writes), not per instance; `false`: no labels, the metadata alone"),
     _k("ClaimLeaseSeconds", number(1, 86400), 60.0,
        'several nodes on one index (PostgreSQL `"Lock": false`): a node renews its claim on an instance while it '
        "works on it; a claim not renewed for this long (its node died) is taken over by another node"),

@@ -97,6 +97,7 @@ class RouterConfig:
     yield_busy_arrivals_per_s: float = default("YieldToIngest.BusyArrivalsPerSecond")
     yield_max_wait_seconds: float = default("YieldToIngest.MaxWaitSeconds")
     mark_skipped: bool = default("MarkSkipped")
+    labels: bool = default("Labels")
     claim_lease_seconds: float = default("ClaimLeaseSeconds")
     forward_batch_size: int = default("ForwardBatchSize")
 

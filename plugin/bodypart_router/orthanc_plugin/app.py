@@ -162,7 +162,7 @@ class RouterApp:
         arrivals = ArrivalRate()
         self.ingest_gate = IngestGate(busy, config.yield_max_wait_seconds, cpu=HostCpu(_router_threads),
                                       arrivals=arrivals.per_second, busy_arrivals_per_s=config.yield_busy_arrivals_per_s)
-        self.writer.mark_skipped = config.mark_skipped
+        self.writer.mark_skipped, self.writer.labels_wanted = config.mark_skipped, config.labels
         self.store = Store(config.state_directory / STATE_DB)
         self.writer.recall = functools.partial(stored_values, self.store)
         if self.store.set_aside is not None:
@@ -242,6 +242,7 @@ class RouterApp:
                   and self.recorder is not None and self.enabled):
                 # Orthanc's /changes log keeps no deletions; only this callback reports them.
                 self.recorder.on_deleted(resource)
+                self.writer.forget_labels()
         except Exception as exc:
             LOGGER.exception(f"lifecycle: {exc!r}")
 
@@ -293,8 +294,8 @@ class RouterApp:
         self.started_at = time.time()
         for hook in self.on_started:
             self._safely(hook)
-        LOGGER.info(f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, "
-                    f"labels {'on' if self.writer.labels else 'off (Orthanc < 1.12)'})")
+        labels = "on" if self.writer.labels else "off" if self.writer.labels_supported else "off (Orthanc < 1.12)"
+        LOGGER.info(f"started ({len(self.workers)} worker(s), Orthanc {self.writer.version}, labels {labels})")
 
     def _detect_lost_state(self) -> None:
         """A new state database where the router ran before (deleted, emptied, set aside): the

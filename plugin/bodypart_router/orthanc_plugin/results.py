@@ -23,9 +23,11 @@ that take longer (a destination down) get the ``classified`` result written when
 ends, and the forwarded one later. The wait is in memory: a shutdown writes (or, when REST is
 no longer allowed, records for the next start) what still waits, and after a crash the
 packed result is rebuilt from the router's store when the forwards finish.
-Labels (Orthanc >= 1.12 only; 1.10 has none, its Explorer gets the JavaScript extension of
-:mod:`.explorer` instead): ``bodypart-<class>`` on the series and the study, and
-``bodypart-dead-letter`` on both when a forward was dead-lettered.
+Labels (Orthanc >= 1.12 only, and ``Labels: true``; 1.10 has none, its Explorer gets the
+JavaScript extension of :mod:`.explorer` instead): ``bodypart-<class>`` on the series and the
+study, and ``bodypart-dead-letter`` on both when a forward was dead-lettered. Each label is put
+once per series and study (remembered until Orthanc reports a deletion), at the IDs the header
+gave, so the instances of a series after the first cost the index nothing for labels.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ CLASSIC_NAMES = frozenset(CLASSIC_METADATA)
 PACKED_CACHE_SIZE = 10_000
 #: Store setting: the instances whose results a shutdown could not write (:meth:`ResultWriter.resync`).
 RESYNC_KEY = "metadata_resync"
+#: (level, resource, label) remembered as put, so that a series' later instances do not put it again.
+LABELS_REMEMBERED = 10_000
 #: How long a classified instance's packed result waits for its forwards (module docstring).
 RESULT_WAIT_SECONDS = 5.0
 
@@ -93,7 +97,10 @@ class ResultWriter:
         self.rest = rest
         #: Write ``skipped:<reason>`` states too (``MarkSkipped``); off, a skipped instance is untouched.
         self.mark_skipped = mark_skipped
+        #: ``Labels`` of the configuration; labels are written where it is true and Orthanc is 1.12+.
+        self.labels_wanted = True
         self.set_version(orthanc_version)
+        self._labelled: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._suspended = False
         self._missed: set[str] = set()
         #: Metadata names declared in ``UserMetadata``: a value is written only under a declared name.
@@ -179,7 +186,16 @@ class ResultWriter:
     def set_version(self, orthanc_version: str) -> None:
         """Known only once Orthanc has started (``GET /system``); labels need 1.12."""
         self.version = orthanc_version
-        self.labels = parse_version(orthanc_version) >= (1, 12)
+        self.labels_supported = parse_version(orthanc_version) >= (1, 12)
+
+    @property
+    def labels(self) -> bool:
+        return self.labels_wanted and self.labels_supported
+
+    def forget_labels(self) -> None:
+        """Orthanc deleted something: a series or study labelled before may be stored again, new."""
+        with self._packed_lock:
+            self._labelled.clear()
 
     def _meta(self, instance_id: str, name: str, value: str) -> None:
         self.rest.put(f"/instances/{instance_id}/metadata/{name}", value)
@@ -282,10 +298,11 @@ class ResultWriter:
 
     def classified(self, instance_id: str, decision: RoutingDecision, model_version: str, state: InstanceState, *,
                    header_audit: str | None = None, secondary: Mapping[str, Any] | None = None,
-                   forwards_pending: bool = False) -> None:
+                   forwards_pending: bool = False, parents: tuple[str | None, str | None] = (None, None)) -> None:
         """The result of a classification: the declared separate values now, and one write of the
         packed result, which waits for the forwards when ``forwards_pending`` (module docstring).
-        ``secondary``: the model's region, view, rotation and inverted."""
+        ``secondary``: the model's region, view, rotation and inverted; ``parents``: the IDs of
+        the instance's series and study where known (for the labels)."""
         values: dict[str, Any] = {"Class": decision.class_name, "Score": round(decision.score, 4),
                                   "Model": model_version, "State": state, "Source": decision.source}
         if header_audit is not None:
@@ -302,7 +319,7 @@ class ResultWriter:
             else:
                 self._write(instance_id, values, merge=False)
             if self.labels:
-                self._label_parents(instance_id, label_for(decision.class_name))
+                self._label_parents(instance_id, label_for(decision.class_name), parents)
 
         self._safely(instance_id, write)
 
@@ -316,11 +333,23 @@ class ResultWriter:
 
         self._safely(instance_id, write)
 
-    def _label_parents(self, instance_id: str, label: str) -> None:
-        series = self.rest.get_json(f"/instances/{instance_id}/series")["ID"]
-        study = self.rest.get_json(f"/instances/{instance_id}/study")["ID"]
-        self.rest.put(f"/series/{series}/labels/{label}", "")
-        self.rest.put(f"/studies/{study}/labels/{label}", "")
+    def _label_parents(self, instance_id: str, label: str, parents: tuple[str | None, str | None] = (None, None)) -> None:
+        """Put ``label`` on the instance's series and study, unless already put. ``parents``: their
+        IDs where the header gave them (else asked of the index)."""
+        series, study = parents
+        for level, resource, relation in (("series", series, "series"), ("studies", study, "study")):
+            if resource is None:
+                resource = str(self.rest.get_json(f"/instances/{instance_id}/{relation}")["ID"])
+            key = (level, resource, label)
+            with self._packed_lock:
+                if key in self._labelled:
+                    self._labelled.move_to_end(key)
+                    continue
+            self.rest.put(f"/{level}/{resource}/labels/{label}", "")
+            with self._packed_lock:
+                self._labelled[key] = None
+                while len(self._labelled) > LABELS_REMEMBERED:
+                    self._labelled.popitem(last=False)
 
     def _safely(self, instance_id: str, write: object) -> None:
         """A deleted instance or a missing UserMetadata declaration must not stop the worker."""

@@ -215,7 +215,7 @@ class ClassifyWorker(ServiceThread):
         self.writer.classified(instance_id, decision, model, first_state,
                                header_audit=audit_value(decision, header.tags),
                                secondary={k: secondary.get(k) for k in SECONDARY},
-                               forwards_pending=forwards_pending)
+                               forwards_pending=forwards_pending, parents=(header.series_id, header.study_id))
         state = self.store.record_classification(
             instance_id, class_name=decision.class_name, score=decision.score, model=model,
             destinations=destinations, shadow=self.config.shadow_mode, evidence=evidence, held=decision.state)
