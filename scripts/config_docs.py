@@ -155,7 +155,8 @@ def user_metadata_section() -> list[str]:
     shipped = [m for m in METADATA if m.shipped]
     others = [m.name for m in METADATA if not m.shipped]
     intro = ("Numbers must be >= 1024 and unique among user metadata. Each value written costs Orthanc's index "
-             "one transaction: BodyPartResult holds the whole result in one JSON value, written once per change; "
+             "one transaction: BodyPartResult holds the whole result in one JSON value, written once when the "
+             "instance's forwards are done and again at each later change; "
              "each other name is also written alone where it is declared (one more write each, for scripts and "
              "lookups): " + ", ".join(others[:-1]) + f" and {others[-1]} are not declared here. Without "
              "BodyPartResult, " + ", ".join(CLASSIC) + " must be.")

@@ -335,7 +335,8 @@ CLAIM_METADATA: Final = "BodyPartClaim"
 SOURCE_METADATA: Final = "BodyPartSource"
 
 METADATA: Final[tuple[Metadata, ...]] = (
-    Metadata(RESULT_METADATA, None, "the whole result in one JSON value, written once per change", 1031,
+    Metadata(RESULT_METADATA, None, "the whole result in one JSON value, written when the instance's forwards are done "
+             "(at most 5 s after its class) and at each later change", 1031,
              brief="the whole result in one JSON value: Class, Score, Model, State, Forwarded..."),
     Metadata("BodyPart", "Class", "the class, or `uncertain` below `MinimumScore`", 1024),
     Metadata("BodyPartScore", "Score",
