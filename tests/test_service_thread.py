@@ -110,3 +110,25 @@ def test_a_one_shot_run_ends_by_itself_and_can_be_asked_to_stop_between_items() 
     whole = OneShotThread("bodypart-job", lambda thread: done.append(-1))
     whole.start()
     assert whole.join(WAIT) and done[-1] == -1
+
+
+def test_the_operating_system_sees_the_threads_name() -> None:
+    """``top -H`` and ``ps -T`` show which of the router's threads uses Orthanc's CPU."""
+    from bodypart_router.service_thread import os_thread_name
+
+    assert os_thread_name("bodypart-recorder") == "bp-recorder"
+    assert os_thread_name("bodypart-classify-0") == "bp-classify-0"
+    assert len(os_thread_name("bodypart-router-metrics")) == 15
+    seen: list[str] = []
+
+    class Naming(ServiceThread):
+        def step(self) -> bool:
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
+                seen.append(comm.read().strip())
+            self.stop_event.set()
+            return False
+
+    thread = Naming("bodypart-recorder", interval=0.0)
+    thread.start()
+    assert thread.join(WAIT)
+    assert seen == ["bp-recorder"]

@@ -75,3 +75,32 @@ def test_a_large_instance_is_read_from_its_bytes_with_long_values_left_unread(mo
 def test_a_small_instance_still_uses_orthancs_bounded_json() -> None:
     instance = Instance()
     assert ingest.ingest_tags(instance)["Modality"] == "CR"
+
+
+def test_the_recorder_commits_less_often_while_a_burst_holds_classification(tmp_path) -> None:
+    """During a burst the workers wait anyway (YieldToIngest): arrivals gather longer per commit."""
+    import threading
+
+    from bodypart_router.config import parse
+    from bodypart_router.forwarding.events import Dispatcher
+    from bodypart_router.forwarding.store import Store
+    from bodypart_router.ops.ingest_gate import ArrivalRate
+
+    now = [100.0]
+    declared = {"UserMetadata": {"BodyPartResult": 1031}}
+    config = parse({"Routes": {}}, declared, base_dir=tmp_path, check_paths=False)
+    store = Store(tmp_path / "s.sqlite")
+    recorder = ingest.Recorder(config, store, None, None, Dispatcher(), threading.Event())  # type: ignore[arg-type]
+    recorder.arrivals = ArrivalRate(clock=lambda: now[0])
+    assert recorder._batch_seconds() == ingest.RECORD_BATCH_SECONDS
+    for _ in range(5):  # a trickle: 10 a second over the half-second window
+        recorder.arrivals.note()
+    assert recorder._batch_seconds() == ingest.RECORD_BATCH_SECONDS
+    for _ in range(20):  # 50 a second
+        recorder.arrivals.note()
+    assert recorder._batch_seconds() == ingest.BURST_RECORD_BATCH_SECONDS
+    off = parse({"Routes": {}, "YieldToIngest": {"MaxWaitSeconds": 0}}, declared, base_dir=tmp_path,
+                check_paths=False)
+    recorder.config = off  # nothing holds classification back: the short batches stay
+    assert recorder._batch_seconds() == ingest.RECORD_BATCH_SECONDS
+    store.close()
