@@ -158,6 +158,8 @@ class ResultWriter:
     def flush(self, *, everything: bool = False) -> int:
         """Write the packed results whose wait for their forwards is over (all of them with
         ``everything``, at an orderly shutdown). Returns how many were written."""
+        if not self._waiting:  # after every forwarder step: nothing to look at, most of the time
+            return 0
         now = self.clock()
         with self._packed_lock:
             due = [i for i, (when, _) in self._waiting.items() if everything or when <= now]
